@@ -1,0 +1,340 @@
+"""Samples as WebDataset tars: one shard set per bucket, a JSON manifest per dataset.
+
+Layout of a dataset directory::
+
+    manifest.json                       written last: the dataset is complete when it exists
+    shards/<bucket>/shard-000000.tar    WebDataset tars, deterministic names, one set per bucket
+
+Members of a sample ``<key>`` (WebDataset groups members by the name before the first dot, hence no
+dots in keys): ``<key>.json`` (metadata and provenance), ``<key>.mp4`` (H.264, constant frame rate),
+``<key>.ref.png`` (reference image, lossless), ``<key>.tracks.npy``, ``<key>.visible.npy``,
+``<key>.intensity.npy`` (``allow_pickle=False``), ``<key>.prompt.txt``. No pickle anywhere.
+
+A shard is written under a temporary name (``.shard-000000.tar.partial``) and renamed when complete,
+so a killed writer never leaves an incomplete file under a final name. Tar headers carry fixed
+mtime/owner so the same samples give the same bytes, and the dataset version is a hash of the shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ardrag.data.codec import EncodeConfig, VideoDecoder, encode_mp4, get_decoder
+from ardrag.data.sample import Provenance, Sample
+from ardrag.errors import DecodeError, ShardError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "ardrag-shards"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MEMBERS = ("json", "mp4", "ref.png", "tracks.npy", "visible.npy", "intensity.npy", "prompt.txt")
+PARTIAL_SUFFIX = ".partial"
+
+
+# -- sample <-> members ------------------------------------------------------------------------
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode_sample(sample: Sample, encode: EncodeConfig | None = None) -> dict[str, bytes]:
+    """The members of one sample, extension -> bytes."""
+    ok, png = cv2.imencode(".png", cv2.cvtColor(sample.reference, cv2.COLOR_RGB2BGR))
+    if not ok:  # pragma: no cover - cv2 encodes any valid uint8 image
+        raise ShardError(f"sample {sample.key!r}: PNG encoding of the reference image failed")
+    meta = sample.metadata()
+    meta["format_version"] = FORMAT_VERSION
+    return {
+        "json": json.dumps(meta, sort_keys=True).encode("utf-8"),
+        "mp4": encode_mp4(sample.video, sample.fps, encode),
+        "ref.png": png.tobytes(),
+        "tracks.npy": _npy(sample.tracks),
+        "visible.npy": _npy(sample.visible),
+        "intensity.npy": _npy(sample.intensity),
+        "prompt.txt": sample.prompt.encode("utf-8"),
+    }
+
+
+def missing_members(members: dict[str, bytes]) -> list[str]:
+    return [m for m in MEMBERS if m not in members]
+
+
+def decode_sample(key: str, members: dict[str, bytes], decoder: VideoDecoder) -> Sample:
+    """Rebuild (and validate) a sample from its members."""
+    if missing := missing_members(members):
+        raise ShardError(f"sample {key!r} is incomplete: missing members {missing}")
+    meta = json.loads(members["json"])
+    video = decoder.decode(members["mp4"])
+    if video.shape[0] != meta["num_frames"]:
+        raise DecodeError(
+            f"sample {key!r}: decoded {video.shape[0]} frames with {decoder.name}, metadata says "
+            f"{meta['num_frames']}"
+        )
+    ref = cv2.imdecode(np.frombuffer(members["ref.png"], np.uint8), cv2.IMREAD_COLOR)
+    if ref is None:
+        raise ShardError(f"sample {key!r}: reference PNG cannot be decoded")
+
+    def arr(name: str) -> np.ndarray:
+        return np.load(io.BytesIO(members[name]), allow_pickle=False)
+
+    return Sample(
+        key=meta["key"],
+        video=video,
+        tracks=arr("tracks.npy"),
+        visible=arr("visible.npy"),
+        intensity=arr("intensity.npy"),
+        prompt=members["prompt.txt"].decode("utf-8"),
+        provenance=Provenance.model_validate(meta["provenance"]),
+        bucket=meta["bucket"],
+        fps=meta["fps"],
+        reference=cv2.cvtColor(ref, cv2.COLOR_BGR2RGB),
+        negative_prompt=meta["negative_prompt"],
+        extra=meta.get("extra", {}),
+    )
+
+
+# -- tar reading -------------------------------------------------------------------------------
+def iter_tar_groups(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Stream (key, {extension: bytes}) groups from a tar, WebDataset-style.
+
+    Raises ``tarfile.ReadError``/``EOFError``/``OSError`` on a damaged file; a group cut short by
+    the end of the file is yielded as it is (the caller checks completeness).
+    """
+    current: str | None = None
+    group: dict[str, bytes] = {}
+    with tarfile.open(path, mode="r|") as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            base = info.name.rsplit("/", 1)[-1]
+            key, _, ext = base.partition(".")
+            f = tar.extractfile(info)
+            data = f.read() if f is not None else b""
+            if len(data) != info.size:
+                raise tarfile.ReadError(f"member {info.name!r} is truncated")
+            if key != current:
+                if current is not None:
+                    yield current, group
+                current, group = key, {}
+            group[ext] = data
+    if current is not None:
+        yield current, group
+
+
+def read_shard(path: str | os.PathLike[str], decoder: VideoDecoder | None = None) -> Iterator[Sample]:
+    """Decoded samples of one shard (raises on any damage; see the loader for skipping)."""
+    decoder = decoder or get_decoder()
+    for key, members in iter_tar_groups(path):
+        yield decode_sample(key, members, decoder)
+
+
+# -- writing -----------------------------------------------------------------------------------
+@dataclass
+class ShardInfo:
+    path: str  # relative to the dataset root
+    bucket: str
+    samples: int
+    bytes: int
+    sha256: str
+    keys: list[str] = field(default_factory=list)
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+class _BucketShardWriter:
+    """Writes one bucket's shard set, each shard under a temporary name until it is complete."""
+
+    def __init__(self, root: Path, bucket: str, max_samples: int, max_bytes: int):
+        self.root, self.bucket = root, bucket
+        self.max_samples, self.max_bytes = max_samples, max_bytes
+        self.dir = root / "shards" / bucket
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.index = 0
+        self.done: list[ShardInfo] = []
+        self._tar: tarfile.TarFile | None = None
+        self._keys: list[str] = []
+        self._bytes = 0
+
+    def _names(self) -> tuple[Path, Path]:
+        final = self.dir / f"shard-{self.index:06d}.tar"
+        return final, self.dir / f".{final.name}{PARTIAL_SUFFIX}"
+
+    def write(self, key: str, members: dict[str, bytes]) -> None:
+        if self._tar is None:
+            self._tar = tarfile.open(self._names()[1], mode="w", format=tarfile.USTAR_FORMAT)
+        for ext in MEMBERS:
+            data = members[ext]
+            self._tar.addfile(_tarinfo(f"{key}.{ext}", len(data)), io.BytesIO(data))
+            self._bytes += len(data)
+        self._keys.append(key)
+        if len(self._keys) >= self.max_samples or self._bytes >= self.max_bytes:
+            self.finish_shard()
+
+    def finish_shard(self) -> None:
+        if self._tar is None:
+            return
+        self._tar.close()
+        final, partial = self._names()
+        with open(partial, "rb+") as f:
+            os.fsync(f.fileno())
+        digest, size = file_sha256(partial)
+        os.replace(partial, final)
+        self.done.append(
+            ShardInfo(
+                str(final.relative_to(self.root)), self.bucket, len(self._keys), size, digest, self._keys
+            )
+        )
+        self._tar, self._keys, self._bytes = None, [], 0
+        self.index += 1
+
+    def abort(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            self._names()[1].unlink(missing_ok=True)
+            self._tar = None
+
+
+def file_sha256(path: str | os.PathLike[str]) -> tuple[str, int]:
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def dataset_version(shards: list[ShardInfo] | list[dict[str, Any]]) -> str:
+    """Content hash of a dataset: its shards' paths and sha256 digests."""
+    rows = sorted((s["path"], s["sha256"]) if isinstance(s, dict) else (s.path, s.sha256) for s in shards)
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+class DatasetWriter:
+    """Writes samples into per-bucket shard sets; :meth:`close` writes the manifest, last.
+
+    A directory that already holds a manifest is refused unless ``overwrite``; leftovers of an
+    interrupted writer (temporary files, shards without a manifest) are removed first, since no
+    manifest accounts for them.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        name: str = "dataset",
+        shard_samples: int = 64,
+        shard_bytes: int = 1 << 30,
+        encode: EncodeConfig | None = None,
+        overwrite: bool = False,
+    ):
+        if shard_samples < 1:
+            raise ShardError(f"shard_samples = {shard_samples}; expected at least 1")
+        self.root = Path(root)
+        if (self.root / MANIFEST).exists():
+            if not overwrite:
+                raise ShardError(f"{self.root} already holds a dataset ({MANIFEST}); pass overwrite=True")
+            (self.root / MANIFEST).unlink()
+        self._clear_leftovers()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.name, self.encode = name, encode or EncodeConfig()
+        self.shard_samples, self.shard_bytes = shard_samples, shard_bytes
+        self._writers: dict[str, _BucketShardWriter] = {}
+        self._keys: set[str] = set()
+
+    def _clear_leftovers(self) -> None:
+        shard_dir = self.root / "shards"
+        if not shard_dir.exists():
+            return
+        stale = [
+            p
+            for p in shard_dir.rglob("*")
+            if p.is_file() and (p.suffix == ".tar" or p.name.endswith(PARTIAL_SUFFIX))
+        ]
+        if stale:
+            log.warning(
+                "removing %d shard files of an earlier, unfinished write in %s", len(stale), shard_dir
+            )
+        for p in stale:
+            p.unlink()
+
+    def write(self, sample: Sample) -> None:
+        if sample.key in self._keys:
+            raise ShardError(f"duplicate sample key {sample.key!r} in dataset {self.name!r}")
+        members = encode_sample(sample, self.encode)
+        writer = self._writers.get(sample.bucket)
+        if writer is None:
+            writer = self._writers[sample.bucket] = _BucketShardWriter(
+                self.root, sample.bucket, self.shard_samples, self.shard_bytes
+            )
+        writer.write(sample.key, members)
+        self._keys.add(sample.key)
+
+    def close(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Finish every shard, then write ``manifest.json`` atomically; returns the manifest."""
+        for w in self._writers.values():
+            w.finish_shard()
+        shards = sorted((s for w in self._writers.values() for s in w.done), key=lambda s: s.path)
+        buckets: dict[str, int] = {}
+        for s in shards:
+            buckets[s.bucket] = buckets.get(s.bucket, 0) + s.samples
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "version": dataset_version(shards),
+            "samples": sum(buckets.values()),
+            "buckets": dict(sorted(buckets.items())),
+            "encode": self.encode.to_dict(),
+            "shards": [s.__dict__ for s in shards],
+            **(extra or {}),
+        }
+        tmp = self.root / f".{MANIFEST}{PARTIAL_SUFFIX}"
+        tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        os.replace(tmp, self.root / MANIFEST)
+        return manifest
+
+    def abort(self) -> None:
+        for w in self._writers.values():
+            w.abort()
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise ShardError(f"{root} is not a finished dataset: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ShardError(f"{path} is not valid JSON: {err}") from None
+    if manifest.get("format") != FORMAT:
+        raise ShardError(f"{path}: format is {manifest.get('format')!r}; expected {FORMAT!r}")
+    return manifest

@@ -1,0 +1,1 @@
+"""Prefect flows over ardrag's library calls (one file per flow)."""

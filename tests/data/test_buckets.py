@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from ardrag.data.buckets import Bucket, ResizeCrop, default_buckets, fit_to_bucket, nearest_bucket
+
+
+def test_default_buckets_are_the_papers_five():
+    assert [b.name for b in default_buckets()] == ["480x368", "400x400", "368x480", "640x368", "368x640"]
+
+
+@pytest.mark.parametrize(
+    "size, expected",
+    [
+        ((1920, 1080), "640x368"),  # 16:9
+        ((1080, 1920), "368x640"),
+        ((640, 480), "480x368"),  # 4:3
+        ((480, 640), "368x480"),
+        ((512, 512), "400x400"),
+        ((1296, 720), "640x368"),
+        ((854, 480), "640x368"),
+        ((368, 480), "368x480"),
+    ],
+)
+def test_nearest_bucket_by_aspect(size, expected):
+    assert nearest_bucket(*size).name == expected
+
+
+def test_ties_broken_by_area():
+    buckets = (Bucket(200, 100), Bucket(400, 200), Bucket(800, 400))
+    assert nearest_bucket(390, 195, buckets).name == "400x200"
+    assert nearest_bucket(100, 50, buckets).name == "200x100"
+
+
+def _dot_video(w, h, x, y, frames=2):
+    v = np.zeros((frames, h, w, 3), np.uint8)
+    v[:, y - 3 : y + 4, x - 3 : x + 4] = 255
+    return v
+
+
+@pytest.mark.parametrize("w, h", [(1280, 720), (854, 480), (700, 700), (300, 500), (1000, 560)])
+def test_tracks_follow_the_frames_through_resize_and_crop(w, h):
+    x, y = int(w * 0.37), int(h * 0.61)
+    video = _dot_video(w, h, x, y)
+    tracks = np.array([[[x, y]], [[x, y]]], np.float32)
+    out, tr, vis, bucket = fit_to_bucket(video, tracks, np.ones((2, 1), bool))
+    assert out.shape == (2, bucket.height, bucket.width, 3)
+    # The centroid of the dot in the resized frame is where the mapped track says.
+    ys, xs = np.nonzero(out[0, :, :, 0] > 127)
+    assert abs(xs.mean() - tr[0, 0, 0]) < 0.6 and abs(ys.mean() - tr[0, 0, 1]) < 0.6
+    assert vis.all()
+
+
+def test_points_cut_off_by_the_crop_become_invisible():
+    video = np.zeros((1, 400, 1000, 3), np.uint8)  # wider than 640x368: sides are cropped
+    tracks = np.array([[[2.0, 200.0], [500.0, 200.0]]], np.float32)
+    _, tr, vis, bucket = fit_to_bucket(video, tracks, np.ones((1, 2), bool))
+    assert bucket.name == "640x368"
+    assert not vis[0, 0] and vis[0, 1]
+    assert tr[0, 0, 0] < 0  # coordinates kept, outside the frame
+
+
+def test_crop_is_centred():
+    tf = ResizeCrop.fit(1000, 368, Bucket(640, 368))
+    assert tf.scale == 1.0 and tf.x0 == 180 and tf.y0 == 0
+
+
+def test_bad_video_shape():
+    with pytest.raises(ValueError, match="field 'video'"):
+        fit_to_bucket(np.zeros((0, 10, 10, 3), np.uint8))

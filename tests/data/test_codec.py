@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+from factories import make_sample
+
+from ardrag.data.codec import DECODERS, EncodeConfig, encode_mp4, get_decoder, psnr
+from ardrag.errors import DecodeError
+
+
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
+def test_round_trip_within_codec_tolerance(decoder):
+    # At a real bucket size: PSNR depends on detail per pixel, and tiny frames of a photo are all detail.
+    video = make_sample(frames=17, width=640, height=368).video
+    data = encode_mp4(video, 16.0)
+    assert data[4:8] == b"ftyp"
+    out = get_decoder(decoder).decode(data)
+    assert out.shape == video.shape and out.dtype == np.uint8
+    assert psnr(video, out) >= 35.0
+
+
+def test_same_frames_same_bytes():
+    video = make_sample().video
+    assert encode_mp4(video, 16.0) == encode_mp4(video, 16.0)
+
+
+def test_quality_follows_crf():
+    video = make_sample(frames=9, width=96, height=64).video
+    dec = get_decoder("pyav")
+    hi = psnr(video, dec.decode(encode_mp4(video, 16.0, EncodeConfig(crf=10))))
+    lo = psnr(video, dec.decode(encode_mp4(video, 16.0, EncodeConfig(crf=40))))
+    assert hi > lo + 3
+
+
+def test_constant_frame_rate_is_recorded():
+    import io
+
+    import av
+
+    data = encode_mp4(make_sample().video, 10.0)
+    with av.open(io.BytesIO(data)) as c:
+        s = c.streams.video[0]
+        assert s.average_rate == 10
+        assert s.frames == 9
+
+
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
+def test_garbage_raises_decode_error(decoder):
+    with pytest.raises(DecodeError):
+        get_decoder(decoder).decode(b"this is not a video" * 10)
+
+
+def test_encode_rejects_odd_sizes_and_bad_dtype():
+    with pytest.raises(ValueError, match="even height and width"):
+        encode_mp4(np.zeros((2, 11, 12, 3), np.uint8), 16)
+    with pytest.raises(ValueError, match="uint8"):
+        encode_mp4(np.zeros((2, 10, 12, 3), np.float32), 16)
+
+
+def test_unknown_decoder():
+    with pytest.raises(ValueError, match="expected one of"):
+        get_decoder("ffmpeg-cli")
+
+
+def test_psnr_identical_is_infinite():
+    a = np.zeros((2, 2), np.uint8)
+    assert psnr(a, a) == float("inf")

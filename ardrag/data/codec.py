@@ -9,6 +9,7 @@ versions (content hashes of shards) reproducible.
 from __future__ import annotations
 
 import io
+import logging
 from fractions import Fraction
 from typing import Protocol
 
@@ -17,6 +18,8 @@ from pydantic import Field
 
 from ardrag.config import Config
 from ardrag.errors import DecodeError, SampleValidationError
+
+log = logging.getLogger(__name__)
 
 
 class EncodeConfig(Config):
@@ -75,13 +78,16 @@ class DecordDecoder:
 
     def decode(self, data: bytes) -> np.ndarray:
         import decord
+        from decord.bridge.torchdl import to_torch
 
         try:
             reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=self.num_threads)
             n = len(reader)
             if n == 0:
                 raise DecodeError("video has no frames")
-            return reader.get_batch(list(range(n))).asnumpy()
+            batch = reader.get_batch(list(range(n)))
+            # Hand decord's buffer over through DLPack instead of copying it (asnumpy copies).
+            return to_torch(batch).numpy()
         except (decord.DECORDError, RuntimeError) as err:
             raise DecodeError(f"decord could not decode the video: {err}") from err
 
@@ -111,16 +117,40 @@ class PyAVDecoder:
         return np.stack(frames)
 
 
+class FallbackDecoder:
+    """Tries ``primary``; when it fails, logs why and decodes with ``secondary``.
+
+    decord 0.6 fails on some frame sizes that FFmpeg decodes fine (seen here: 48x64), so the loader
+    falls back to PyAV rather than drop the sample; data that neither can decode still raises.
+    """
+
+    def __init__(self, primary: VideoDecoder, secondary: VideoDecoder):
+        self.primary, self.secondary = primary, secondary
+        self.name = f"{primary.name}+{secondary.name}"
+
+    def decode(self, data: bytes) -> np.ndarray:
+        try:
+            return self.primary.decode(data)
+        except DecodeError as err:
+            log.warning("%s failed (%s); decoding with %s", self.primary.name, err, self.secondary.name)
+            return self.secondary.decode(data)
+
+
 DECODERS: dict[str, type[DecordDecoder] | type[PyAVDecoder]] = {
     "decord": DecordDecoder,
     "pyav": PyAVDecoder,
 }
 
 
-def get_decoder(name: str = "decord", **kwargs) -> VideoDecoder:
-    if name not in DECODERS:
-        raise ValueError(f"decoder {name!r} is unknown; expected one of {sorted(DECODERS)}")
-    return DECODERS[name](**kwargs)
+def get_decoder(name: str = "decord", fallback: str | None = None, **kwargs) -> VideoDecoder:
+    """A decoder by name; with ``fallback``, a second one used when the first fails."""
+    for n in (name, fallback):
+        if n is not None and n not in DECODERS:
+            raise ValueError(f"decoder {n!r} is unknown; expected one of {sorted(DECODERS)}")
+    primary = DECODERS[name](**kwargs)
+    if fallback is None or fallback == name:
+        return primary
+    return FallbackDecoder(primary, DECODERS[fallback](**kwargs))
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

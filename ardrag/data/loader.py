@@ -49,6 +49,9 @@ class LoaderConfig(Config):
     shuffle_buffer: int = Field(default=32, ge=1, description="samples held (undecoded) for shuffling")
     seed: int = 0
     decoder: Literal["decord", "pyav"] = "decord"
+    fallback_decoder: Literal["decord", "pyav"] | None = Field(
+        default="pyav", description="used when the decoder fails on a sample (None: skip the sample)"
+    )
     drop_last: bool = False
     buckets: list[str] = Field(default_factory=list, description="read only these buckets; empty = all")
 
@@ -69,11 +72,15 @@ def collate(samples: list[Sample]) -> dict[str, Any]:
         tracks[i, :, : s.num_points] = s.tracks
         visible[i, :, : s.num_points] = s.visible
         intensity[i, :, : s.num_points] = s.intensity
+    if b == 1:  # no copy: a worker's batch is copied into shared memory once more anyway
+        video, reference = samples[0].video[None], samples[0].reference[None]
+    else:
+        video, reference = np.stack([s.video for s in samples]), np.stack([s.reference for s in samples])
     return {
         "key": [s.key for s in samples],
         "bucket": samples[0].bucket,
-        "video": torch.from_numpy(np.stack([s.video for s in samples])),
-        "reference": torch.from_numpy(np.stack([s.reference for s in samples])),
+        "video": torch.from_numpy(video),
+        "reference": torch.from_numpy(reference),
         "tracks": torch.from_numpy(tracks),
         "visible": torch.from_numpy(visible),
         "intensity": torch.from_numpy(intensity),
@@ -162,7 +169,7 @@ class ShardedVideoDataset(IterableDataset):
         if consumers > len(self.shards) and consumer == 0:
             log.warning("%d shards for %d consumers: some will idle", len(self.shards), consumers)
         rng = np.random.default_rng([cfg.seed, self.epoch, consumer])
-        decoder = get_decoder(cfg.decoder)
+        decoder = get_decoder(cfg.decoder, fallback=cfg.fallback_decoder)
         pending: dict[tuple[str, int], list[Sample]] = {}
 
         def add(key: str, members: dict[str, bytes]) -> Iterator[dict[str, Any]]:

@@ -55,6 +55,18 @@ def test_encode_rejects_odd_sizes_and_bad_dtype():
         encode_mp4(np.zeros((2, 10, 12, 3), np.float32), 16)
 
 
+def test_fallback_decoder_covers_decord_size_bug(caplog):
+    video = make_sample(frames=3, width=48, height=64).video  # decord 0.6 fails on 48x64
+    data = encode_mp4(video, 16.0)
+    with pytest.raises(DecodeError):
+        get_decoder("decord").decode(data)
+    out = get_decoder("decord", fallback="pyav").decode(data)
+    assert out.shape == video.shape and psnr(video, out) > 25
+    assert "decoding with pyav" in caplog.text
+    with pytest.raises(DecodeError):  # what neither can decode still fails
+        get_decoder("decord", fallback="pyav").decode(b"not a video" * 20)
+
+
 def test_unknown_decoder():
     with pytest.raises(ValueError, match="expected one of"):
         get_decoder("ffmpeg-cli")

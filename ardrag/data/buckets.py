@@ -43,8 +43,8 @@ class Bucket:
             w, h = (int(v) for v in name.lower().split("x"))
         except ValueError:
             raise ConfigError(f"bucket {name!r} is not of the form WIDTHxHEIGHT, e.g. '640x368'") from None
-        if w <= 0 or h <= 0:
-            raise ConfigError(f"bucket {name!r} must have positive width and height")
+        if w <= 0 or h <= 0 or w % 2 or h % 2:
+            raise ConfigError(f"bucket {name!r}: expected positive, even width and height (H.264 4:2:0)")
         return cls(w, h)
 
 

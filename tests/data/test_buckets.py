@@ -64,6 +64,14 @@ def test_crop_is_centred():
     assert tf.scale == 1.0 and tf.x0 == 180 and tf.y0 == 0
 
 
+@pytest.mark.parametrize("name", ["641x368", "640x0", "640", "axb", "-2x4"])
+def test_bad_bucket_names(name):
+    from ardrag.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=repr(name)):
+        Bucket.parse(name)
+
+
 def test_bad_video_shape():
     with pytest.raises(ValueError, match="field 'video'"):
         fit_to_bucket(np.zeros((0, 10, 10, 3), np.uint8))

@@ -13,21 +13,17 @@ from ardrag.errors import ArdragError
 
 
 def _procedural(args: argparse.Namespace) -> int:
-    from ardrag.config import build_config, datasets_dir, load_config
+    from ardrag.config import datasets_dir, load_config
     from ardrag.data.build import ShardConfig, existing_dataset, write_dataset
     from ardrag.data.sources.procedural import ProceduralConfig, ProceduralSource
     from ardrag.presets import preset
 
     overrides = {"num_clips": args.num, "seed": args.seed, "num_frames": args.frames}
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if args.config:
-        config = load_config(
-            ProceduralConfig, args.config, {**preset("procedural", args.preset), **overrides}
-        )
-    else:
-        base = load_config(ProceduralConfig, datasets_dir() / "procedural.yaml").to_dict()
-        config = build_config(ProceduralConfig, {**base, **preset("procedural", args.preset), **overrides})
-    if not args.overwrite and (manifest := existing_dataset(args.out, config)) is not None:
+    path = args.config or datasets_dir() / "procedural.yaml"
+    config = load_config(ProceduralConfig, path, {**preset("procedural", args.preset), **overrides})
+    shards = ShardConfig(shard_samples=args.shard_samples)
+    if not args.overwrite and (manifest := existing_dataset(args.out, config, shards)) is not None:
         logging.getLogger("ardrag").info(
             "%s already holds this dataset (version %s): nothing to do", args.out, manifest["version"]
         )
@@ -37,7 +33,7 @@ def _procedural(args: argparse.Namespace) -> int:
             source.samples(),
             args.out,
             config,
-            shards=ShardConfig(shard_samples=args.shard_samples),
+            shards=shards,
             name="procedural",
             total=len(source),
             overwrite=args.overwrite,

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ardrag.errors import ConfigError
+from ardrag.fsutil import atomic_write
 
 C = TypeVar("C", bound="Config")
 
@@ -94,8 +95,4 @@ def write_resolved_config(config: Config, directory: str | os.PathLike[str], nam
     """Write the resolved config next to an output, atomically, as YAML."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{name}.yaml"
-    tmp = directory / f".{name}.yaml.partial"
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return atomic_write(directory / f"{name}.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -38,7 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     root = Path(args.dir)
     config = build_config(ProceduralConfig, {"num_clips": args.clips, "seed": 7})
-    if existing_dataset(root, config) is None:
+    if existing_dataset(root, config, ShardConfig(shard_samples=args.shard_samples)) is None:
         source = ProceduralSource(config)
         write_dataset(
             source.samples(),

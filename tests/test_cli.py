@@ -92,7 +92,10 @@ def test_rerun_is_a_no_op_and_other_config_is_refused(dataset):
     assert "nothing to do" in out.stderr
     assert (dataset / "manifest.json").read_text() == before
     out = run("procedural", "--num", "41", "--out", str(dataset), "-q", check=False)
-    assert out.returncode == 2 and "another config" in out.stderr
+    assert out.returncode == 2 and "built with other settings" in out.stderr
+    out = run("procedural", "--num", "40", "--out", str(dataset), "--shard-samples", "3", "-q", check=False)
+    assert out.returncode == 2 and "built with other settings" in out.stderr
+    assert (dataset / "manifest.json").read_text() == before
 
 
 def test_bad_arguments_give_clear_errors(tmp_path):
@@ -103,6 +106,14 @@ def test_bad_arguments_give_clear_errors(tmp_path):
     out = run("shards", "inspect", str(tmp_path / "nothing"), "--json", check=False)
     assert out.returncode == 1
     assert "manifest.json is missing" in json.loads(out.stdout)["problems"][0]["reason"]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "manifest.json").write_text("[]")
+    out = run("shards", "inspect", str(bad), "--json", check=False)
+    assert out.returncode == 1 and "expected a JSON object" in json.loads(out.stdout)["problems"][0]["reason"]
+    (bad / "manifest.json").write_text("{not json")
+    out = run("procedural", "--num", "2", "--out", str(bad), check=False)
+    assert out.returncode == 2 and "manifest.json is not valid JSON" in out.stderr
 
 
 def test_help_lists_the_commands():

@@ -2,44 +2,49 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from ardrag.config import Config, write_resolved_config
 from ardrag.data.codec import EncodeConfig
 from ardrag.data.sample import Sample
-from ardrag.data.shards import MANIFEST, DatasetWriter
+from ardrag.data.shards import MANIFEST, DatasetWriter, read_manifest
 from ardrag.errors import ShardError
 
 log = logging.getLogger(__name__)
 
 
 class ShardConfig(Config):
-    shard_samples: int = 64
-    shard_bytes: int = 1 << 30
+    shard_samples: int = Field(default=64, ge=1)
+    shard_bytes: int = Field(default=1 << 30, ge=1 << 20)
     encode: EncodeConfig = EncodeConfig()
 
 
-def existing_dataset(out: str | os.PathLike[str], config: Config) -> dict[str, Any] | None:
-    """The manifest of a finished dataset in ``out`` built from the same config, else None.
+def _digest(config: Config, shards: ShardConfig) -> str:
+    return f"{config.digest()}-{shards.digest()}"
 
-    Raises when ``out`` holds a finished dataset built from a different config.
+
+def existing_dataset(
+    out: str | os.PathLike[str], config: Config, shards: ShardConfig | None = None
+) -> dict[str, Any] | None:
+    """The manifest of a finished dataset in ``out`` built with the same settings, else None.
+
+    Raises when ``out`` holds a finished dataset built with other settings (source or sharding).
     """
-    path = Path(out) / MANIFEST
-    if not path.is_file():
+    if not (Path(out) / MANIFEST).is_file():
         return None
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("config_digest") == config.digest():
+    manifest = read_manifest(out)
+    if manifest.get("config_digest") == _digest(config, shards or ShardConfig()):
         return manifest
     raise ShardError(
-        f"{out} already holds a dataset built from another config (digest {manifest.get('config_digest')}, "
-        f"now {config.digest()}); choose another --out or pass --overwrite"
+        f"{out} already holds a dataset built with other settings (digest {manifest.get('config_digest')}, "
+        f"now {_digest(config, shards or ShardConfig())}); choose another --out or pass --overwrite"
     )
 
 
@@ -54,8 +59,8 @@ def write_dataset(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Shard ``samples`` into ``out``; ``config`` (what made them) is written beside and hashed into
-    the manifest so that a rerun with the same config can skip the work."""
+    """Shard ``samples`` into ``out``; ``config`` (what made them) is written beside and hashed, with
+    the shard settings, into the manifest so that a rerun with the same settings can skip the work."""
     shards = shards or ShardConfig()
     writer = DatasetWriter(
         out,
@@ -66,13 +71,10 @@ def write_dataset(
         overwrite=overwrite,
     )
     write_resolved_config(config, out)
-    try:
+    with writer:  # an exception aborts: no manifest, temporary shards removed
         for sample in tqdm(samples, total=total, desc=f"writing {name}", unit="clip", disable=not progress):
             writer.write(sample)
-    except BaseException:
-        writer.abort()
-        raise
-    manifest = writer.close({"config": config.to_dict(), "config_digest": config.digest()})
+        manifest = writer.close({"config": config.to_dict(), "config_digest": _digest(config, shards)})
     log.info(
         "wrote %d samples in %d shards to %s (version %s)",
         manifest["samples"],

@@ -83,13 +83,13 @@ class DecordDecoder:
         try:
             reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=self.num_threads)
             n = len(reader)
-            if n == 0:
-                raise DecodeError("video has no frames")
-            batch = reader.get_batch(list(range(n)))
-            # Hand decord's buffer over through DLPack instead of copying it (asnumpy copies).
-            return to_torch(batch).numpy()
-        except (decord.DECORDError, RuntimeError) as err:
-            raise DecodeError(f"decord could not decode the video: {err}") from err
+            batch = reader.get_batch(list(range(n))) if n else None
+        except Exception as err:  # decord raises several types on damaged data; all mean "cannot decode"
+            raise DecodeError(f"decord could not decode the video: {type(err).__name__}: {err}") from err
+        if batch is None:
+            raise DecodeError("video has no frames")
+        # Hand decord's buffer over through DLPack instead of copying it (asnumpy copies).
+        return to_torch(batch).numpy()
 
 
 class PyAVDecoder:
@@ -107,11 +107,15 @@ class PyAVDecoder:
 
         try:
             with av.open(io.BytesIO(data), mode="r") as container:
+                if not container.streams.video or container.streams.video[0].codec_context is None:
+                    raise DecodeError("no decodable video stream")
                 stream = container.streams.video[0]
                 stream.codec_context.thread_count = self.num_threads
                 frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-        except (av.FFmpegError, IndexError) as err:
-            raise DecodeError(f"PyAV could not decode the video: {err}") from err
+        except DecodeError:
+            raise
+        except Exception as err:  # FFmpegError, and AttributeError/UnicodeDecodeError on some damage
+            raise DecodeError(f"PyAV could not decode the video: {type(err).__name__}: {err}") from err
         if not frames:
             raise DecodeError("video has no frames")
         return np.stack(frames)
@@ -120,7 +124,7 @@ class PyAVDecoder:
 class FallbackDecoder:
     """Tries ``primary``; when it fails, logs why and decodes with ``secondary``.
 
-    decord 0.6 fails on some frame sizes that FFmpeg decodes fine (seen here: 48x64), so the loader
+    decord 0.6 fails on some frame sizes that FFmpeg decodes fine (seen here: width 48), so the loader
     falls back to PyAV rather than drop the sample; data that neither can decode still raises.
     """
 

@@ -10,18 +10,25 @@
   batch is full. Tracks are padded to the batch's largest point count (``num_points`` says how many
   are real; padded points are not visible and have zero intensity).
 - Damage never stops an epoch: a shard whose size differs from the manifest, an unreadable tar, an
-  incomplete or undecodable sample is skipped with a :class:`ShardWarning`.
+  incomplete or undecodable sample is skipped with a :class:`ShardWarning`, and so are samples the
+  manifest lists that a shard turned out not to hold.
 
-Call :meth:`ShardedVideoDataset.set_epoch` before each epoch (as with ``DistributedSampler``).
+Call :meth:`ShardedVideoDataset.set_epoch` before each epoch (as with ``DistributedSampler``); the epoch
+lives in shared memory, so persistent workers see it too. Rank and world size are read when the dataset
+is built (in the training process), not in workers, which a spawn start method leaves without a process
+group. Ranks may get different numbers of batches (shards hold different counts): a DDP loop must agree
+on a step count across ranks (:meth:`ShardedVideoDataset.samples_for`).
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 import tarfile
 import warnings
 from collections.abc import Iterator
+from multiprocessing.context import get_spawning_popen
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,7 +54,7 @@ class LoaderConfig(Config):
     batch_size: int = Field(default=1, ge=1)
     shuffle: bool = True
     shuffle_buffer: int = Field(default=32, ge=1, description="samples held (undecoded) for shuffling")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     decoder: Literal["decord", "pyav"] = "decord"
     fallback_decoder: Literal["decord", "pyav"] | None = Field(
         default="pyav", description="used when the decoder fails on a sample (None: skip the sample)"
@@ -105,32 +112,49 @@ class ShardedVideoDataset(IterableDataset):
         self.config = config or LoaderConfig()
         self.manifest = read_manifest(self.root)
         wanted = set(self.config.buckets)
+        if unknown := wanted - set(self.manifest.get("buckets", {})):
+            raise ArdragError(
+                f"buckets {sorted(unknown)} are not in the dataset at {self.root}; "
+                f"it has {sorted(self.manifest.get('buckets', {}))}"
+            )
         self.shards = sorted(
             (s for s in self.manifest["shards"] if not wanted or s["bucket"] in wanted),
             key=lambda s: s["path"],
         )
-        self._rank, self._world = rank, world_size
-        self.epoch = 0
+        dist = torch.distributed
+        ready = dist.is_available() and dist.is_initialized()
+        self.rank = rank if rank is not None else (dist.get_rank() if ready else 0)
+        self.world_size = world_size if world_size is not None else (dist.get_world_size() if ready else 1)
+        if not 0 <= self.rank < self.world_size:
+            raise ArdragError(f"rank {self.rank} is outside world size {self.world_size}")
+        self._epoch = mp.RawValue("q", 0)  # shared with workers, persistent ones included
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.value = epoch
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if get_spawning_popen() is None:  # plain pickling, not a worker start: carry the value
+            state["_epoch"] = self.epoch
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state["_epoch"], int):
+            state["_epoch"] = mp.RawValue("q", state["_epoch"])
+        self.__dict__.update(state)
 
     @property
     def num_samples(self) -> int:
         return sum(s["samples"] for s in self.shards)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def _consumer(self) -> tuple[int, int]:
-        rank, world = self._rank, self._world
-        if rank is None or world is None:
-            dist = torch.distributed
-            ready = dist.is_available() and dist.is_initialized()
-            rank = rank if rank is not None else (dist.get_rank() if ready else 0)
-            world = world if world is not None else (dist.get_world_size() if ready else 1)
-        if not 0 <= rank < world:
-            raise ArdragError(f"rank {rank} is outside world size {world}")
         info = get_worker_info()
         wid, nworkers = (info.id, info.num_workers) if info is not None else (0, 1)
-        return rank * nworkers + wid, world * nworkers
+        return self.rank * nworkers + wid, self.world_size * nworkers
 
     def shards_for(self, consumer: int, consumers: int) -> list[dict[str, Any]]:
         """This consumer's shards for the current epoch (all consumers agree on one order)."""
@@ -139,6 +163,13 @@ class ShardedVideoDataset(IterableDataset):
             perm = np.random.default_rng([self.config.seed, self.epoch]).permutation(len(order))
             order = [order[i] for i in perm]
         return order[consumer::consumers]
+
+    def samples_for(self, rank: int, num_workers: int) -> int:
+        """How many samples ``rank`` reads this epoch with ``num_workers`` workers (from the manifest)."""
+        per_rank = max(1, num_workers)
+        consumers = self.world_size * per_rank
+        mine = range(rank * per_rank, (rank + 1) * per_rank)
+        return sum(s["samples"] for c in mine for s in self.shards_for(c, consumers))
 
     def _groups(self, shards: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, bytes]]]:
         for entry in shards:
@@ -154,14 +185,21 @@ class ShardedVideoDataset(IterableDataset):
                     "(truncated?)"
                 )
                 continue
+            seen: set[str] = set()
             try:
                 for key, members in iter_tar_groups(path):
+                    seen.add(key)
                     if missing := missing_members(members):
                         _skip(f"skipping sample {key!r} in {entry['path']}: missing {missing}")
                         continue
                     yield key, members
             except (tarfile.TarError, EOFError, OSError) as err:
                 _skip(f"skipping the rest of shard {entry['path']}: {err}")
+                continue
+            if lost := [k for k in entry.get("keys", []) if k not in seen]:
+                _skip(
+                    f"shard {entry['path']} ended early: {len(lost)} listed samples missing, e.g. {lost[0]!r}"
+                )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         cfg = self.config
@@ -175,8 +213,8 @@ class ShardedVideoDataset(IterableDataset):
         def add(key: str, members: dict[str, bytes]) -> Iterator[dict[str, Any]]:
             try:
                 sample = decode_sample(key, members, decoder)
-            except (ArdragError, ValueError, KeyError) as err:
-                _skip(f"skipping sample {key!r}: {err}")
+            except Exception as err:  # one bad sample never stops the epoch; it is reported
+                _skip(f"skipping sample {key!r}: {type(err).__name__}: {err}")
                 return
             group = pending.setdefault((sample.bucket, sample.num_frames), [])
             group.append(sample)

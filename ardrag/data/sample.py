@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import numbers
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,7 +25,9 @@ from pydantic import Field
 from ardrag.config import Config, datasets_dir
 from ardrag.errors import ConfigError, SampleValidationError
 
-KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# USTAR tar member names hold 100 characters; the longest member suffix is ".intensity.npy" (14).
+MAX_KEY_LENGTH = 86
+KEY_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_KEY_LENGTH}}}")
 DEFAULT_FPS = 16.0
 AnnotationStatus = Literal["auto", "human-verified", "human-annotated"]
 
@@ -57,7 +61,7 @@ class Provenance(Config):
 @functools.cache
 def negative_prompt(name: str = "default") -> str:
     """The shared negative prompt template ``datasets/prompts/negative/<name>.txt``."""
-    if not KEY_PATTERN.match(name):
+    if not KEY_PATTERN.fullmatch(name):
         raise ConfigError(f"negative prompt name {name!r} must be letters, digits, '-' or '_'")
     path = datasets_dir() / "prompts" / "negative" / f"{name}.txt"
     if not path.is_file():
@@ -99,9 +103,9 @@ class Sample:
         )
 
     def validate(self) -> None:
-        if not isinstance(self.key, str) or not KEY_PATTERN.match(self.key):
+        if not isinstance(self.key, str) or not KEY_PATTERN.fullmatch(self.key):
             raise SampleValidationError(
-                "key", self.key, "1-128 letters, digits, '-' or '_' (no dots, no slashes)"
+                "key", self.key, f"1-{MAX_KEY_LENGTH} letters, digits, '-' or '_' (no dots, no slashes)"
             )
         v = self.video
         if not isinstance(v, np.ndarray) or v.dtype != np.uint8 or v.ndim != 4 or v.shape[-1] != 3:
@@ -109,7 +113,7 @@ class Sample:
         t, h, w = v.shape[:3]
         if t == 0 or h == 0 or w == 0:
             self._fail("video", v, "at least one frame of non-zero size")
-        if isinstance(self.fps, bool) or not isinstance(self.fps, int | float) or not (0 < self.fps <= 240):
+        if isinstance(self.fps, bool) or not isinstance(self.fps, numbers.Real) or not (0 < self.fps <= 240):
             self._fail("fps", self.fps, "a frame rate in (0, 240]")
         self.fps = float(self.fps)
         expected_bucket = f"{w}x{h}"
@@ -130,10 +134,14 @@ class Sample:
             self._fail("tracks", tr, "at least one control point (N >= 1)")
         if not np.issubdtype(tr.dtype, np.floating) and not np.issubdtype(tr.dtype, np.integer):
             self._fail("tracks", tr, "a numeric array")
-        if not np.all(np.isfinite(tr)):
-            bad = np.argwhere(~np.isfinite(tr))[0]
-            self._fail("tracks", tr, f"finite coordinates (non-finite at frame {bad[0]}, point {bad[1]})")
-        self.tracks = tr.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # an overflow becomes inf, reported just below
+            tr32 = tr.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(tr32)):
+            bad = np.argwhere(~np.isfinite(tr32))[0]
+            self._fail(
+                "tracks", tr, f"finite float32 coordinates (not finite at frame {bad[0]}, point {bad[1]})"
+            )
+        self.tracks = tr32
         n = tr.shape[1]
 
         vis = self.visible
@@ -160,7 +168,7 @@ class Sample:
 
         if not isinstance(self.prompt, str):
             self._fail("prompt", self.prompt, "a string")
-        if not isinstance(self.negative_prompt, str) or not KEY_PATTERN.match(self.negative_prompt):
+        if not isinstance(self.negative_prompt, str) or not KEY_PATTERN.fullmatch(self.negative_prompt):
             self._fail(
                 "negative_prompt",
                 self.negative_prompt,
@@ -170,6 +178,10 @@ class Sample:
             self._fail("provenance", self.provenance, "an ardrag.data.sample.Provenance")
         if not isinstance(self.extra, dict):
             self._fail("extra", self.extra, "a JSON-serialisable dict")
+        try:
+            json.dumps(self.extra)
+        except (TypeError, ValueError) as err:
+            self._fail("extra", self.extra, f"a JSON-serialisable dict ({err})")
 
     # -- derived ------------------------------------------------------------------------------
     @property

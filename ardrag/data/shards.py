@@ -8,7 +8,8 @@ Layout of a dataset directory::
 Members of a sample ``<key>`` (WebDataset groups members by the name before the first dot, hence no
 dots in keys): ``<key>.json`` (metadata and provenance), ``<key>.mp4`` (H.264, constant frame rate),
 ``<key>.ref.png`` (reference image, lossless), ``<key>.tracks.npy``, ``<key>.visible.npy``,
-``<key>.intensity.npy`` (``allow_pickle=False``), ``<key>.prompt.txt``. No pickle anywhere.
+``<key>.intensity.npy`` (``allow_pickle=False``), ``<key>.prompt.txt``. No pickle anywhere. The
+``.json`` member holds the sha256 of every other member, checked before anything is decoded.
 
 A shard is written under a temporary name (``.shard-000000.tar.partial``) and renamed when complete,
 so a killed writer never leaves an incomplete file under a final name. Tar headers carry fixed
@@ -34,6 +35,7 @@ import numpy as np
 from ardrag.data.codec import EncodeConfig, VideoDecoder, encode_mp4, get_decoder
 from ardrag.data.sample import Provenance, Sample
 from ardrag.errors import DecodeError, ShardError
+from ardrag.fsutil import atomic_write, publish
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +58,7 @@ def encode_sample(sample: Sample, encode: EncodeConfig | None = None) -> dict[st
     ok, png = cv2.imencode(".png", cv2.cvtColor(sample.reference, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover - cv2 encodes any valid uint8 image
         raise ShardError(f"sample {sample.key!r}: PNG encoding of the reference image failed")
-    meta = sample.metadata()
-    meta["format_version"] = FORMAT_VERSION
-    return {
-        "json": json.dumps(meta, sort_keys=True).encode("utf-8"),
+    members = {
         "mp4": encode_mp4(sample.video, sample.fps, encode),
         "ref.png": png.tobytes(),
         "tracks.npy": _npy(sample.tracks),
@@ -67,6 +66,10 @@ def encode_sample(sample: Sample, encode: EncodeConfig | None = None) -> dict[st
         "intensity.npy": _npy(sample.intensity),
         "prompt.txt": sample.prompt.encode("utf-8"),
     }
+    meta = sample.metadata()
+    meta["format_version"] = FORMAT_VERSION
+    meta["checksums"] = {ext: hashlib.sha256(data).hexdigest() for ext, data in members.items()}
+    return {"json": json.dumps(meta, sort_keys=True).encode("utf-8"), **members}
 
 
 def missing_members(members: dict[str, bytes]) -> list[str]:
@@ -78,6 +81,10 @@ def decode_sample(key: str, members: dict[str, bytes], decoder: VideoDecoder) ->
     if missing := missing_members(members):
         raise ShardError(f"sample {key!r} is incomplete: missing members {missing}")
     meta = json.loads(members["json"])
+    # Verified before decoding: decord 0.6 can crash the process (segfault) on damaged mp4 bytes.
+    for ext, digest in meta["checksums"].items():
+        if hashlib.sha256(members[ext]).hexdigest() != digest:
+            raise ShardError(f"sample {key!r}: member {ext!r} does not match its sha256 (damaged)")
     video = decoder.decode(members["mp4"])
     if video.shape[0] != meta["num_frames"]:
         raise DecodeError(
@@ -195,10 +202,8 @@ class _BucketShardWriter:
             return
         self._tar.close()
         final, partial = self._names()
-        with open(partial, "rb+") as f:
-            os.fsync(f.fileno())
         digest, size = file_sha256(partial)
-        os.replace(partial, final)
+        publish(partial, final)
         self.done.append(
             ShardInfo(
                 str(final.relative_to(self.root)), self.bucket, len(self._keys), size, digest, self._keys
@@ -260,6 +265,7 @@ class DatasetWriter:
         self.shard_samples, self.shard_bytes = shard_samples, shard_bytes
         self._writers: dict[str, _BucketShardWriter] = {}
         self._keys: set[str] = set()
+        self.manifest: dict[str, Any] | None = None
 
     def _clear_leftovers(self) -> None:
         shard_dir = self.root / "shards"
@@ -290,7 +296,11 @@ class DatasetWriter:
         self._keys.add(sample.key)
 
     def close(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Finish every shard, then write ``manifest.json`` atomically; returns the manifest."""
+        """Finish every shard, then write ``manifest.json`` atomically; returns the manifest.
+
+        Closing again returns the same manifest."""
+        if self.manifest is not None:
+            return self.manifest
         for w in self._writers.values():
             w.finish_shard()
         shards = sorted((s for w in self._writers.values() for s in w.done), key=lambda s: s.path)
@@ -308,9 +318,8 @@ class DatasetWriter:
             "shards": [s.__dict__ for s in shards],
             **(extra or {}),
         }
-        tmp = self.root / f".{MANIFEST}{PARTIAL_SUFFIX}"
-        tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        os.replace(tmp, self.root / MANIFEST)
+        atomic_write(self.root / MANIFEST, json.dumps(manifest, indent=1))
+        self.manifest = manifest
         return manifest
 
     def abort(self) -> None:
@@ -333,8 +342,11 @@ def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
         raise ShardError(f"{root} is not a finished dataset: {MANIFEST} is missing")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ShardError(f"{path} is not valid JSON: {err}") from None
-    if manifest.get("format") != FORMAT:
-        raise ShardError(f"{path}: format is {manifest.get('format')!r}; expected {FORMAT!r}")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ShardError(f"{path}: format is {found!r}; expected a JSON object with format {FORMAT!r}")
+    if not isinstance(manifest.get("shards"), list):
+        raise ShardError(f"{path}: 'shards' is missing or not a list")
     return manifest

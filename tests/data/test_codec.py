@@ -75,3 +75,24 @@ def test_unknown_decoder():
 def test_psnr_identical_is_infinite():
     a = np.zeros((2, 2), np.uint8)
     assert psnr(a, a) == float("inf")
+
+
+def test_damaged_bytes_decode_or_raise_decode_error():
+    # PyAV only: decord 0.6 segfaults on some damaged files, which is why shards carry checksums
+    # that are verified before decoding (tests/data/test_loader.py::test_bit_rot...).
+    decoder = "pyav"
+    video = make_sample(frames=9, width=96, height=64).video
+    data = encode_mp4(video, 16.0)
+    rng = np.random.default_rng(0)
+    dec = get_decoder(decoder)
+    outcomes = set()
+    for _ in range(40):
+        damaged = bytearray(data)
+        for pos in rng.integers(0, len(damaged), size=20):
+            damaged[pos] ^= int(rng.integers(1, 256))
+        try:
+            dec.decode(bytes(damaged))
+            outcomes.add("decoded")
+        except DecodeError:
+            outcomes.add("DecodeError")
+    assert "DecodeError" in outcomes

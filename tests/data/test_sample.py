@@ -33,6 +33,8 @@ def test_valid_sample_defaults(sample):
         ("key", "a/b", "no dots, no slashes"),
         ("key", "clip.1", "no dots, no slashes"),
         ("key", "", "no dots, no slashes"),
+        ("key", "clip\n", "no dots, no slashes"),
+        ("key", "k" * 87, "1-86 letters"),
         ("video", np.zeros((0, 48, 64, 3), np.uint8), "at least one frame"),
         ("video", np.zeros((9, 48, 64), np.uint8), "(T, H, W, 3)"),
         ("video", np.zeros((9, 48, 64, 3), np.float32), "uint8"),
@@ -119,3 +121,30 @@ def test_shared_negative_prompt_template():
     assert text.startswith("Overly vivid colors") and text.endswith("walking upside down.")
     with pytest.raises(ConfigError, match="not found"):
         negative_prompt("no-such-template")
+
+
+def test_longest_key_fits_a_tar_member_name(tmp_path):
+    from ardrag.data.sample import MAX_KEY_LENGTH
+    from ardrag.data.shards import DatasetWriter, read_manifest
+
+    with DatasetWriter(tmp_path) as w:
+        w.write(make_sample("k" * MAX_KEY_LENGTH))
+    assert read_manifest(tmp_path)["samples"] == 1
+
+
+def test_coordinates_must_be_finite_in_float32(sample):
+    kwargs = _fields(sample)
+    tracks = sample.tracks.astype(np.float64)
+    tracks[1, 0, 0] = 1e39  # finite in float64, inf in float32
+    kwargs["tracks"] = tracks
+    with pytest.raises(SampleValidationError, match="frame 1, point 0"):
+        Sample(**kwargs)
+
+
+def test_extra_must_serialise_and_numpy_fps_is_fine(sample):
+    with pytest.raises(SampleValidationError, match="field 'extra'.*JSON-serialisable"):
+        Sample(**_fields(sample), extra={"v": np.float32(1)})
+    s = Sample(**_fields(sample), fps=np.float32(12.5))
+    assert s.fps == 12.5 and type(s.fps) is float
+    with pytest.raises(SampleValidationError, match="field 'fps'"):
+        Sample(**_fields(sample), fps=True)

@@ -76,6 +76,19 @@ def test_webdataset_library_reads_the_shards(tmp_path):
     assert set(MEMBERS) <= set(items[0])
 
 
+@pytest.mark.parametrize("member", ["mp4", "tracks.npy", "prompt.txt"])
+def test_damaged_member_is_caught_by_its_checksum_before_decoding(member):
+    from ardrag.data.shards import decode_sample, encode_sample
+
+    s = make_sample("c-0")
+    members = encode_sample(s)
+    damaged = bytearray(members[member])
+    damaged[len(damaged) // 2] ^= 0x01
+    members[member] = bytes(damaged)
+    with pytest.raises(ShardError, match=f"member '{member}' does not match its sha256"):
+        decode_sample("c-0", members, get_decoder())
+
+
 def test_same_samples_same_version_and_bytes(tmp_path):
     m1 = _write(tmp_path / "one", _samples())
     m2 = _write(tmp_path / "two", _samples())

@@ -1,0 +1,34 @@
+"""Durable writes: write a temporary file, fsync it, rename it into place, fsync the directory.
+
+A reader then sees either the old file or the whole new one, also after a crash or a power loss.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
+    """Flush ``tmp`` to disk and rename it to ``final`` (same directory), durably."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    fsync_dir(Path(final).parent)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` atomically (through ``.<name>.partial`` beside it)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    publish(tmp, path)
+    return path

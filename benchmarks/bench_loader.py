@@ -64,7 +64,7 @@ def main() -> None:
     loader = make_loader(root, LoaderConfig(batch_size=1, seed=0), num_workers=2, persistent_workers=True)
     rates = []
     for epoch in range(args.epochs):
-        loader.dataset.set_epoch(epoch)  # persistent workers keep their copy: the shuffle stays fixed
+        loader.dataset.set_epoch(epoch)
         t0 = time.perf_counter()
         seen = sum(batch["video"].shape[0] * batch["video"].shape[1] for batch in loader)
         rates.append(seen / (time.perf_counter() - t0))

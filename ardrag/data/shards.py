@@ -40,7 +40,7 @@ from ardrag.fsutil import atomic_write, publish
 log = logging.getLogger(__name__)
 
 FORMAT = "ardrag-shards"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-member sha256 in the .json member
 MANIFEST = "manifest.json"
 MEMBERS = ("json", "mp4", "ref.png", "tracks.npy", "visible.npy", "intensity.npy", "prompt.txt")
 PARTIAL_SUFFIX = ".partial"
@@ -347,6 +347,11 @@ def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise ShardError(f"{path}: format is {found!r}; expected a JSON object with format {FORMAT!r}")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ShardError(
+            f"{path}: written in shard format version {manifest.get('format_version')}, this ardrag reads "
+            f"version {FORMAT_VERSION}; rewrite the dataset (e.g. with --overwrite)"
+        )
     if not isinstance(manifest.get("shards"), list):
         raise ShardError(f"{path}: 'shards' is missing or not a list")
     return manifest

@@ -138,6 +138,18 @@ def test_truncated_tar_is_reported_by_inspect(tmp_path, cut):
     assert report["manifest_samples"] == 3
 
 
+def test_older_format_is_refused_with_a_clear_error(tmp_path):
+    from ardrag.data.loader import ShardedVideoDataset
+
+    _write(tmp_path, _samples()[:1])
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    manifest["format_version"] = 1
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ShardError, match="shard format version 1, this ardrag reads version 2"):
+        ShardedVideoDataset(tmp_path)
+    assert "format version 1" in inspect_dataset(tmp_path)["problems"][0]["reason"]
+
+
 def test_inspect_clean_dataset(tmp_path):
     manifest = _write(tmp_path, _samples())
     report = inspect_dataset(tmp_path)

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 from ardrag import __version__
 from ardrag.errors import ArdragError
@@ -104,7 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--fast", action="store_true", help="skip sha256 verification")
     p.set_defaults(func=_shards_inspect)
+
+    # Commands of the layers above the library (flows, annotation) register themselves through the
+    # "ardrag.commands" entry point group, so the library never imports Prefect or Label Studio.
+    for ep in sorted(entry_points(group="ardrag.commands"), key=lambda e: e.name):
+        try:
+            register = ep.load()
+        except ImportError as err:
+            hint = f"'ardrag {ep.name}' needs {err.name}, an optional extra: pip install ardrag[all]"
+            p = sub.add_parser(ep.name, help=f"(unavailable: {err.name} is not installed)")
+            p.set_defaults(func=lambda _args, hint=hint: _unavailable(hint))
+            continue
+        register(sub)
     return parser
+
+
+def _unavailable(hint: str) -> int:
+    print(f"ardrag: error: {hint}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,27 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # Short clips for tests and quick looks.
         "tiny": {"num_frames": 9},
     },
+    # ardrag.data.sources.wan.WanConfig
+    "wan": {
+        # Random-weight pipeline built in memory: offline, ~0.3 s per clip on CPU; it makes noise.
+        # Renders at 1/8 of the bucket (640x368 -> 80x48) and resizes up to the bucket.
+        "tiny": {
+            "preset": "tiny",
+            "num_frames": 9,
+            "num_inference_steps": 2,
+            "dtype": "float32",
+            "render_downscale": 8,
+        },
+        # Wan 2.1 I2V 14B 480P with the reference sampler's settings: 81 frames at 16 fps, 40 steps, CFG 5.
+        "14b": {
+            "model": "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+            "num_frames": 81,
+            "fps": 16.0,
+            "num_inference_steps": 40,
+            "guidance_scale": 5.0,
+            "dtype": "bfloat16",
+        },
+    },
 }
 
 

@@ -284,16 +284,21 @@ class DatasetWriter:
             p.unlink()
 
     def write(self, sample: Sample) -> None:
-        if sample.key in self._keys:
-            raise ShardError(f"duplicate sample key {sample.key!r} in dataset {self.name!r}")
-        members = encode_sample(sample, self.encode)
-        writer = self._writers.get(sample.bucket)
+        self.write_encoded(sample.key, sample.bucket, encode_sample(sample, self.encode))
+
+    def write_encoded(self, key: str, bucket: str, members: dict[str, bytes]) -> None:
+        """Add a sample already encoded (e.g. from a sample file): its video is not re-encoded."""
+        if key in self._keys:
+            raise ShardError(f"duplicate sample key {key!r} in dataset {self.name!r}")
+        if missing := missing_members(members):
+            raise ShardError(f"sample {key!r} is incomplete: missing members {missing}")
+        writer = self._writers.get(bucket)
         if writer is None:
-            writer = self._writers[sample.bucket] = _BucketShardWriter(
-                self.root, sample.bucket, self.shard_samples, self.shard_bytes
+            writer = self._writers[bucket] = _BucketShardWriter(
+                self.root, bucket, self.shard_samples, self.shard_bytes
             )
-        writer.write(sample.key, members)
-        self._keys.add(sample.key)
+        writer.write(key, members)
+        self._keys.add(key)
 
     def close(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Finish every shard, then write ``manifest.json`` atomically; returns the manifest.
@@ -334,6 +339,33 @@ class DatasetWriter:
             self.close()
         else:
             self.abort()
+
+
+def sample_file_bytes(key: str, members: dict[str, bytes]) -> bytes:
+    """One sample as a small tar of its members (the format of a one-sample shard)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for ext in MEMBERS:
+            tar.addfile(_tarinfo(f"{key}.{ext}", len(members[ext])), io.BytesIO(members[ext]))
+    return buf.getvalue()
+
+
+def write_sample_file(
+    path: str | os.PathLike[str], sample: Sample, encode: EncodeConfig | None = None
+) -> Path:
+    """Store one sample on its own, atomically: where samples wait for people or for sharding."""
+    return atomic_write(path, sample_file_bytes(sample.key, encode_sample(sample, encode)))
+
+
+def read_sample_file(path: str | os.PathLike[str]) -> tuple[str, dict[str, bytes]]:
+    """The key and members of a one-sample file (raises ShardError when damaged or incomplete)."""
+    try:
+        groups = list(iter_tar_groups(path))
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise ShardError(f"sample file {path} is unreadable: {err}") from None
+    if len(groups) != 1 or missing_members(groups[0][1]):
+        raise ShardError(f"sample file {path} does not hold exactly one complete sample")
+    return groups[0]
 
 
 def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:

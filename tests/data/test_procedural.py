@@ -94,7 +94,7 @@ def assert_plain(value: object) -> None:
 
 def test_registry_and_protocol():
     src = source(num_clips=3)
-    assert SOURCES["procedural"] is ProceduralSource
+    assert SOURCES["procedural"] == (ProceduralSource, ProceduralConfig)
     assert isinstance(src, VideoSource)
     assert len(src) == 3
 

@@ -13,6 +13,7 @@ the sample images that ship inside scikit-image, so nothing is downloaded.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ardrag.config import Config
 from ardrag.data.buckets import Bucket, resolve_buckets
+from ardrag.data.clip import Clip, SourceInput
 from ardrag.data.sample import Provenance, Sample, SourceInfo
 
 logger = logging.getLogger(__name__)
@@ -244,6 +246,35 @@ class ProceduralSource:
     def samples(self) -> Iterator[Sample]:
         for index in range(self.config.num_clips):
             yield self.make_clip(index)
+
+    # -- the curation source protocol (ardrag.data.sources.VideoSource) ------------------------------
+    name = "procedural"
+
+    def setup(self) -> None:
+        """Nothing to load: textures load lazily and are cached."""
+
+    def settings_digest(self) -> str:
+        """What the clips depend on besides their index (not ``num_clips``: adding clips adds inputs)."""
+        return self._digest
+
+    def inputs(self) -> list[SourceInput]:
+        out = []
+        for index in range(self.config.num_clips):
+            key = f"proc-{self.config.seed:04d}-{index:06d}"
+            digest = hashlib.sha256(f"{self._digest}:{index}".encode()).hexdigest()
+            out.append(SourceInput(key, digest, "procedural", f"procedural clip {index}", {"index": index}))
+        return out
+
+    def clips(self, item: SourceInput) -> Iterator[Clip]:
+        """One clip per input, with its ground truth (tracks, visibility, labels) attached."""
+        s = self.make_clip(int(item.params["index"]))
+        truth = {
+            "tracks": s.tracks,
+            "visible": s.visible,
+            "intensity": s.intensity,
+            "labels": s.extra["labels"],
+        }
+        yield Clip(s.key, item.id, s.video, s.fps, s.prompt, s.provenance.source, s.bucket, truth, {})
 
     def make_scene(self, index: int) -> Scene:
         """Draw every random choice of clip ``index``: bucket, textures, points, roles and paths."""

@@ -1,0 +1,142 @@
+"""The curation manifest: one record per input, written last, so a killed run resumes cleanly.
+
+Layout of a curation output directory::
+
+    records/<input id>.json   the input's row: id, content hash, state, reason, its clips and outputs
+    clips/<clip key>.npz      a clip between extraction and tracking (removed once the input is done)
+    samples/<clip key>.tar    every tracked clip that was not rejected, as a one-sample file
+    dataset/                  shards of the accepted samples (issue 2's format), rebuilt when they change
+    summary.json              counts per state, reason and bucket, written at the end of a run
+
+A record exists only when every output of its input is in place, so an input without a record is
+processed again from scratch, over the same deterministic file names: no duplicates, no half files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ardrag.data.clip import Clip, SourceInput
+from ardrag.data.sample import SourceInfo
+from ardrag.errors import ShardError
+from ardrag.fsutil import atomic_write
+
+
+class CurationStore:
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+        for sub in ("records", "clips", "samples"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    # -- records --------------------------------------------------------------------------------
+    def record_path(self, input_id: str) -> Path:
+        return self.root / "records" / f"{input_id}.json"
+
+    def done(self, item: SourceInput, config_digest: str) -> dict[str, Any] | None:
+        """The input's record when it was finished with the same content and settings, else None."""
+        path = self.record_path(item.id)
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("content_hash") == item.content_hash and record.get("config_digest") == config_digest:
+            return record
+        return None
+
+    def write_record(self, record: dict[str, Any]) -> dict[str, Any]:
+        atomic_write(self.record_path(record["id"]), json.dumps(record, indent=1, sort_keys=True))
+        for clip in record.get("clips", []):
+            self.clip_path(clip["key"]).unlink(missing_ok=True)
+        return record
+
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        for path in sorted((self.root / "records").glob("*.json")):
+            out.append(json.loads(path.read_text(encoding="utf-8")))
+        return out
+
+    # -- clips between stages ---------------------------------------------------------------------
+    def clip_path(self, key: str) -> Path:
+        return self.root / "clips" / f"{key}.npz"
+
+    def save_clip(self, clip: Clip) -> Path:
+        meta = {
+            "key": clip.key,
+            "input_id": clip.input_id,
+            "fps": clip.fps,
+            "prompt": clip.prompt,
+            "bucket": clip.bucket,
+            "source": clip.source.to_dict(),
+            "extra": clip.extra,
+            "truth_labels": (clip.truth or {}).get("labels"),
+        }
+        arrays = {"video": clip.video, "meta": np.array(json.dumps(meta))}
+        for name in ("tracks", "visible", "intensity"):
+            if clip.truth is not None and name in clip.truth:
+                arrays[f"truth_{name}"] = np.asarray(clip.truth[name])
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return atomic_write(self.clip_path(clip.key), buf.getvalue())
+
+    def load_clip(self, path: str | os.PathLike[str]) -> Clip:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                truth = {k[6:]: data[k] for k in data.files if k.startswith("truth_")}
+                video = data["video"]
+        except (OSError, ValueError, KeyError) as err:
+            raise ShardError(f"clip file {path} is unreadable: {err}") from None
+        if meta.get("truth_labels") is not None:
+            truth["labels"] = meta["truth_labels"]
+        return Clip(
+            key=meta["key"],
+            input_id=meta["input_id"],
+            video=video,
+            fps=meta["fps"],
+            prompt=meta["prompt"],
+            source=SourceInfo.model_validate(meta["source"]),
+            bucket=meta["bucket"],
+            truth=truth or None,
+            extra=meta["extra"],
+        )
+
+    def sample_path(self, key: str) -> Path:
+        return self.root / "samples" / f"{key}.tar"
+
+    # -- summary --------------------------------------------------------------------------------
+    def summary(self, items: list[SourceInput] | None = None) -> dict[str, Any]:
+        """Counts over the records (of ``items`` when given): every input accounted exactly once."""
+        records = self.records()
+        if items is not None:
+            wanted = {i.id for i in items}
+            records = [r for r in records if r["id"] in wanted]
+        states: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        buckets: Counter[str] = Counter()
+        clips = 0
+        for r in records:
+            if r["state"] == "quarantined":
+                states["quarantined"] += 1
+                reasons[r["reason"]] += 1
+                continue
+            for c in r["clips"]:
+                clips += 1
+                states[c["state"]] += 1
+                reasons[c["reason"]] += 1
+                if c["state"] == "accepted":
+                    buckets[c["bucket"]] += 1
+        missing = sorted({i.id for i in items} - {r["id"] for r in records}) if items is not None else []
+        return {
+            "inputs": len(records),
+            "inputs_missing": missing,
+            "clips": clips,
+            "states": dict(sorted(states.items())),
+            "reasons": dict(sorted(reasons.items())),
+            "buckets": dict(sorted(buckets.items())),
+        }

@@ -1,0 +1,48 @@
+"""Subcommands of the ``ardrag`` CLI that run Prefect flows, registered through the ``ardrag.commands``
+entry point. Building the parser imports nothing heavy; a flow module is imported only when its
+command runs, so ``ardrag procedural`` and friends never pay for importing Prefect."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+
+def _curate(args: argparse.Namespace) -> int:
+    from ardrag.config import build_config, load_config
+    from ardrag.curation.pipeline import CurationConfig, source_overrides
+    from ardrag.presets import preset
+    from flows.curate import run
+
+    source_config: dict[str, Any] = {}
+    if args.preset:
+        source_config.update(preset(args.source, args.preset))
+    source_config.update(source_overrides(args.source, input=args.input, num=args.num, seed=args.seed))
+    config = load_config(CurationConfig, args.config) if args.config else build_config(CurationConfig, {})
+    if args.auto_accept:
+        config = config.model_copy(update={"auto_accept": True})
+    summary = run(args.source, source_config, args.out, config.to_dict(), runner=args.runner)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['inputs']} inputs, {summary['clips']} clips curated into {args.out}")
+        for group in ("states", "reasons", "buckets"):
+            print(f"  {group}: " + ", ".join(f"{k} {v}" for k, v in summary[group].items()))
+    return 0 if not summary["inputs_missing"] else 1
+
+
+def register_curate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("curate", help="run the curation flow (Prefect) over a source")
+    p.add_argument("--source", required=True, choices=["procedural", "folder", "wan"])
+    p.add_argument("--input", help="folder of videos (folder), or jobs file (wan)")
+    p.add_argument("--num", type=int, help="number of clips (procedural)")
+    p.add_argument("--seed", type=int, help="base seed (procedural)")
+    p.add_argument("--preset", help="named source preset (ardrag.presets), e.g. tiny")
+    p.add_argument("--out", required=True, help="curation output directory")
+    p.add_argument("--config", help="YAML file parsed into CurationConfig")
+    p.add_argument("--runner", default=os.environ.get("ARDRAG_RUNNER", "local"), choices=["local", "dask"])
+    p.add_argument("--auto-accept", action="store_true", help="accept easy clips without a person (labelled)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_curate)

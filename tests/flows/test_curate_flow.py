@@ -1,0 +1,107 @@
+"""The curation flow for real: Prefect's temporary local API, the real `ardrag curate` command."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ardrag.curation.store import CurationStore
+from ardrag.data.inspect import inspect_dataset
+from ardrag.data.shards import read_sample_file
+
+ARDRAG = str(Path(sys.executable).with_name("ardrag"))
+
+
+def curate(*args, check=True, timeout=600):
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING"}
+    out = subprocess.run([ARDRAG, "curate", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    if check and out.returncode != 0:
+        raise AssertionError(f"ardrag curate {' '.join(args)} exited {out.returncode}:\n{out.stderr[-3000:]}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def procedural24(tmp_path_factory):
+    out = tmp_path_factory.mktemp("flow") / "D"
+    result = curate("--source", "procedural", "--num", "24", "--out", str(out), "--json")
+    return out, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_procedural_24_every_clip_in_exactly_one_state(procedural24):
+    out, summary = procedural24
+    assert summary["inputs"] == 24 and summary["clips"] == 24 and summary["inputs_missing"] == []
+    assert sum(summary["states"].values()) == 24 and sum(summary["reasons"].values()) == 24
+    assert set(summary["states"]) <= {"awaiting_verification", "awaiting_annotation", "rejected"}
+    records = CurationStore(out).records()
+    assert len(records) == 24 and all(len(r["clips"]) == 1 for r in records)
+
+
+@pytest.mark.slow
+def test_hard_procedural_clips_are_routed_to_annotation(procedural24):
+    out, _ = procedural24
+    hard = [
+        c
+        for r in CurationStore(out).records()
+        for c in r["clips"]
+        if c["truth_labels"]["occluded"] or c["truth_labels"]["fast"]
+    ]
+    routed = [c for c in hard if c["state"] == "awaiting_annotation"]
+    assert len(hard) >= 5
+    recall = len(routed) / len(hard)
+    assert recall >= 0.9, [(c["key"], c["state"], c["reason"], c["truth_labels"]) for c in hard]
+
+
+@pytest.mark.slow
+def test_rerun_does_no_new_work(procedural24):
+    out, summary = procedural24
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "records").iterdir()}
+    again = json.loads(
+        curate("--source", "procedural", "--num", "24", "--out", str(out), "--json")
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "records").iterdir()} == before
+    assert again["states"] == summary["states"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_every_input_once(tmp_path):
+    out = tmp_path / "K"
+    args = [ARDRAG, "curate", "--source", "procedural", "--num", "16", "--out", str(out), "--auto-accept"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and len(list((out / "records").glob("*.json"))) < 5:
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    done_before = len(list((out / "records").glob("*.json")))
+    assert 5 <= done_before < 16, "the kill should land mid-run"
+    summary = json.loads(
+        curate("--source", "procedural", "--num", "16", "--out", str(out), "--auto-accept", "--json")
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    assert summary["inputs"] == 16 and summary["clips"] == 16 and summary["inputs_missing"] == []
+    assert not list(out.rglob("*.partial"))
+    keys = [c["key"] for r in CurationStore(out).records() for c in r["clips"]]
+    assert len(keys) == len(set(keys)) == 16
+    for path in (out / "samples").glob("*.tar"):
+        read_sample_file(path)  # every sample file is whole
+    report = inspect_dataset(out / "dataset")
+    assert report["problems"] == [] and report["samples"] == summary["states"].get("accepted", 0)
+
+
+@pytest.mark.slow
+def test_dask_runner_with_two_workers(tmp_path):
+    out = tmp_path / "dask"
+    result = curate("--source", "procedural", "--num", "4", "--out", str(out), "--runner", "dask", "--json")
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["inputs"] == 4 and sum(summary["states"].values()) == 4

@@ -11,6 +11,8 @@ from typing import Any
 
 
 def _curate(args: argparse.Namespace) -> int:
+    # The temporary local API is offline: no usage telemetry (its heartbeat also contends for SQLite).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from ardrag.config import build_config, load_config
     from ardrag.curation.pipeline import CurationConfig, source_overrides
     from ardrag.presets import preset

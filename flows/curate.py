@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,12 @@ def _source(name: str, config_json: str) -> Any:
     return source
 
 
+@functools.cache
+def _source_lock(name: str, config_json: str) -> threading.Lock:
+    """Serialises a source that is not thread-safe (a diffusers pipeline keeps per-call state)."""
+    return threading.Lock()
+
+
 def _gpu(uses_gpu: bool):
     return concurrency(GPU_LIMIT, occupy=1) if uses_gpu else contextlib.nullcontext()
 
@@ -85,8 +92,10 @@ def list_inputs(source: str, source_config: dict[str, Any]) -> list[dict[str, An
 
 @task(name="extract-clips", cache_key_fn=_cache_key("extract"), **TASK_OPTIONS)
 def extract_clips(source: str, source_config: dict[str, Any], item: dict[str, Any], out: str, token: str):
-    src = _source(source, json.dumps(source_config, sort_keys=True))
-    with _gpu(getattr(src, "uses_gpu", False)):
+    key = json.dumps(source_config, sort_keys=True)
+    src = _source(source, key)
+    lock = contextlib.nullcontext() if getattr(src, "thread_safe", True) else _source_lock(source, key)
+    with lock, _gpu(getattr(src, "uses_gpu", False)):
         return pipeline.extract(src, SourceInput(**item), CurationStore(out))
 
 

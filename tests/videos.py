@@ -103,8 +103,10 @@ def write_video(
     ``sar`` times as wide as tall when shown). ``faststart`` puts the mp4 index first, so a truncated
     copy still opens and decodes its first frames.
     """
-    if content not in ("moving-square", "two-scenes"):
-        raise ValueError(f"content = {content!r}; expected 'moving-square' or 'two-scenes'")
+    if content not in ("moving-square", "two-scenes", "textured-square"):
+        raise ValueError(
+            f"content = {content!r}; expected 'moving-square', 'two-scenes' or 'textured-square'"
+        )
     path = Path(path)
     ext = path.suffix.lower()
     codec = codec or {".webm": "libvpx-vp9", ".avi": "mpeg4"}.get(ext, "libx264")
@@ -119,6 +121,16 @@ def write_video(
     backgrounds = [texture(w, h, seed, (0.8, 0.85, 0.75)), texture(w, h, seed + 1, (0.55, 0.6, 1.0))]
     starts = [(w // 8, h // 2 - side // 2), (w // 2 - side // 2, h // 8)]
     centers = np.zeros((frames, 2))
+    # "textured-square": a red-tinted checker-and-noise patch that trackers can follow inside.
+    patch = None
+    if content == "textured-square":
+        rng = np.random.default_rng(seed + 7)
+        yy, xx = np.mgrid[0:side, 0:side]
+        checker = ((xx // max(2, side // 6) + yy // max(2, side // 6)) % 2).astype(np.float32)
+        lum = 0.35 + 0.45 * checker + rng.uniform(-0.15, 0.15, (side, side))
+        patch = (np.clip(lum, 0, 1)[..., None] * np.array([1.0, 0.35, 0.3])[None, None] * 255).astype(
+            np.uint8
+        )
 
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(path), mode="w", options=options) as container:
@@ -146,9 +158,14 @@ def write_video(
             left = int(round(starts[scene][0] + vx * t))
             top = int(round(starts[scene][1] + (vy * t if scene == 0 else 0.12 * h * t)))
             img = backgrounds[scene].copy()
-            img[max(0, top) : max(0, top + side), max(0, left) : max(0, left + side)] = (
-                RED if scene == 0 else GREEN
-            )
+            if patch is not None:
+                y0, y1 = min(max(0, top), h), min(max(0, top + side), h)
+                x0, x1 = min(max(0, left), w), min(max(0, left + side), w)
+                img[y0:y1, x0:x1] = patch[y0 - top : y1 - top, x0 - left : x1 - left]
+            else:
+                img[max(0, top) : max(0, top + side), max(0, left) : max(0, left + side)] = (
+                    RED if scene == 0 else GREEN
+                )
             centers[i] = (left + (side - 1) / 2, top + (side - 1) / 2)
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = int(round(times[i] * 1000)) if vfr else i

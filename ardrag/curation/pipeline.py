@@ -134,15 +134,25 @@ def track_clip(clip_path: str, store: CurationStore, config: CurationConfig) -> 
     row.update(difficulty=difficulty.to_dict(), selected=len(chosen), state=state, reason=reason)
     if state == "rejected":
         return row
-    if not chosen:  # hard clip whose tracks all failed selection: the best guesses, for the annotator
-        order = np.argsort(-result.visible.mean(0), kind="stable")
-        chosen = [int(i) for i in order[: config.selection.max_trajectories]]
+    if not chosen:  # a hard clip whose tracks all failed selection: best guesses for the annotator
+        chosen = _fallback_tracks(result, config.selection)
     if state == "awaiting_verification" and config.auto_accept:
         state = row["state"] = "accepted"
     sample = _sample(clip, result, chosen, config, tracker, accepted_by_rule=state == "accepted")
     write_sample_file(store.sample_path(clip.key), sample, config.shards.encode)
     row["sample"] = str(store.sample_path(clip.key).relative_to(store.root))
     return row
+
+
+def _fallback_tracks(result: TrackResult, selection: SelectionConfig) -> list[int]:
+    """Selection without the jitter limit (stutter from frame-rate upsampling, fast motion) and with a
+    lower visibility bar; failing that, the most visible tracks."""
+    relaxed = selection.model_copy(update={"max_jitter_px": 1e9, "min_visible_fraction": 0.25})
+    chosen = [int(i) for i in select_trajectories(result, config=relaxed).indices]
+    if chosen:
+        return chosen
+    order = np.argsort(-result.visible.mean(0), kind="stable")
+    return [int(i) for i in order[: selection.max_trajectories]]
 
 
 def _sample(

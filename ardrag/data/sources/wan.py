@@ -386,6 +386,7 @@ class WanSource:
     """Image-to-video synthesis with Wan 2.1: one input per job, one clip per input."""
 
     name = "wan"
+    thread_safe = False  # one diffusers pipeline per process keeps per-call state
     input_fields = ("jobs", "images", "prompts")  # where inputs are; each job is digested on its own
 
     def __init__(self, config: WanConfig):
@@ -399,6 +400,13 @@ class WanSource:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "pipe": None, "device": None}  # workers call setup() themselves
+
+    @property
+    def uses_gpu(self) -> bool:
+        """Whether synthesis runs on CUDA (the flow then takes a slot of its GPU concurrency limit)."""
+        if self.device is not None:
+            return self.device.startswith("cuda")
+        return self.config.device == "cuda"
 
     # -- inputs ---------------------------------------------------------------------------------
     def jobs(self) -> list[WanJob]:

@@ -1,7 +1,7 @@
 """The curation flow: inputs -> clips -> tracked, routed samples -> shards, with a summary artifact.
 
-A thin Prefect layer over :mod:`ardrag.curation.pipeline`: one task per stage (extract per input, track
-per clip, record per input, shard, summarize), paths passed between tasks, retries only on I/O errors,
+A thin Prefect layer over :mod:`ardrag.curation.pipeline`: one task per stage (extract per input; track,
+route and record per input; shard; summarize), paths passed between tasks, retries only on I/O errors,
 task caching keyed by content hashes, a global concurrency limit (``ardrag-gpu``) around the stages
 that use a GPU (synthesis, CoTracker on CUDA), a progress artifact and a summary table in the UI.
 
@@ -25,6 +25,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.concurrency.sync import concurrency
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ardrag.curation import pipeline
@@ -34,6 +35,7 @@ from ardrag.data.clip import SourceInput
 from ardrag.data.sources import build_source
 
 GPU_LIMIT = "ardrag-gpu"
+CHUNK = 64  # inputs in flight at once
 
 
 def _io_only(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_condition_fn signature
@@ -99,16 +101,20 @@ def extract_clips(source: str, source_config: dict[str, Any], item: dict[str, An
         return pipeline.extract(src, SourceInput(**item), CurationStore(out))
 
 
-@task(name="track-clip", cache_key_fn=_cache_key("track"), **TASK_OPTIONS)
-def track_clip(clip_path: str, out: str, config: dict[str, Any], token: str) -> dict[str, Any]:
-    cfg = CurationConfig.model_validate(config)
-    with _gpu(pipeline.tracker_uses_gpu(cfg)):
-        return pipeline.track_clip(clip_path, CurationStore(out), cfg)
-
-
-@task(name="record-input", **TASK_OPTIONS)
-def record_input(item: dict[str, Any], outcome: Any, out: str, digest: str) -> dict[str, Any]:
-    return pipeline.record(SourceInput(**item), outcome, CurationStore(out), digest)
+@task(name="track-and-record", cache_key_fn=_cache_key("track"), **TASK_OPTIONS)
+def track_and_record(
+    item: dict[str, Any], outcome: Any, out: str, config: dict[str, Any], digest: str, token: str
+) -> dict[str, Any]:
+    """Track and route every clip of one input (a GPU slot per clip for a CUDA tracker), then write
+    the input's record, last."""
+    cfg, store = CurationConfig.model_validate(config), CurationStore(out)
+    if isinstance(outcome, list):
+        rows = []
+        for clip_path in outcome:
+            with _gpu(pipeline.tracker_uses_gpu(cfg)):
+                rows.append(pipeline.track_clip(clip_path, store, cfg))
+        outcome = rows
+    return pipeline.record(SourceInput(**item), outcome, store, digest)
 
 
 @task(name="shard-accepted", **TASK_OPTIONS)
@@ -159,19 +165,25 @@ def curate(
     logger.info("%d inputs: %d already done, %d to process", len(items), len(items) - len(todo), len(todo))
     progress = create_progress_artifact(0.0, description=f"curating {len(todo)} inputs into {out}")
 
-    extracts = [
-        (item, extract_clips.submit(source, source_config, item, out, f"{token_base}:{item['content_hash']}"))
-        for item in todo
-    ]
     cfg_dict = cfg.to_dict()
-    for n, (item, future) in enumerate(extracts, start=1):
-        outcome = future.result()
-        if isinstance(outcome, list):
-            token = f"{token_base}:{item['content_hash']}"
-            tracked = [track_clip.submit(p, out, cfg_dict, token) for p in outcome]
-            outcome = [t.result() for t in tracked]
-        record_input(item, outcome, out, digest)
-        update_progress_artifact(progress, 100.0 * n / len(todo))
+    done = 0
+    # In chunks, extracts first then their tracking (which waits on them): the runner's workers stay
+    # busy and the clip files waiting on disk stay bounded.
+    for start in range(0, len(todo), CHUNK):
+        chunk = todo[start : start + CHUNK]
+        tokens = [f"{token_base}:{item['content_hash']}" for item in chunk]
+        extracts = [
+            extract_clips.submit(source, source_config, item, out, token)
+            for item, token in zip(chunk, tokens, strict=True)
+        ]
+        records = [
+            track_and_record.submit(item, future, out, cfg_dict, digest, token)
+            for item, future, token in zip(chunk, extracts, tokens, strict=True)
+        ]
+        for future in as_completed(records):
+            future.result()
+            done += 1
+            update_progress_artifact(progress, 100.0 * done / len(todo))
     if not todo:
         update_progress_artifact(progress, 100.0)
     dataset = shard_accepted(out, cfg_dict)

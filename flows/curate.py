@@ -2,12 +2,16 @@
 
 A thin Prefect layer over :mod:`ardrag.curation.pipeline`: one task per stage (extract per input; track,
 route and record per input; shard; summarize), paths passed between tasks, retries only on I/O errors,
-task caching keyed by content hashes, a global concurrency limit (``ardrag-gpu``) around the stages
-that use a GPU (synthesis, CoTracker on CUDA), a progress artifact and a summary table in the UI.
+a global concurrency limit (``ardrag-gpu``) around the stages that use a GPU (synthesis, CoTracker on
+CUDA), a progress artifact and a summary table in the UI.
 
-Inputs already recorded with the same content and settings are skipped before any task starts, so a
-rerun does no new work and added inputs are processed alone. The task runner comes from config:
-threads by default, Dask (prefect-dask) for scale-out.
+Caching is keyed by content hashes through the per-input records: an input recorded with the same
+content hash and settings is skipped before any task starts, so a rerun does no new work and added
+inputs are processed alone. Prefect's result cache is deliberately not used: a cached stage result
+(paths of intermediate clip files) outlives the files it names, and a hit for one input could stand for
+another with the same bytes. An input whose task fails is reported (``inputs_failed``) and the run goes
+on; the next run retries it. The task runner comes from config: threads by default, Dask
+(prefect-dask) for scale-out.
 
 Run it with ``ardrag curate`` (``flows/commands.py``) or deploy it with ``prefect.yaml``.
 """
@@ -18,8 +22,6 @@ import contextlib
 import functools
 import json
 import threading
-import uuid
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -35,7 +37,7 @@ from ardrag.data.clip import SourceInput
 from ardrag.data.sources import build_source
 
 GPU_LIMIT = "ardrag-gpu"
-CHUNK = 64  # inputs in flight at once
+CHUNK = 8  # inputs in flight at once
 
 
 def _io_only(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_condition_fn signature
@@ -43,29 +45,10 @@ def _io_only(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_c
     return isinstance(state.result(raise_on_failure=False), OSError)
 
 
-def _store_id(out: str) -> str:
-    """A random id per output directory: cache keys die with the directory they describe."""
-    path = Path(out) / "store-id"
-    if not path.exists():
-        Path(out).mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError), open(path, "x") as f:
-            f.write(uuid.uuid4().hex)
-    return path.read_text().strip()
-
-
-def _cache_key(stage: str):
-    def key(context, parameters: dict[str, Any]) -> str:  # noqa: ANN001
-        extra = parameters.get("clip_path", "")
-        return f"{stage}:{parameters['token']}:{Path(extra).name}"
-
-    return key
-
-
 @functools.cache
 def _source(name: str, config_json: str) -> Any:
-    source = build_source(name, json.loads(config_json))
-    source.setup()
-    return source
+    """One source per process and settings; it loads its models on the first input that needs them."""
+    return build_source(name, json.loads(config_json))
 
 
 @functools.cache
@@ -82,8 +65,6 @@ TASK_OPTIONS: dict[str, Any] = {
     "retries": 2,
     "retry_delay_seconds": [2, 10],
     "retry_condition_fn": _io_only,
-    "persist_result": True,
-    "result_serializer": "json",
 }
 
 
@@ -92,8 +73,8 @@ def list_inputs(source: str, source_config: dict[str, Any]) -> list[dict[str, An
     return [i.__dict__ for i in _source(source, json.dumps(source_config, sort_keys=True)).inputs()]
 
 
-@task(name="extract-clips", cache_key_fn=_cache_key("extract"), **TASK_OPTIONS)
-def extract_clips(source: str, source_config: dict[str, Any], item: dict[str, Any], out: str, token: str):
+@task(name="extract-clips", **TASK_OPTIONS)
+def extract_clips(source: str, source_config: dict[str, Any], item: dict[str, Any], out: str):
     key = json.dumps(source_config, sort_keys=True)
     src = _source(source, key)
     lock = contextlib.nullcontext() if getattr(src, "thread_safe", True) else _source_lock(source, key)
@@ -101,32 +82,26 @@ def extract_clips(source: str, source_config: dict[str, Any], item: dict[str, An
         return pipeline.extract(src, SourceInput(**item), CurationStore(out))
 
 
-@task(name="track-and-record", cache_key_fn=_cache_key("track"), **TASK_OPTIONS)
+@task(name="track-and-record", **TASK_OPTIONS)
 def track_and_record(
-    item: dict[str, Any], outcome: Any, out: str, config: dict[str, Any], digest: str, token: str
+    item: dict[str, Any], outcome: Any, out: str, config: dict[str, Any], digest: str
 ) -> dict[str, Any]:
-    """Track and route every clip of one input (a GPU slot per clip for a CUDA tracker), then write
-    the input's record, last."""
-    cfg, store = CurationConfig.model_validate(config), CurationStore(out)
-    if isinstance(outcome, list):
-        rows = []
-        for clip_path in outcome:
-            with _gpu(pipeline.tracker_uses_gpu(cfg)):
-                rows.append(pipeline.track_clip(clip_path, store, cfg))
-        outcome = rows
-    return pipeline.record(SourceInput(**item), outcome, store, digest)
+    cfg = CurationConfig.model_validate(config)
+    with _gpu(pipeline.tracker_uses_gpu(cfg)):
+        return pipeline.track_and_record(SourceInput(**item), outcome, CurationStore(out), cfg, digest)
 
 
 @task(name="shard-accepted", **TASK_OPTIONS)
-def shard_accepted(out: str, config: dict[str, Any]) -> dict[str, Any]:
-    manifest = pipeline.shard_accepted(CurationStore(out), CurationConfig.model_validate(config))
+def shard_accepted(out: str, config: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
+    inputs = [SourceInput(**i) for i in items]
+    manifest = pipeline.shard_accepted(CurationStore(out), CurationConfig.model_validate(config), inputs)
     return {k: manifest[k] for k in ("version", "samples", "buckets")}
 
 
 @task(name="summarize", **TASK_OPTIONS)
-def summarize(out: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(out: str, items: list[dict[str, Any]], failed: dict[str, str]) -> dict[str, Any]:
     store = CurationStore(out)
-    summary = store.summary([SourceInput(**i) for i in items])
+    summary = store.summary([SourceInput(**i) for i in items], failed)
     pipeline.atomic_summary(store, summary)
     rows = [{"kind": "state", "name": k, "count": v} for k, v in summary["states"].items()]
     rows += [{"kind": "reason", "name": k, "count": v} for k, v in summary["reasons"].items()]
@@ -153,7 +128,6 @@ def curate(
     store = CurationStore(out)
     src = _source(source, json.dumps(source_config, sort_keys=True))
     digest = pipeline.config_digest(pipeline.settings_digest(src), cfg)
-    token_base = f"{_store_id(out)}:{digest}"
     if getattr(src, "uses_gpu", False) or pipeline.tracker_uses_gpu(cfg):
         from prefect.client.orchestration import get_client
 
@@ -166,28 +140,29 @@ def curate(
     progress = create_progress_artifact(0.0, description=f"curating {len(todo)} inputs into {out}")
 
     cfg_dict = cfg.to_dict()
-    done = 0
-    # In chunks, extracts first then their tracking (which waits on them): the runner's workers stay
-    # busy and the clip files waiting on disk stay bounded.
+    done, failed = 0, {}
+    # In small chunks, extracts first, then their tracking (which waits on them): the runner's workers
+    # stay busy, the clip files waiting on disk stay few, and one failing input stops only itself.
     for start in range(0, len(todo), CHUNK):
         chunk = todo[start : start + CHUNK]
-        tokens = [f"{token_base}:{item['content_hash']}" for item in chunk]
-        extracts = [
-            extract_clips.submit(source, source_config, item, out, token)
-            for item, token in zip(chunk, tokens, strict=True)
-        ]
-        records = [
-            track_and_record.submit(item, future, out, cfg_dict, digest, token)
-            for item, future, token in zip(chunk, extracts, tokens, strict=True)
-        ]
-        for future in as_completed(records):
-            future.result()
-            done += 1
-            update_progress_artifact(progress, 100.0 * done / len(todo))
+        extracts = [extract_clips.submit(source, source_config, item, out) for item in chunk]
+        records = {
+            track_and_record.submit(item, future, out, cfg_dict, digest): item
+            for item, future in zip(chunk, extracts, strict=True)
+        }
+        for future in as_completed(list(records)):
+            item = records[future]
+            if future.state.is_completed():
+                done += 1
+            else:  # an error, not a verdict: reported, and the input is retried by the next run
+                error = future.result(raise_on_failure=False)
+                failed[item["id"]] = f"{type(error).__name__}: {error}"
+                logger.error("input %s (%s) failed: %s", item["id"], item["description"], failed[item["id"]])
+            update_progress_artifact(progress, 100.0 * (done + len(failed)) / len(todo))
     if not todo:
         update_progress_artifact(progress, 100.0)
-    dataset = shard_accepted(out, cfg_dict)
-    summary = summarize(out, items)
+    dataset = shard_accepted(out, cfg_dict, items)
+    summary = summarize(out, items, failed)
     summary["dataset"] = dataset
     logger.info(
         "states %s; reasons %s; accepted per bucket %s",

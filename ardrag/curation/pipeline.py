@@ -6,11 +6,13 @@ plain loop (the reference for the flow's overhead). Stages pass paths, never arr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,14 @@ from ardrag.curation.store import CurationStore
 from ardrag.data.build import ShardConfig
 from ardrag.data.clip import Clip, InputRejected, SourceInput
 from ardrag.data.sample import AnnotationInfo, Provenance, Sample, TrackerInfo
-from ardrag.data.shards import MANIFEST, DatasetWriter, read_manifest, read_sample_file, write_sample_file
+from ardrag.data.shards import (
+    MANIFEST,
+    DatasetWriter,
+    file_sha256,
+    read_manifest,
+    read_sample_file,
+    write_sample_file,
+)
 from ardrag.data.trackers import TRACKERS, Tracker
 from ardrag.data.trackers import get_tracker as make_tracker
 from ardrag.data.trackers.base import TrackResult
@@ -39,6 +48,7 @@ class CurationConfig(Config):
     tracker: str = Field("opencv", description="name in ardrag.data.trackers.TRACKERS")
     tracker_config: dict[str, Any] = Field(default_factory=dict)
     candidate_points: int = Field(64, ge=1, le=512, description="query points per clip before selection")
+    min_motion_px: float = Field(2.0, ge=0, description="motion over 4 frames that makes a point 'moving'")
     reseed_points: int = Field(16, ge=0, le=512, description="extra queries on later frames where lost")
     selection: SelectionConfig = SelectionConfig()  # K = selection.max_trajectories (1-8)
     routing: RoutingConfig = RoutingConfig()
@@ -60,6 +70,19 @@ def _tracker(name: str, config_json: str) -> Tracker:
     tracker = make_tracker(name, json.loads(config_json))
     tracker.setup()
     return tracker
+
+
+@functools.cache
+def _lock_for(tracker_id: int) -> threading.Lock:
+    return threading.Lock()
+
+
+def _tracker_lock(tracker: Tracker) -> Any:
+    """A lock around trackers that keep state between calls (CoTracker's online model); threads of
+    the flow share one tracker per process."""
+    if getattr(tracker, "thread_safe", True):
+        return contextlib.nullcontext()
+    return _lock_for(id(tracker))
 
 
 def get_tracker(config: CurationConfig) -> Tracker:
@@ -114,14 +137,17 @@ def track_clip(clip_path: str, store: CurationStore, config: CurationConfig) -> 
     if clip.truth is not None and "labels" in clip.truth:
         row["truth_labels"] = clip.truth["labels"]
     seed = int(hashlib.sha256(clip.key.encode()).hexdigest()[:8], 16)
-    queries = query_points(clip.video, config.candidate_points, seed=seed)
+    queries = query_points(clip.video, config.candidate_points, min_motion_px=config.min_motion_px, seed=seed)
+    store.sample_path(clip.key).unlink(missing_ok=True)  # a rerun may route it differently
     if len(queries) == 0:
         row.update(state="rejected", reason="static", selected=0)
         return row
     tracker = get_tracker(config)
-    result = tracker.track(clip.video, queries)
+    with _tracker_lock(tracker):
+        result = tracker.track(clip.video, queries)
     if config.reseed_points and len(more := reseed_queries(clip.video, result, config.reseed_points)):
-        extra = tracker.track(clip.video, more)
+        with _tracker_lock(tracker):
+            extra = tracker.track(clip.video, more)
         result = TrackResult(
             np.concatenate([result.tracks, extra.tracks], 1),
             np.concatenate([result.visible, extra.visible], 1),
@@ -136,11 +162,13 @@ def track_clip(clip_path: str, store: CurationStore, config: CurationConfig) -> 
         return row
     if not chosen:  # a hard clip whose tracks all failed selection: best guesses for the annotator
         chosen = _fallback_tracks(result, config.selection)
+        row.update(selected=len(chosen), fallback=True)
     if state == "awaiting_verification" and config.auto_accept:
         state = row["state"] = "accepted"
     sample = _sample(clip, result, chosen, config, tracker, accepted_by_rule=state == "accepted")
-    write_sample_file(store.sample_path(clip.key), sample, config.shards.encode)
-    row["sample"] = str(store.sample_path(clip.key).relative_to(store.root))
+    path = write_sample_file(store.sample_path(clip.key), sample, config.shards.encode)
+    row["sample"] = str(path.relative_to(store.root))
+    row["sample_sha256"] = file_sha256(path)[0]
     return row
 
 
@@ -206,7 +234,9 @@ def record(
 
 
 def config_digest(source_digest: str, config: CurationConfig) -> str:
-    return f"{source_digest}-{config.digest()}"
+    """What a record depends on: the source settings and the curation settings, less shard sizes."""
+    shards = config.shards.model_copy(update={"shard_samples": 1, "shard_bytes": 1 << 20})
+    return f"{source_digest}-{config.model_copy(update={'shards': shards}).digest()}"
 
 
 def settings_digest(source: Any) -> str:
@@ -221,10 +251,16 @@ def settings_digest(source: Any) -> str:
 
 
 # -- stage 4: shard the accepted samples ----------------------------------------------------------------
-def shard_accepted(store: CurationStore, config: CurationConfig) -> dict[str, Any]:
-    """(Re)write ``dataset/`` from the accepted samples; skipped when they have not changed."""
+def shard_accepted(store: CurationStore, config: CurationConfig, items: list[SourceInput]) -> dict[str, Any]:
+    """(Re)write ``dataset/`` from the accepted samples of ``items``; skipped when those samples (their
+    keys and content) and the shard settings have not changed."""
+    wanted = {i.id for i in items}
     accepted = sorted(
-        (c["key"], c["bucket"]) for r in store.records() for c in r["clips"] if c["state"] == "accepted"
+        (c["key"], c["bucket"], c.get("sample_sha256"))
+        for r in store.records()
+        if r["id"] in wanted
+        for c in r["clips"]
+        if c["state"] == "accepted"
     )
     digest = hashlib.sha256(json.dumps([accepted, config.shards.digest()]).encode()).hexdigest()[:16]
     root = store.root / "dataset"
@@ -245,22 +281,32 @@ def shard_accepted(store: CurationStore, config: CurationConfig) -> dict[str, An
         overwrite=True,
     )
     with writer:
-        for key, bucket in accepted:
+        for key, bucket, _ in accepted:
             _, members = read_sample_file(store.sample_path(key))
             writer.write_encoded(key, bucket, members)
         return writer.close({"accepted_digest": digest})
 
 
 # -- the plain loop ----------------------------------------------------------------------------------
+def track_and_record(
+    item: SourceInput,
+    outcome: list[str] | dict[str, Any],
+    store: CurationStore,
+    config: CurationConfig,
+    digest: str,
+) -> dict[str, Any]:
+    """Track and route every clip of one input, then write the input's record, last."""
+    if isinstance(outcome, list):
+        outcome = [track_clip(p, store, config) for p in outcome]
+    return record(item, outcome, store, digest)
+
+
 def process_input(
     source: Any, item: SourceInput, store: CurationStore, config: CurationConfig, digest: str
 ) -> dict[str, Any]:
     if (done := store.done(item, digest)) is not None:
         return done
-    outcome = extract(source, item, store)
-    if isinstance(outcome, list):
-        outcome = [track_clip(p, store, config) for p in outcome]
-    return record(item, outcome, store, digest)
+    return track_and_record(item, extract(source, item, store), store, config, digest)
 
 
 def run_local(
@@ -268,13 +314,17 @@ def run_local(
 ) -> dict[str, Any]:
     """Curate every input of ``source`` into ``out`` without Prefect (same calls as the flow)."""
     store = CurationStore(out)
-    source.setup()
-    items = source.inputs()
+    items = source.inputs()  # models load lazily, on the first input that needs them
     digest = config_digest(settings_digest(source), config)
+    failed: dict[str, str] = {}
     for item in tqdm(items, desc="curating", unit="input", disable=not progress):
-        process_input(source, item, store, config, digest)
-    shard_accepted(store, config)
-    summary = store.summary(items)
+        try:
+            process_input(source, item, store, config, digest)
+        except Exception as err:  # the input failed (not bad data): reported, retried by the next run
+            log.exception("input %s failed", item.id)
+            failed[item.id] = f"{type(err).__name__}: {err}"
+    shard_accepted(store, config, items)
+    summary = store.summary(items, failed)
     atomic_summary(store, summary)
     return summary
 

@@ -110,8 +110,13 @@ class CurationStore:
         return self.root / "samples" / f"{key}.tar"
 
     # -- summary --------------------------------------------------------------------------------
-    def summary(self, items: list[SourceInput] | None = None) -> dict[str, Any]:
-        """Counts over the records (of ``items`` when given): every input accounted exactly once."""
+    def summary(
+        self, items: list[SourceInput] | None = None, failed: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Counts over the records (of ``items`` when given): every input accounted exactly once.
+
+        ``states`` counts clips, plus each quarantined input (it has no clip) once; ``input_states``
+        counts inputs: processed, quarantined, or failed (an error this run; retried by the next)."""
         records = self.records()
         if items is not None:
             wanted = {i.id for i in items}
@@ -132,9 +137,14 @@ class CurationStore:
                 if c["state"] == "accepted":
                     buckets[c["bucket"]] += 1
         missing = sorted({i.id for i in items} - {r["id"] for r in records}) if items is not None else []
+        input_states = Counter(r["state"] for r in records)
+        if failed:
+            input_states["failed"] = len(failed)
         return {
             "inputs": len(records),
             "inputs_missing": missing,
+            "inputs_failed": dict(sorted((failed or {}).items())),
+            "input_states": dict(sorted(input_states.items())),
             "clips": clips,
             "states": dict(sorted(states.items())),
             "reasons": dict(sorted(reasons.items())),

@@ -255,11 +255,12 @@ class DatasetWriter:
         if shard_samples < 1:
             raise ShardError(f"shard_samples = {shard_samples}; expected at least 1")
         self.root = Path(root)
-        if (self.root / MANIFEST).exists():
+        finished = (self.root / MANIFEST).exists()
+        if finished:
             if not overwrite:
                 raise ShardError(f"{self.root} already holds a dataset ({MANIFEST}); pass overwrite=True")
             (self.root / MANIFEST).unlink()
-        self._clear_leftovers()
+        self._clear_leftovers(replacing=finished)
         self.root.mkdir(parents=True, exist_ok=True)
         self.name, self.encode = name, encode or EncodeConfig()
         self.shard_samples, self.shard_bytes = shard_samples, shard_bytes
@@ -267,7 +268,7 @@ class DatasetWriter:
         self._keys: set[str] = set()
         self.manifest: dict[str, Any] | None = None
 
-    def _clear_leftovers(self) -> None:
+    def _clear_leftovers(self, replacing: bool = False) -> None:
         shard_dir = self.root / "shards"
         if not shard_dir.exists():
             return
@@ -276,7 +277,7 @@ class DatasetWriter:
             for p in shard_dir.rglob("*")
             if p.is_file() and (p.suffix == ".tar" or p.name.endswith(PARTIAL_SUFFIX))
         ]
-        if stale:
+        if stale and not replacing:
             log.warning(
                 "removing %d shard files of an earlier, unfinished write in %s", len(stale), shard_dir
             )

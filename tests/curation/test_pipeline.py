@@ -10,7 +10,7 @@ from ardrag.curation.pipeline import CurationConfig, run_local
 from ardrag.curation.store import CurationStore
 from ardrag.data.codec import get_decoder
 from ardrag.data.inspect import inspect_dataset
-from ardrag.data.shards import decode_sample, read_sample_file
+from ardrag.data.shards import decode_sample, read_manifest, read_sample_file
 from ardrag.data.sources import build_source
 from ardrag.errors import ConfigError
 
@@ -84,3 +84,75 @@ def test_unknown_tracker_is_a_config_error():
 def test_summary_json_written(curated):
     out, _, summary = curated
     assert json.loads((out / "summary.json").read_text())["inputs"] >= 8
+
+
+class _Flaky:
+    """The procedural source, with one input that fails (a bug or an outage, not bad data)."""
+
+    name = "procedural"
+
+    def __init__(self, inner, bad_index):
+        self.inner, self.bad_index, self.config = inner, bad_index, inner.config
+
+    def settings_digest(self):
+        return self.inner.settings_digest()
+
+    def inputs(self):
+        return self.inner.inputs()
+
+    def clips(self, item):
+        if item.params["index"] == self.bad_index:
+            raise RuntimeError("the GPU fell off the bus")
+        return self.inner.clips(item)
+
+
+def test_a_failing_input_stops_only_itself_and_is_retried(tmp_path):
+    inner = build_source("procedural", {**SOURCE, "num_clips": 4})
+    summary = run_local(_Flaky(inner, 2), tmp_path, CurationConfig(auto_accept=True), progress=False)
+    bad = inner.inputs()[2].id
+    assert summary["inputs"] == 3 and summary["inputs_missing"] == [bad]
+    assert summary["inputs_failed"] == {bad: "RuntimeError: the GPU fell off the bus"}
+    assert summary["input_states"] == {"failed": 1, "processed": 3}
+    summary = run_local(inner, tmp_path, CurationConfig(auto_accept=True), progress=False)
+    assert summary["inputs"] == 4 and summary["inputs_missing"] == [] and summary["inputs_failed"] == {}
+
+
+def test_dataset_follows_sample_content_and_only_the_current_inputs(tmp_path):
+    source = build_source("procedural", {**SOURCE, "num_clips": 6})
+    first = run_local(source, tmp_path, CurationConfig(auto_accept=True), progress=False)
+    v1 = read_manifest(tmp_path / "dataset")
+    assert v1["samples"] == first["states"].get("accepted", 0) > 0
+    # Another touch force changes every accepted sample: the dataset must be rebuilt.
+    run_local(source, tmp_path, CurationConfig(auto_accept=True, intensity=0.25), progress=False)
+    v2 = read_manifest(tmp_path / "dataset")
+    assert v2["version"] != v1["version"]
+    # Other inputs into the same directory: the dataset holds the accepted samples of this run only.
+    other = build_source("procedural", {**SOURCE, "num_clips": 3, "seed": 9})
+    third = run_local(other, tmp_path, CurationConfig(auto_accept=True, intensity=0.25), progress=False)
+    v3 = read_manifest(tmp_path / "dataset")
+    assert v3["samples"] == third["states"].get("accepted", 0)
+    assert all(k.startswith("proc-0009-") for s in v3["shards"] for k in s["keys"])
+
+
+def test_settings_digest_follows_what_changes_clips(tmp_path):
+    from ardrag.curation.pipeline import config_digest, settings_digest
+
+    (tmp_path / "v").mkdir()
+    prompts = tmp_path / "prompts.yaml"
+    prompts.write_text("a.mp4: a red square\n")
+
+    def digest(**kw):
+        return settings_digest(
+            build_source("folder", {"folder": str(tmp_path / "v"), "prompts": str(prompts), **kw})
+        )
+
+    base = digest()
+    assert digest(decode_threads=1, decode_timeout_s=5) == base  # how, not what
+    assert digest(clip_frames=41) != base
+    prompts.write_text("a.mp4: a blue square\n")
+    assert digest() != base  # the prompt text itself
+    cfg = CurationConfig()
+    assert config_digest("s", cfg) == config_digest(
+        "s", cfg.model_copy(update={"shards": cfg.shards.model_copy(update={"shard_samples": 3})})
+    )
+    assert config_digest("s", cfg) != config_digest("s", cfg.model_copy(update={"intensity": 0.5}))

@@ -325,17 +325,18 @@ def test_inputs_are_sorted_recursive_and_keyed_by_content(tmp_path, caplog):
     a = videos.write_video(tmp_path / "b.mp4", frames=20)
     (tmp_path / "sub").mkdir()
     videos.copy(a.path, tmp_path / "sub" / "A.MOV")  # same bytes, other name, upper-case extension
-    videos.copy(a.path, tmp_path / "sub" / "b.mp4")  # same name and bytes: a duplicate id
+    videos.copy(a.path, tmp_path / "sub" / "b.mp4")  # same name and bytes: an input of its own too
     videos.copy(a.path, tmp_path / ".hidden.mp4")
     videos.write_text(tmp_path / "notes.txt")
     src = source(tmp_path)
     assert isinstance(src, VideoSource) and src.name == "folder"
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         items = src.inputs()
-    assert "sub/b.mp4" in caplog.text
-    assert [i.params["path"] for i in items] == ["b.mp4", "sub/A.MOV"]
+    assert "sub/b.mp4 has the same name and bytes as b.mp4" in caplog.text
+    assert [i.params["path"] for i in items] == ["b.mp4", "sub/A.MOV", "sub/b.mp4"]
     assert items == source(tmp_path).inputs()  # deterministic
-    assert items[0].content_hash == items[1].content_hash and items[0].id != items[1].id
+    assert len({i.id for i in items}) == 3  # every file accounted, each with its own id
+    assert items[0].content_hash == items[1].content_hash == items[2].content_hash
     assert items[0].id.startswith("b-") and items[0].kind == "folder"
     assert items[0].description == str(tmp_path / "b.mp4")
     os.rename(tmp_path / "b.mp4", tmp_path / "renamed.mp4")

@@ -55,6 +55,9 @@ def test_hard_procedural_clips_are_routed_to_annotation(procedural24):
     assert len(hard) >= 5
     recall = len(routed) / len(hard)
     assert recall >= 0.9, [(c["key"], c["state"], c["reason"], c["truth_labels"]) for c in hard]
+    # Not by sending everything to people: some easy clips are left to a quick verification.
+    easy = [c for r in CurationStore(out).records() for c in r["clips"] if c not in hard]
+    assert easy and any(c["state"] == "awaiting_verification" for c in easy)
 
 
 @pytest.mark.slow
@@ -105,3 +108,22 @@ def test_dask_runner_with_two_workers(tmp_path):
     result = curate("--source", "procedural", "--num", "4", "--out", str(out), "--runner", "dask", "--json")
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["inputs"] == 4 and sum(summary["states"].values()) == 4
+
+
+def test_prefect_yaml_deployments_have_valid_parameters():
+    import yaml
+
+    from ardrag.config import build_config
+    from ardrag.curation.pipeline import CurationConfig
+    from ardrag.data.sources import SOURCES
+    from flows.curate import curate as curate_flow
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())
+    assert spec["deployments"]
+    for deployment in spec["deployments"]:
+        assert deployment["entrypoint"] == "flows/curate.py:curate"
+        params = deployment["parameters"]
+        assert set(params) <= set(curate_flow.parameters.properties), deployment["name"]
+        build_config(SOURCES[params["source"]][1], params["source_config"], source=deployment["name"])
+        build_config(CurationConfig, params.get("config", {}), source=deployment["name"])
+        assert deployment["schedules"] and deployment["work_pool"]["name"] in ("cpu", "gpu")

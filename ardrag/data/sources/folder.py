@@ -36,6 +36,7 @@ Rejection reasons (:class:`~ardrag.data.clip.InputRejected`): ``empty-file``, ``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -175,7 +176,21 @@ class FolderSource:
     """A :class:`~ardrag.data.sources.VideoSource` over a folder of video files."""
 
     name = "folder"
-    input_fields = ("folder", "tmp_dir")  # where inputs are, not what clips become (curation digests)
+
+    def settings_digest(self) -> str:
+        """What the clips depend on: the config less where inputs are and how decoding is run, plus
+        the prompts themselves (editing a prompt redoes its clips; moving the file does not)."""
+        runtime = {
+            "folder",
+            "tmp_dir",
+            "prompts",
+            "decode_timeout_s",
+            "decode_timeout_per_s",
+            "decode_threads",
+        }
+        kept = {k: v for k, v in self.config.to_dict().items() if k not in runtime}
+        kept["prompts"] = self.prompts
+        return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def __init__(self, config: FolderConfig):
         self.config = config
@@ -195,7 +210,13 @@ class FolderSource:
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
                 if not name.startswith(".") and Path(name).suffix.lower().lstrip(".") in exts:
-                    found.append(Path(dirpath, name))
+                    path = Path(dirpath, name)
+                    if path.is_file():  # follows links; FIFOs, devices and dangling links are not inputs
+                        found.append(path)
+                    else:
+                        logger.warning(
+                            "skipping %s: not a regular file (a pipe, device or broken link)", path
+                        )
         return sorted(found, key=lambda p: p.relative_to(self.root).as_posix())
 
     def inputs(self) -> list[SourceInput]:
@@ -205,9 +226,12 @@ class FolderSource:
             rel = path.relative_to(self.root).as_posix()
             digest = file_digest(path)
             item_id = safe_id(path.stem, digest)
-            if item_id in seen:
-                logger.warning("skipping %s: same name and bytes as %s (id %s)", rel, seen[item_id], item_id)
-                continue
+            if item_id in seen:  # same name and bytes in another folder: still an input of its own
+                first = seen[item_id]
+                item_id = safe_id(
+                    rel.rsplit(".", 1)[0], hashlib.sha256(f"{rel}:{digest}".encode()).hexdigest()
+                )
+                logger.info("%s has the same name and bytes as %s: id %s", rel, first, item_id)
             seen[item_id] = rel
             items.append(
                 SourceInput(

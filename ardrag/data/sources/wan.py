@@ -387,7 +387,9 @@ class WanSource:
 
     name = "wan"
     thread_safe = False  # one diffusers pipeline per process keeps per-call state
-    input_fields = ("jobs", "images", "prompts")  # where inputs are; each job is digested on its own
+    # Fields that say where the inputs are (each job digests its own content) or how fast it runs,
+    # not what the clips become: left out of curation's settings digest.
+    input_fields = ("jobs", "images", "prompts", "device", "cpu_offload", "progress_bar")
 
     def __init__(self, config: WanConfig):
         _require_models()

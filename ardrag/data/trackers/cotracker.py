@@ -84,6 +84,7 @@ class CoTrackerTracker:
     """CoTracker3 offline or online predictor; the model loads in :meth:`setup`."""
 
     name = "cotracker"
+    thread_safe = False  # the online predictor keeps state between calls: one caller at a time
 
     def __init__(self, config: CoTrackerConfig | None = None):
         self.config = config or CoTrackerConfig()

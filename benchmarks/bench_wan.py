@@ -34,7 +34,7 @@ import torch
 import yaml
 
 from ardrag.config import build_config
-from ardrag.data.sources.wan import WanConfig, WanSource, byte_tokenizer, clip_image_processor
+from ardrag.data.sources.wan import WanConfig, WanSource, assemble_pipeline, byte_tokenizer
 from ardrag.presets import preset
 
 TRANSFORMER_14B = {
@@ -82,8 +82,6 @@ def build_14b_pipeline(device: str, layers: int | None = None) -> Any:
     """The I2V pipeline at the 14B shape with random weights, allocated directly on ``device``."""
     from diffusers import (
         AutoencoderKLWan,
-        UniPCMultistepScheduler,
-        WanImageToVideoPipeline,
         WanTransformer3DModel,
     )
     from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
@@ -104,19 +102,7 @@ def build_14b_pipeline(device: str, layers: int | None = None) -> Any:
             torch.set_default_dtype(default)
         image_encoder = CLIPVisionModel(CLIPVisionConfig(**c_cfg))
         vae = AutoencoderKLWan()  # the defaults are the Wan 2.1 VAE
-    for module in (transformer, text_encoder, image_encoder, vae):
-        module.eval()
-    return WanImageToVideoPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=vae,
-        scheduler=UniPCMultistepScheduler(
-            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
-        ),
-        image_processor=clip_image_processor(size=224),
-        image_encoder=image_encoder,
-        transformer=transformer,
-    )
+    return assemble_pipeline(tokenizer, text_encoder, image_encoder, vae, transformer, image_size=224)
 
 
 class StepTimer:

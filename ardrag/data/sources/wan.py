@@ -164,8 +164,6 @@ def build_tiny_pipeline(seed: int = 0) -> WanImageToVideoPipeline:
     import torch
     from diffusers import (
         AutoencoderKLWan,
-        UniPCMultistepScheduler,
-        WanImageToVideoPipeline,
         WanTransformer3DModel,
     )
     from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
@@ -223,6 +221,16 @@ def build_tiny_pipeline(seed: int = 0) -> WanImageToVideoPipeline:
             added_kv_proj_dim=24,  # the inner dim, as in the 14B model (5120)
             rope_max_seq_len=1024,
         )
+    return assemble_pipeline(tokenizer, text_encoder, image_encoder, vae, transformer, image_size=32)
+
+
+def assemble_pipeline(
+    tokenizer: Any, text_encoder: Any, image_encoder: Any, vae: Any, transformer: Any, image_size: int
+) -> Any:
+    """A Wan 2.1 I2V pipeline from built components, in eval mode (UMT5's dropout would otherwise make
+    two runs with one seed differ), with the scheduler Wan's diffusers pipelines use."""
+    from diffusers import UniPCMultistepScheduler, WanImageToVideoPipeline
+
     for module in (text_encoder, image_encoder, vae, transformer):
         module.eval()
     return WanImageToVideoPipeline(
@@ -232,7 +240,7 @@ def build_tiny_pipeline(seed: int = 0) -> WanImageToVideoPipeline:
         scheduler=UniPCMultistepScheduler(
             prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
         ),
-        image_processor=clip_image_processor(size=32),
+        image_processor=clip_image_processor(size=image_size),
         image_encoder=image_encoder,
         transformer=transformer,
     )

@@ -35,8 +35,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ardrag.config import Config
-from ardrag.data.trackers.base import TrackResult
-from ardrag.data.trackers.select import check_track_inputs
+from ardrag.data.trackers.base import TrackResult, check_track_inputs
 
 logger = logging.getLogger(__name__)
 

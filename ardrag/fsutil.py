@@ -5,6 +5,7 @@ A reader then sees either the old file or the whole new one, also after a crash 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -32,3 +33,13 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
     tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     publish(tmp, path)
     return path
+
+
+def file_sha256(path: str | os.PathLike[str]) -> tuple[str, int]:
+    """sha256 hex digest and size of a file, read in 1 MiB chunks."""
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size

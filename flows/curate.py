@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import threading
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -51,12 +50,6 @@ def _source(name: str, config_json: str) -> Any:
     return build_source(name, json.loads(config_json))
 
 
-@functools.cache
-def _source_lock(name: str, config_json: str) -> threading.Lock:
-    """Serialises a source that is not thread-safe (a diffusers pipeline keeps per-call state)."""
-    return threading.Lock()
-
-
 def _gpu(uses_gpu: bool):
     return concurrency(GPU_LIMIT, occupy=1) if uses_gpu else contextlib.nullcontext()
 
@@ -77,8 +70,7 @@ def list_inputs(source: str, source_config: dict[str, Any]) -> list[dict[str, An
 def extract_clips(source: str, source_config: dict[str, Any], item: dict[str, Any], out: str):
     key = json.dumps(source_config, sort_keys=True)
     src = _source(source, key)
-    lock = contextlib.nullcontext() if getattr(src, "thread_safe", True) else _source_lock(source, key)
-    with lock, _gpu(getattr(src, "uses_gpu", False)):
+    with pipeline.exclusive(src), _gpu(getattr(src, "uses_gpu", False)):
         return pipeline.extract(src, SourceInput(**item), CurationStore(out))
 
 
@@ -102,7 +94,7 @@ def shard_accepted(out: str, config: dict[str, Any], items: list[dict[str, Any]]
 def summarize(out: str, items: list[dict[str, Any]], failed: dict[str, str]) -> dict[str, Any]:
     store = CurationStore(out)
     summary = store.summary([SourceInput(**i) for i in items], failed)
-    pipeline.atomic_summary(store, summary)
+    store.write_summary(summary)
     rows = [{"kind": "state", "name": k, "count": v} for k, v in summary["states"].items()]
     rows += [{"kind": "reason", "name": k, "count": v} for k, v in summary["reasons"].items()]
     rows += [{"kind": "accepted in bucket", "name": k, "count": v} for k, v in summary["buckets"].items()]

@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,13 +23,11 @@ from tqdm.auto import tqdm
 from ardrag.config import Config
 from ardrag.curation.routing import RoutingConfig, assess, route
 from ardrag.curation.store import CurationStore
-from ardrag.data.build import ShardConfig
+from ardrag.data.build import ShardConfig, dataset_writer
 from ardrag.data.clip import Clip, InputRejected, SourceInput
 from ardrag.data.sample import AnnotationInfo, Provenance, Sample, TrackerInfo
 from ardrag.data.shards import (
     MANIFEST,
-    DatasetWriter,
-    file_sha256,
     read_manifest,
     read_sample_file,
     write_sample_file,
@@ -73,16 +70,16 @@ def _tracker(name: str, config_json: str) -> Tracker:
 
 
 @functools.cache
-def _lock_for(tracker_id: int) -> threading.Lock:
+def _lock_for(component_id: int) -> threading.Lock:
     return threading.Lock()
 
 
-def _tracker_lock(tracker: Tracker) -> Any:
-    """A lock around trackers that keep state between calls (CoTracker's online model); threads of
-    the flow share one tracker per process."""
-    if getattr(tracker, "thread_safe", True):
+def exclusive(component: Any) -> Any:
+    """A lock around a component that declares ``thread_safe = False`` (a diffusers pipeline, CoTracker's
+    online model keep per-call state); the flow's threads share one component per process."""
+    if getattr(component, "thread_safe", True):
         return contextlib.nullcontext()
-    return _lock_for(id(tracker))
+    return _lock_for(id(component))
 
 
 def get_tracker(config: CurationConfig) -> Tracker:
@@ -143,10 +140,10 @@ def track_clip(clip_path: str, store: CurationStore, config: CurationConfig) -> 
         row.update(state="rejected", reason="static", selected=0)
         return row
     tracker = get_tracker(config)
-    with _tracker_lock(tracker):
+    with exclusive(tracker):
         result = tracker.track(clip.video, queries)
     if config.reseed_points and len(more := reseed_queries(clip.video, result, config.reseed_points)):
-        with _tracker_lock(tracker):
+        with exclusive(tracker):
             extra = tracker.track(clip.video, more)
         result = TrackResult(
             np.concatenate([result.tracks, extra.tracks], 1),
@@ -166,9 +163,8 @@ def track_clip(clip_path: str, store: CurationStore, config: CurationConfig) -> 
     if state == "awaiting_verification" and config.auto_accept:
         state = row["state"] = "accepted"
     sample = _sample(clip, result, chosen, config, tracker, accepted_by_rule=state == "accepted")
-    path = write_sample_file(store.sample_path(clip.key), sample, config.shards.encode)
+    path, row["sample_sha256"] = write_sample_file(store.sample_path(clip.key), sample, config.shards.encode)
     row["sample"] = str(path.relative_to(store.root))
-    row["sample_sha256"] = file_sha256(path)[0]
     return row
 
 
@@ -185,7 +181,7 @@ def _fallback_tracks(result: TrackResult, selection: SelectionConfig) -> list[in
 
 def _sample(
     clip: Clip,
-    result: Any,
+    result: TrackResult,
     chosen: list[int],
     config: CurationConfig,
     tracker: Tracker,
@@ -272,15 +268,7 @@ def shard_accepted(store: CurationStore, config: CurationConfig, items: list[Sou
         else:
             if manifest.get("accepted_digest") == digest:
                 return manifest
-    writer = DatasetWriter(
-        root,
-        name="curated",
-        shard_samples=config.shards.shard_samples,
-        shard_bytes=config.shards.shard_bytes,
-        encode=config.shards.encode,
-        overwrite=True,
-    )
-    with writer:
+    with dataset_writer(root, config.shards, name="curated", overwrite=True) as writer:
         for key, bucket, _ in accepted:
             _, members = read_sample_file(store.sample_path(key))
             writer.write_encoded(key, bucket, members)
@@ -325,11 +313,5 @@ def run_local(
             failed[item.id] = f"{type(err).__name__}: {err}"
     shard_accepted(store, config, items)
     summary = store.summary(items, failed)
-    atomic_summary(store, summary)
+    store.write_summary(summary)
     return summary
-
-
-def atomic_summary(store: CurationStore, summary: dict[str, Any]) -> Path:
-    from ardrag.fsutil import atomic_write
-
-    return atomic_write(store.root / "summary.json", json.dumps(summary, indent=1))

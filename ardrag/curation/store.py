@@ -109,6 +109,9 @@ class CurationStore:
     def sample_path(self, key: str) -> Path:
         return self.root / "samples" / f"{key}.tar"
 
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        return atomic_write(self.root / "summary.json", json.dumps(summary, indent=1))
+
     # -- summary --------------------------------------------------------------------------------
     def summary(
         self, items: list[SourceInput] | None = None, failed: dict[str, str] | None = None

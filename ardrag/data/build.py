@@ -30,6 +30,20 @@ def _digest(config: Config, shards: ShardConfig) -> str:
     return f"{config.digest()}-{shards.digest()}"
 
 
+def dataset_writer(
+    out: str | os.PathLike[str], shards: ShardConfig, *, name: str, overwrite: bool = False
+) -> DatasetWriter:
+    """A :class:`DatasetWriter` with the shard settings of ``shards``."""
+    return DatasetWriter(
+        out,
+        name=name,
+        shard_samples=shards.shard_samples,
+        shard_bytes=shards.shard_bytes,
+        encode=shards.encode,
+        overwrite=overwrite,
+    )
+
+
 def existing_dataset(
     out: str | os.PathLike[str], config: Config, shards: ShardConfig | None = None
 ) -> dict[str, Any] | None:
@@ -62,14 +76,7 @@ def write_dataset(
     """Shard ``samples`` into ``out``; ``config`` (what made them) is written beside and hashed, with
     the shard settings, into the manifest so that a rerun with the same settings can skip the work."""
     shards = shards or ShardConfig()
-    writer = DatasetWriter(
-        out,
-        name=name,
-        shard_samples=shards.shard_samples,
-        shard_bytes=shards.shard_bytes,
-        encode=shards.encode,
-        overwrite=overwrite,
-    )
+    writer = dataset_writer(out, shards, name=name, overwrite=overwrite)
     write_resolved_config(config, out)
     with writer:  # an exception aborts: no manifest, temporary shards removed
         for sample in tqdm(samples, total=total, desc=f"writing {name}", unit="clip", disable=not progress):

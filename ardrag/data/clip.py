@@ -8,7 +8,6 @@ constant-frame-rate clip before tracking; the curation pipeline tracks it and tu
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import numpy as np
 
 from ardrag.data.sample import KEY_PATTERN, MAX_KEY_LENGTH, SourceInfo
 from ardrag.errors import SampleValidationError
+from ardrag.fsutil import file_sha256
 
 
 class InputRejected(Exception):  # noqa: N818 - a verdict, not a failure
@@ -40,11 +40,7 @@ def safe_id(text: str, digest: str, limit: int = 40) -> str:
 
 def file_digest(path: str | os.PathLike[str]) -> str:
     """sha256 of a file's bytes (inputs are keyed by content, not by name)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)[0]
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ from typing import Any
 from ardrag.data.shards import (
     MANIFEST,
     PARTIAL_SUFFIX,
-    file_sha256,
     iter_tar_groups,
     missing_members,
     read_manifest,
 )
 from ardrag.errors import ShardError
+from ardrag.fsutil import file_sha256
 
 
 def _read_tar(path: Path) -> tuple[list[str], str | None]:

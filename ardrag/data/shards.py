@@ -35,7 +35,7 @@ import numpy as np
 from ardrag.data.codec import EncodeConfig, VideoDecoder, encode_mp4, get_decoder
 from ardrag.data.sample import Provenance, Sample
 from ardrag.errors import DecodeError, ShardError
-from ardrag.fsutil import atomic_write, publish
+from ardrag.fsutil import atomic_write, file_sha256, publish
 
 log = logging.getLogger(__name__)
 
@@ -219,15 +219,6 @@ class _BucketShardWriter:
             self._tar = None
 
 
-def file_sha256(path: str | os.PathLike[str]) -> tuple[str, int]:
-    h, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
-
 def dataset_version(shards: list[ShardInfo] | list[dict[str, Any]]) -> str:
     """Content hash of a dataset: its shards' paths and sha256 digests."""
     rows = sorted((s["path"], s["sha256"]) if isinstance(s, dict) else (s.path, s.sha256) for s in shards)
@@ -353,9 +344,11 @@ def sample_file_bytes(key: str, members: dict[str, bytes]) -> bytes:
 
 def write_sample_file(
     path: str | os.PathLike[str], sample: Sample, encode: EncodeConfig | None = None
-) -> Path:
-    """Store one sample on its own, atomically: where samples wait for people or for sharding."""
-    return atomic_write(path, sample_file_bytes(sample.key, encode_sample(sample, encode)))
+) -> tuple[Path, str]:
+    """Store one sample on its own, atomically: where samples wait for people or for sharding.
+    Returns the path and the sha256 of the bytes written."""
+    data = sample_file_bytes(sample.key, encode_sample(sample, encode))
+    return atomic_write(path, data), hashlib.sha256(data).hexdigest()
 
 
 def read_sample_file(path: str | os.PathLike[str]) -> tuple[str, dict[str, bytes]]:

@@ -133,7 +133,7 @@ def _rewrite_shard(root, edit):
     import json
     import tarfile
 
-    from ardrag.data.shards import file_sha256
+    from ardrag.fsutil import file_sha256
 
     manifest = read_manifest(root)
     path = root / manifest["shards"][0]["path"]

@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -247,18 +248,40 @@ def settings_digest(source: Any) -> str:
 
 
 # -- stage 4: shard the accepted samples ----------------------------------------------------------------
-def shard_accepted(store: CurationStore, config: CurationConfig, items: list[SourceInput]) -> dict[str, Any]:
-    """(Re)write ``dataset/`` from the accepted samples of ``items``; skipped when those samples (their
-    keys and content) and the shard settings have not changed."""
-    wanted = {i.id for i in items}
-    accepted = sorted(
-        (c["key"], c["bucket"], c.get("sample_sha256"))
-        for r in store.records()
-        if r["id"] in wanted
-        for c in r["clips"]
-        if c["state"] == "accepted"
-    )
-    digest = hashlib.sha256(json.dumps([accepted, config.shards.digest()]).encode()).hexdigest()[:16]
+def shard_accepted(
+    store: CurationStore, shards: ShardConfig | None = None, items: list[SourceInput] | None = None
+) -> dict[str, Any]:
+    """(Re)write ``dataset/`` from the accepted samples of ``items``: those accepted by rule and those a
+    person accepted (their reviewed file); skipped when that set, its content, the people's rejections and
+    the shard settings have not changed. Without ``items`` and ``shards`` (an annotation pull), those of
+    the last run are used."""
+    if items is None or shards is None:
+        saved = store.sharding()
+        items_ids = saved["inputs"] if items is None else [i.id for i in items]
+        shards = shards or ShardConfig.model_validate(saved["shards"])
+    else:
+        items_ids = [i.id for i in items]
+    store.write_sharding(items_ids, shards.to_dict())
+    wanted = set(items_ids)
+    accepted, rejected, people = [], [], Counter()
+    for r in store.records():
+        if r["id"] not in wanted:
+            continue
+        for c in r["clips"]:
+            state, reason = store.effective_state(c)
+            if state == "accepted" and c["state"] == "accepted":
+                accepted.append((c["key"], c["bucket"], c.get("sample_sha256"), "samples"))
+            elif state == "accepted":
+                review = store.review(c["key"])
+                accepted.append((c["key"], c["bucket"], review["sample_sha256"], "reviewed"))
+                people[reason] += 1
+            elif state == "rejected" and c["state"] != "rejected":
+                review = store.review(c["key"])
+                rejected.append({k: review.get(k) for k in ("key", "reason", "annotator", "time", "task")})
+    accepted.sort()
+    rejected.sort(key=lambda row: row["key"])
+    reviews = {"accepted": dict(sorted(people.items())), "rejected": rejected}
+    digest = hashlib.sha256(json.dumps([accepted, reviews, shards.digest()]).encode()).hexdigest()[:16]
     root = store.root / "dataset"
     if (root / MANIFEST).is_file():
         try:
@@ -268,11 +291,12 @@ def shard_accepted(store: CurationStore, config: CurationConfig, items: list[Sou
         else:
             if manifest.get("accepted_digest") == digest:
                 return manifest
-    with dataset_writer(root, config.shards, name="curated", overwrite=True) as writer:
-        for key, bucket, _ in accepted:
-            _, members = read_sample_file(store.sample_path(key))
+    with dataset_writer(root, shards, name="curated", overwrite=True) as writer:
+        for key, bucket, _, where in accepted:
+            path = store.sample_path(key) if where == "samples" else store.reviewed_sample_path(key)
+            _, members = read_sample_file(path)
             writer.write_encoded(key, bucket, members)
-        return writer.close({"accepted_digest": digest})
+        return writer.close({"accepted_digest": digest, "reviews": reviews})
 
 
 # -- the plain loop ----------------------------------------------------------------------------------
@@ -311,7 +335,7 @@ def run_local(
         except Exception as err:  # the input failed (not bad data): reported, retried by the next run
             log.exception("input %s failed", item.id)
             failed[item.id] = f"{type(err).__name__}: {err}"
-    shard_accepted(store, config, items)
+    shard_accepted(store, config.shards, items)
     summary = store.summary(items, failed)
     store.write_summary(summary)
     return summary

@@ -5,8 +5,15 @@ Layout of a curation output directory::
     records/<input id>.json   the input's row: id, content hash, state, reason, its clips and outputs
     clips/<clip key>.npz      a clip between extraction and tracking (removed once the input is done)
     samples/<clip key>.tar    every tracked clip that was not rejected, as a one-sample file
+    reviews/<clip key>.json   a person's decision on a waiting sample (``annotation`` pull), written last
+    reviewed/<clip key>.tar   the sample as the person accepted it (corrected tracks, prompt, provenance)
     dataset/                  shards of the accepted samples (issue 2's format), rebuilt when they change
+    sharding.json             the inputs and shard settings of the last run, so a pull reshards alike
     summary.json              counts per state, reason and bucket, written at the end of a run
+
+A clip waiting for a person (``awaiting_verification``, ``awaiting_annotation``) leaves the queue when a
+review of its sample's version (the sample file's sha256) exists: ``accepted`` or ``rejected``; an
+``invalid`` review (the person's result did not validate) keeps it waiting.
 
 A record exists only when every output of its input is in place, so an input without a record is
 processed again from scratch, over the same deterministic file names: no duplicates, no half files.
@@ -28,11 +35,14 @@ from ardrag.data.sample import SourceInfo
 from ardrag.errors import ShardError
 from ardrag.fsutil import atomic_write
 
+WAITING_STATES = ("awaiting_verification", "awaiting_annotation")
+REVIEW_STATES = ("accepted", "rejected", "invalid")
+
 
 class CurationStore:
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
-        for sub in ("records", "clips", "samples"):
+        for sub in ("records", "clips", "samples", "reviews", "reviewed"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     # -- records --------------------------------------------------------------------------------
@@ -109,6 +119,66 @@ class CurationStore:
     def sample_path(self, key: str) -> Path:
         return self.root / "samples" / f"{key}.tar"
 
+    # -- people's reviews -----------------------------------------------------------------------
+    def review_path(self, key: str) -> Path:
+        return self.root / "reviews" / f"{key}.json"
+
+    def reviewed_sample_path(self, key: str) -> Path:
+        return self.root / "reviewed" / f"{key}.tar"
+
+    def write_review(self, review: dict[str, Any]) -> dict[str, Any]:
+        """Write a review (after its sample file, if any): the decision on ``review['version']``."""
+        for name in ("key", "version", "state"):
+            if name not in review:
+                raise ValueError(f"review lacks {name!r}: {review}")
+        if review["state"] not in REVIEW_STATES:
+            raise ValueError(f"review state {review['state']!r}; expected one of {REVIEW_STATES}")
+        atomic_write(self.review_path(review["key"]), json.dumps(review, indent=1, sort_keys=True))
+        return review
+
+    def review(self, key: str) -> dict[str, Any] | None:
+        path = self.review_path(key)
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def waiting(self) -> list[dict[str, Any]]:
+        """Every clip routed to a person, with its record's input id and its current review (the one
+        for its sample's version, else None)."""
+        out = []
+        for r in self.records():
+            for c in r["clips"]:
+                if c["state"] in WAITING_STATES and c.get("sample"):
+                    review = self.review(c["key"])
+                    if review is not None and review.get("version") != c.get("sample_sha256"):
+                        review = None  # a review of an older version of the sample
+                    out.append({**c, "input_id": r["id"], "review": review})
+        return out
+
+    def effective_state(self, clip: dict[str, Any]) -> tuple[str, str | None]:
+        """The clip's state and reason once people's reviews are taken into account."""
+        if clip["state"] not in WAITING_STATES:
+            return clip["state"], clip.get("reason")
+        review = self.review(clip["key"])
+        if review is None or review.get("version") != clip.get("sample_sha256"):
+            return clip["state"], clip.get("reason")
+        if review["state"] == "accepted":
+            return "accepted", review.get("status") or "person"
+        if review["state"] == "rejected":
+            return "rejected", f"person: {review.get('reason') or 'unspecified'}"
+        return clip["state"], "annotation-invalid"
+
+    def write_sharding(self, inputs: list[str], shards: dict[str, Any]) -> None:
+        data = json.dumps({"inputs": sorted(inputs), "shards": shards}, indent=1, sort_keys=True)
+        path = self.root / "sharding.json"
+        if not path.is_file() or path.read_text(encoding="utf-8") != data:
+            atomic_write(path, data)
+
+    def sharding(self) -> dict[str, Any]:
+        """The inputs and shard settings of the last run that sharded (see ``shard_accepted``)."""
+        path = self.root / "sharding.json"
+        if not path.is_file():
+            raise ShardError(f"{self.root} has no sharding.json: run the curation into it first")
+        return json.loads(path.read_text(encoding="utf-8"))
+
     def write_summary(self, summary: dict[str, Any]) -> Path:
         return atomic_write(self.root / "summary.json", json.dumps(summary, indent=1))
 
@@ -135,9 +205,10 @@ class CurationStore:
                 continue
             for c in r["clips"]:
                 clips += 1
-                states[c["state"]] += 1
-                reasons[c["reason"]] += 1
-                if c["state"] == "accepted":
+                state, reason = self.effective_state(c)
+                states[state] += 1
+                reasons[reason] += 1
+                if state == "accepted":
                     buckets[c["bucket"]] += 1
         missing = sorted({i.id for i in items} - {r["id"] for r in records}) if items is not None else []
         input_states = Counter(r["state"] for r in records)

@@ -18,6 +18,7 @@ mtime/owner so the same samples give the same bytes, and the dataset version is 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -58,9 +59,13 @@ def encode_sample(sample: Sample, encode: EncodeConfig | None = None) -> dict[st
     ok, png = cv2.imencode(".png", cv2.cvtColor(sample.reference, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover - cv2 encodes any valid uint8 image
         raise ShardError(f"sample {sample.key!r}: PNG encoding of the reference image failed")
+    return _with_metadata(sample, encode_mp4(sample.video, sample.fps, encode), png.tobytes())
+
+
+def _with_metadata(sample: Sample, mp4: bytes, png: bytes) -> dict[str, bytes]:
     members = {
-        "mp4": encode_mp4(sample.video, sample.fps, encode),
-        "ref.png": png.tobytes(),
+        "mp4": mp4,
+        "ref.png": png,
         "tracks.npy": _npy(sample.tracks),
         "visible.npy": _npy(sample.visible),
         "intensity.npy": _npy(sample.intensity),
@@ -70,6 +75,21 @@ def encode_sample(sample: Sample, encode: EncodeConfig | None = None) -> dict[st
     meta["format_version"] = FORMAT_VERSION
     meta["checksums"] = {ext: hashlib.sha256(data).hexdigest() for ext, data in members.items()}
     return {"json": json.dumps(meta, sort_keys=True).encode("utf-8"), **members}
+
+
+def revise_members(
+    key: str, members: dict[str, bytes], decoder: VideoDecoder, **changes: Any
+) -> tuple[Sample, dict[str, bytes]]:
+    """A sample with some fields changed (``tracks``, ``visible``, ``prompt``, ``provenance``, ...), and
+    its members: the video and reference bytes are kept as they were (no second lossy encode), the rest
+    is validated and written anew, with the content hashes of the changed fields."""
+    sample = decode_sample(key, members, decoder)
+    video_hash = sample.provenance.hashes.get("video")
+    revised = dataclasses.replace(sample, **changes).with_hashes()  # replace() validates
+    if video_hash is not None:  # the hash of the frames before encoding, not of the decoded ones
+        hashes = {**revised.provenance.hashes, "video": video_hash}
+        revised.provenance = revised.provenance.model_copy(update={"hashes": hashes})
+    return revised, _with_metadata(revised, members["mp4"], members["ref.png"])
 
 
 def missing_members(members: dict[str, bytes]) -> list[str]:

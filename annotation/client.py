@@ -1,0 +1,147 @@
+"""Talking to Label Studio: one SDK client, every request retried with backoff, then a clear failure.
+
+Push and pull keep nothing in memory that a failure could lose: the state that matters lives in Label
+Studio (its tasks carry the sample key and version) and in the curation store (reviews written last),
+so after :class:`LabelStudioUnavailable` a rerun picks up where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from importlib import resources
+from typing import Any, TypeVar
+
+from annotation.settings import AnnotationSettings, credentials
+from ardrag.errors import ArdragError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+INTERFACES = ("verify", "annotate")
+
+
+class LabelStudioUnavailable(ArdragError):
+    """Label Studio did not answer (down, slow or failing) after every retry."""
+
+
+class LabelStudioRefused(ArdragError):
+    """Label Studio answered with an error that retrying will not fix (a 4xx)."""
+
+
+def _retryable(err: Exception) -> bool:
+    import httpx
+    from label_studio_sdk.core.api_error import ApiError
+
+    if isinstance(err, httpx.TransportError):  # refused, reset, timed out
+        return True
+    return isinstance(err, ApiError) and (
+        err.status_code is None or err.status_code >= 500 or err.status_code == 429
+    )
+
+
+class Client:
+    """The SDK client of the server in ``settings``, with :meth:`call` for retried requests."""
+
+    def __init__(self, settings: AnnotationSettings, sdk: Any = None):
+        self.settings = settings
+        if sdk is None:
+            from label_studio_sdk import LabelStudio
+
+            sdk = LabelStudio(
+                base_url=settings.url, api_key=credentials(settings).token, timeout=settings.timeout_s
+            )
+        self.sdk = sdk
+        self._users: dict[int, str] = {}
+
+    def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)``, tried ``settings.attempts`` times with doubling waits."""
+        from label_studio_sdk.core.api_error import ApiError
+
+        wait = self.settings.backoff_s
+        for attempt in range(1, self.settings.attempts + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:
+                if not _retryable(err):
+                    if isinstance(err, ApiError):
+                        raise LabelStudioRefused(
+                            f"Label Studio at {self.settings.url} refused to {what}: HTTP {err.status_code} "
+                            f"{str(err.body)[:500]}"
+                        ) from None
+                    raise
+                if attempt == self.settings.attempts:
+                    raise LabelStudioUnavailable(
+                        f"Label Studio at {self.settings.url} did not {what} after {attempt} attempts "
+                        f"({type(err).__name__}: {str(err)[:200]}); nothing done so far is lost, "
+                        "rerun the same command when the server is back"
+                    ) from None
+                log.warning(
+                    "Label Studio did not %s (%s); attempt %d of %d, retrying in %.1f s",
+                    what,
+                    type(err).__name__,
+                    attempt,
+                    self.settings.attempts,
+                    wait,
+                )
+                time.sleep(wait)
+                wait *= 2
+        raise AssertionError("unreachable")
+
+    # -- projects -----------------------------------------------------------------------------
+    def find_project(self, title: str) -> Any | None:
+        projects = self.call("list projects", lambda: list(self.sdk.projects.list(title=title)))
+        matches = [p for p in projects if p.title == title]
+        return min(matches, key=lambda p: p.id) if matches else None
+
+    def ensure_project(self, title: str, interface: str, media_dir: str) -> Any:
+        """The project called ``title`` with the ``interface`` labeling config, created when missing, with
+        a local-files storage over ``media_dir`` (Label Studio serves a file only under such a storage)."""
+        project = self.find_project(title)
+        if project is None:
+            project = self.call(
+                "create a project",
+                self.sdk.projects.create,
+                title=title,
+                label_config=labeling_config(interface),
+                description=f"ardrag {interface} tasks; created by `ardrag annotate push`",
+            )
+            log.info("created Label Studio project %r (id %s)", title, project.id)
+        storages = self.call(
+            "list storages", lambda: list(self.sdk.import_storage.local.list(project=project.id))
+        )
+        if not any(s.path == media_dir for s in storages):
+            self.call(
+                "create a local-files storage",
+                self.sdk.import_storage.local.create,
+                project=project.id,
+                path=media_dir,
+                title="ardrag media",
+                use_blob_urls=False,
+            )
+        return project
+
+    def tasks(self, project_id: int, with_annotations: bool = False) -> list[Any]:
+        fields = "all" if with_annotations else "task_only"
+        return self.call(
+            "list tasks", lambda: list(self.sdk.tasks.list(project=project_id, fields=fields, page_size=100))
+        )
+
+    def annotator(self, user_id: int | None) -> str:
+        """The e-mail of a user (cached), the id when the server does not say."""
+        if user_id is None:
+            return "unknown"
+        if user_id not in self._users:
+            user = self.call("look up a user", self.sdk.users.get, id=user_id)
+            self._users[user_id] = getattr(user, "email", None) or str(user_id)
+        return self._users[user_id]
+
+
+def labeling_config(interface: str) -> str:
+    """The XML of a labeling interface shipped in ``annotation/interfaces/``."""
+    if interface not in INTERFACES:
+        raise ValueError(f"labeling interface {interface!r} is unknown; expected one of {INTERFACES}")
+    return (
+        resources.files("annotation").joinpath("interfaces", f"{interface}.xml").read_text(encoding="utf-8")
+    )

@@ -1,0 +1,159 @@
+"""Run a Label Studio server for the annotators: its own environment, loopback, secrets kept secret.
+
+The ``label-studio`` package cannot share an environment with Prefect (conflicting pins), so it lives
+in a virtual environment of its own, created here when missing with the pinned version. The server
+listens on 127.0.0.1 unless told otherwise, keeps its database under the data directory, creates the
+admin user and API token on first boot from :func:`annotation.settings.credentials`, and serves local
+files only from the media directory (what ``push`` writes for the browser).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from annotation.settings import LABEL_STUDIO_VERSION, AnnotationSettings, Credentials, credentials
+from ardrag.errors import ArdragError
+
+log = logging.getLogger(__name__)
+
+# Label Studio refuses webhooks to private and loopback addresses (SSRF protection). The pull webhook
+# receiver runs on loopback, so the default list is replaced by the same list less loopback.
+_BANNED_SUBNETS = (
+    "0.0.0.0/8,10.0.0.0/8,100.64.0.0/10,169.254.0.0/16,172.16.0.0/12,192.0.0.0/24,192.0.2.0/24,"
+    "192.88.99.0/24,192.168.0.0/16,198.18.0.0/15,198.51.100.0/24,203.0.113.0/24,224.0.0.0/4,"
+    "233.252.0.0/24,240.0.0.0/4,255.255.255.255/32,::/128,::ffff:0:0/96,64:ff9b::/96,100::/64,"
+    "2001:db8::/32,2002::/16,fc00::/7,fe80::/10,ff00::/8"
+)
+
+
+class ServerError(ArdragError):
+    """The Label Studio server could not be installed or started."""
+
+
+def executable(venv: Path) -> Path:
+    return venv / "bin" / "label-studio"
+
+
+def ensure_environment(settings: AnnotationSettings) -> Path:
+    """The ``label-studio`` executable, installing the pinned server into its own venv when missing.
+
+    The venv is built in place (its scripts name their own path) and a marker written last says it is
+    complete; a venv without the marker (an install that was killed) is cleared and built again."""
+    venv = settings.server_venv
+    exe, marker = executable(venv), venv / ".ardrag-complete"
+    if exe.is_file() and marker.is_file() and marker.read_text().strip() == LABEL_STUDIO_VERSION:
+        return exe
+    log.info("installing label-studio==%s into %s (a few minutes, once)", LABEL_STUDIO_VERSION, venv)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    cmd = [str(venv / "bin" / "pip"), "install", "--quiet", f"label-studio=={LABEL_STUDIO_VERSION}"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ServerError(
+            f"installing label-studio=={LABEL_STUDIO_VERSION} into {venv} failed:\n{done.stderr[-2000:]}"
+        )
+    marker.write_text(LABEL_STUDIO_VERSION + "\n")
+    return exe
+
+
+def server_environment(settings: AnnotationSettings, creds: Credentials) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "ARDRAG_LS_"))}
+    media = settings.media_root
+    media.mkdir(parents=True, exist_ok=True)
+    env.update(
+        LABEL_STUDIO_BASE_DATA_DIR=str((settings.ls_dir / "server").resolve()),
+        LABEL_STUDIO_USERNAME=creds.username,
+        LABEL_STUDIO_PASSWORD=creds.password,
+        LABEL_STUDIO_USER_TOKEN=creds.token,
+        LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true",
+        LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
+        LOCAL_FILES_SERVING_ENABLED="true",
+        LOCAL_FILES_DOCUMENT_ROOT=str(media),
+        LATEST_VERSION_CHECK="false",
+        COLLECT_ANALYTICS="false",
+        USE_DEFAULT_BANNED_SUBNETS="false",
+        USER_ADDITIONAL_BANNED_SUBNETS=_BANNED_SUBNETS,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+class LabelStudioServer:
+    """A Label Studio process: ``start()``, ``wait_until_ready()``, ``stop()`` (or use ``with``)."""
+
+    def __init__(self, settings: AnnotationSettings, host: str | None = None, port: int | None = None):
+        parts = urlsplit(settings.url)
+        self.settings = settings
+        self.host = host or parts.hostname or "127.0.0.1"
+        self.port = port or parts.port or 8080
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = settings.ls_dir / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> LabelStudioServer:
+        exe = ensure_environment(self.settings)
+        creds = credentials(self.settings, create=True)
+        env = server_environment(self.settings, creds)
+        if self.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("Label Studio will listen on %s, beyond this machine", self.host)
+        cmd = [str(exe), "start", "--no-browser", "--host", self.host, "--port", str(self.port)]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as logfile:
+            self.process = subprocess.Popen(
+                cmd, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        log.info("Label Studio starting at %s (log: %s)", self.url, self.log_path)
+        return self
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_until_ready(self, timeout_s: float = 240.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerError(
+                    f"Label Studio exited with code {self.process.returncode} while starting; "
+                    f"see {self.log_path}"
+                )
+            if self.healthy():
+                log.info("Label Studio is up at %s", self.url)
+                return
+            time.sleep(1.0)
+        raise ServerError(
+            f"Label Studio did not answer {self.url}/health within {timeout_s:.0f} s; see {self.log_path}"
+        )
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self) -> LabelStudioServer:
+        self.start()
+        self.wait_until_ready()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -86,7 +86,8 @@ def track_and_record(
 @task(name="shard-accepted", **TASK_OPTIONS)
 def shard_accepted(out: str, config: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
     inputs = [SourceInput(**i) for i in items]
-    manifest = pipeline.shard_accepted(CurationStore(out), CurationConfig.model_validate(config).shards, inputs)
+    shards = CurationConfig.model_validate(config).shards
+    manifest = pipeline.shard_accepted(CurationStore(out), shards, inputs)
     return {k: manifest[k] for k in ("version", "samples", "buckets")}
 
 

@@ -8,10 +8,12 @@ Geometry: Label Studio places boxes in percent of the frame, 0 at the left edge 
 ardrag puts pixel centres at integers, so ``percent = (x + 0.5) / width * 100``. Frames are 1-based in
 Label Studio (frame 1 is ardrag's frame 0).
 
-Timing follows the editor (``web/libs/editor`` in Label Studio): between two keyframes the box moves
-linearly; a keyframe with ``enabled: false`` hides the box from its frame until the next keyframe; before
-the first keyframe the box does not exist; after the last one it stays where that keyframe put it.
-Hidden frames still get finite positions (ardrag's convention): the same linear interpolation.
+Timing follows the editor (``web/libs/editor`` in Label Studio 1.23): between two keyframes the box
+moves linearly; before the first keyframe the box does not exist; a keyframe is always shown on its own
+frame, and one with ``enabled: false`` ends its segment (the box is hidden from the next frame until the
+next keyframe); after the last keyframe the box stays if that keyframe is enabled. So a visibility run
+starts with a keyframe and ends with a disabled one. Hidden frames still get finite positions (ardrag's
+convention): the same linear interpolation, which Label Studio computes but does not draw.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ POINT_LABELS = tuple(f"p{i}" for i in range(MAX_POINTS))
 VIDEO = "video"  # the <Video> tag of both interfaces
 POINT_TAG = "point"  # <Labels> naming which point a box is
 BOX_TAG = "box"  # <VideoRectangle>
-OCCLUDED_TAG = "occluded"  # <TimelineLabels>
+OCCLUDED_TAG = "occluded"  # <TimelineLabels>, labels "p<i> occluded" (unlike the boxes' labels)
+OCCLUDED_LABELS = tuple(f"{p} occluded" for p in POINT_LABELS)
 VERDICT_TAG, REASON_TAG, PROMPT_TAG = "verdict", "reason", "prompt"
 
 
@@ -43,28 +46,32 @@ class AnnotationInvalid(ArdragError):
 
 # -- ardrag -> Label Studio ---------------------------------------------------------------------
 def keyframe_indices(track: np.ndarray, visible: np.ndarray, tolerance_px: float) -> list[int]:
-    """Frames to key so that linear interpolation reproduces ``track`` (T, 2) within ``tolerance_px``:
-    the ends of every visibility run, and more where the path bends (Douglas-Peucker over time)."""
-    t = len(track)
-    breaks = {0, t - 1}
-    change = np.flatnonzero(visible[1:] != visible[:-1])
-    breaks.update(change.tolist())  # last frame of a run
-    breaks.update((change + 1).tolist())  # first frame of the next
-    keys = set(breaks)
-    ordered = sorted(breaks)
-    stack = list(zip(ordered[:-1], ordered[1:], strict=True))
-    while stack:
-        a, b = stack.pop()
-        if b - a < 2:
-            continue
-        w = (np.arange(a, b + 1) - a) / (b - a)
-        line = track[a] + w[:, None] * (track[b] - track[a])
-        err = np.linalg.norm(track[a : b + 1] - line, axis=1)
-        worst = int(np.argmax(err))
-        if err[worst] > tolerance_px:
-            keys.add(a + worst)
-            stack += [(a, a + worst), (a + worst, b)]
+    """Frames to key so that linear interpolation reproduces ``track`` (T, 2) on its visible frames
+    within ``tolerance_px``: the first and last frame of every visible run, and more where the path bends
+    (Douglas-Peucker over time). Hidden frames get no keyframe (the editor would draw it)."""
+    keys: set[int] = set()
+    for start, end in visible_runs(visible):
+        keys.update((start, end))
+        stack = [(start, end)]
+        while stack:
+            a, b = stack.pop()
+            if b - a < 2:
+                continue
+            w = (np.arange(a, b + 1) - a) / (b - a)
+            line = track[a] + w[:, None] * (track[b] - track[a])
+            err = np.linalg.norm(track[a : b + 1] - line, axis=1)
+            worst = int(np.argmax(err))
+            if err[worst] > tolerance_px:
+                keys.add(a + worst)
+                stack += [(a, a + worst), (a + worst, b)]
     return sorted(keys)
+
+
+def visible_runs(visible: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) frame of every run of visible frames."""
+    padded = np.concatenate([[False], np.asarray(visible, bool), [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def box_percent(x: float, y: float, width: int, height: int, box_px: float) -> dict[str, float]:
@@ -89,9 +96,17 @@ def track_region(
 ) -> dict[str, Any]:
     """One point's track as a Label Studio video region (as the editor itself writes it)."""
     frames = len(track)
+    run_ends = {end for _, end in visible_runs(visible)}
     sequence = []
     for k in keyframe_indices(track, visible, tolerance_px):
-        kf = {"frame": k + 1, "time": k / fps, "enabled": bool(visible[k]), "rotation": 0}
+        # a run's last frame ends its segment (hidden after it), unless the clip ends there
+        enabled = not (k in run_ends and k < frames - 1)
+        kf = {
+            "frame": k + 1,
+            "time": (k + 1) / fps,
+            "enabled": enabled,
+            "rotation": 0,
+        }  # time as the editor writes it
         kf.update(box_percent(float(track[k, 0]), float(track[k, 1]), width, height, box_px))
         sequence.append(kf)
     return {
@@ -151,7 +166,8 @@ def sequence_to_track(
     xy = np.stack([np.interp(t, frames, centres[:, 0]), np.interp(t, frames, centres[:, 1])], 1)
     enabled = np.array([bool(kf.get("enabled", True)) for kf in keys])
     last = np.searchsorted(frames, t, side="right") - 1  # the keyframe at or before each frame
-    visible = (last >= 0) & enabled[np.clip(last, 0, None)]
+    at = np.clip(last, 0, None)
+    visible = (last >= 0) & (enabled[at] | (frames[at] == t))  # a keyframe shows on its own frame
     return xy.astype(np.float32), visible
 
 
@@ -235,7 +251,7 @@ def read_annotate(
                 )
         elif r.get("type") == "timelinelabels":
             labels = value.get("timelinelabels") or []
-            index = _point_index(labels, num_points)
+            index = _point_index(labels, num_points, OCCLUDED_LABELS)
             if index is None:
                 problems.append(f"an occluded span labelled {labels} is no control point")
                 continue
@@ -260,10 +276,10 @@ def read_annotate(
     return decision
 
 
-def _point_index(labels: list[str], num_points: int) -> int | None:
-    if len(labels) != 1 or labels[0] not in POINT_LABELS[:num_points]:
+def _point_index(labels: list[str], num_points: int, names: tuple[str, ...] = POINT_LABELS) -> int | None:
+    if len(labels) != 1 or labels[0] not in names[:num_points]:
         return None
-    return POINT_LABELS.index(labels[0])
+    return names.index(labels[0])
 
 
 def _check_sequence(

@@ -108,7 +108,8 @@ class LabelStudioServer:
         env = server_environment(self.settings, creds)
         if self.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("Label Studio will listen on %s, beyond this machine", self.host)
-        cmd = [str(exe), "start", "--no-browser", "--host", self.host, "--port", str(self.port)]
+        # --internal-host is the address the server binds; --host only names it in generated URLs
+        cmd = [str(exe), "start", "--no-browser", "--internal-host", self.host, "--port", str(self.port)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as logfile:
             self.process = subprocess.Popen(

@@ -48,3 +48,47 @@ def register_curate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--auto-accept", action="store_true", help="accept easy clips without a person (labelled)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_curate)
+
+
+def _webhook(args: argparse.Namespace) -> int:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    import time
+
+    from flows.annotate import serve_webhook
+
+    server = serve_webhook(args.host, args.port, args.deployment)
+    print(f"webhook receiver at http://{args.host}:{server.server_address[1]}/ (Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.shutdown()
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from flows.annotate import serve_deployments
+
+    serve_deployments(args.out, every_s=args.every)
+    return 0
+
+
+def register_annotate(sub: argparse._SubParsersAction) -> None:
+    from annotation.cli import add_commands
+
+    p = sub.add_parser("annotate", help="the annotation loop with Label Studio")
+    commands = p.add_subparsers(dest="annotate_command", required=True, metavar="COMMAND")
+    add_commands(commands)
+    w = commands.add_parser(
+        "webhook", help="receive Label Studio webhooks; each enqueues a pull run (Prefect)"
+    )
+    w.add_argument("--host", default="127.0.0.1")
+    w.add_argument("--port", type=int, default=8765)
+    w.add_argument("--deployment", default="annotation-pull/annotation-pull")
+    w.set_defaults(func=_webhook)
+    w = commands.add_parser(
+        "worker", help="serve the push and pull deployments, pull on a schedule (Prefect)"
+    )
+    w.add_argument("--out", required=True, help="curation folder")
+    w.add_argument("--every", type=int, default=600, help="seconds between scheduled pulls")
+    w.set_defaults(func=_worker)

@@ -29,7 +29,7 @@ def occluded(label: str, start: int, end: int) -> dict[str, Any]:
         "from_name": "occluded",
         "to_name": "video",
         "origin": "manual",
-        "value": {"ranges": [{"start": start, "end": end}], "timelinelabels": [label]},
+        "value": {"ranges": [{"start": start, "end": end}], "timelinelabels": [f"{label} occluded"]},
     }
 
 

@@ -5,6 +5,8 @@ from factories import make_sample
 
 from ardrag.data.sample import Sample
 
+pytest_plugins = ["ls_fixtures"]  # a real Label Studio server, started on first use
+
 
 @pytest.fixture
 def sample() -> Sample:

@@ -103,10 +103,14 @@ def test_scripted_annotations_round_trip_into_the_shards(loop, ls_settings):
     before = queued(store, d["key"])
     after = samples[d["key"]]
     # the corrected point moved by exactly the offset, within 0.5 px after the percent/pixel round trip
-    err = np.abs(after.tracks[:, 0] - (before.tracks[:, 0] + OFFSET)).max()
+    # (on the frames where the point is visible: Label Studio has no position for hidden frames,
+    # which get the interpolation across the gap)
+    shown = before.visible
+    err = np.abs(after.tracks[:, 0] - (before.tracks[:, 0] + OFFSET))[shown[:, 0]].max()
     assert err <= 0.5, err
     for i in range(1, d["num_points"]):
-        assert np.abs(after.tracks[:, i] - before.tracks[:, i]).max() <= 0.5
+        assert np.abs(after.tracks[:, i] - before.tracks[:, i])[shown[:, i]].max() <= 0.5
+    assert np.isfinite(after.tracks).all()
     expected_visible = before.visible.copy()
     expected_visible[4:9, k] = False  # frames 5-9 in Label Studio are 4-8 here
     np.testing.assert_array_equal(after.visible, expected_visible)

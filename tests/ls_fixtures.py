@@ -1,4 +1,4 @@
-"""A real Label Studio server for the annotation tests: started once per test run, on loopback.
+"""Fixtures: a real Label Studio server for the annotation tests: started once per test run, on loopback.
 
 The server's own virtual environment comes from ``ARDRAG_LS_VENV`` (``scripts/test.sh`` installs it
 once under ``data/label-studio/venv``); when missing it is installed here (a few minutes)."""

@@ -24,17 +24,28 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 
-# Rendered = the editor and its frame counter are there, the video has a decoded frame, and every
-# region in the editor's store (predictions pre-fill them) has its row in the region list.
-EDITOR_READY = """() => {
-  const video = document.querySelector('.lsf-video-segmentation video, .lsf-editor video');
-  const frames = document.querySelector('.lsf-frames-control');
-  if (!document.querySelector('.lsf-editor') || !video || !frames) return false;
-  if (video.readyState < 2 || !video.videoWidth) return false;
+# What of the rendered editor is still missing: the editor and its frame counter, a decoded frame of the
+# video (Label Studio keeps the <video> outside the editor and paints it on a canvas), and a row in the
+# region list for every region in the editor's store (predictions pre-fill them). Empty when ready.
+MISSING = """() => {
+  const missing = [];
+  const need = { '.lsf-editor': 'the editor', '.lsf-frames-control': 'the frame counter',
+                 '.lsf-video-canvas canvas': 'the video canvas' };
+  for (const [sel, what] of Object.entries(need))
+    if (!document.querySelector(sel)) missing.push(`${what} (${sel})`);
+  const videos = Array.from(document.querySelectorAll('video'));
+  if (!videos.length || videos.some((v) => v.readyState < 2 || !v.videoWidth))
+    missing.push('a decoded video frame (<video> readyState >= 2)');
   const a = window.Htx && window.Htx.annotationStore && window.Htx.annotationStore.selected;
-  if (!a) return false;
-  return document.querySelectorAll('.lsf-outliner-item').length >= a.regions.length;
+  if (!a) missing.push('an annotation in the editor (Htx.annotationStore.selected)');
+  else if (document.querySelectorAll('.lsf-outliner-item').length < a.regions.length)
+    missing.push(`the region list (${a.regions.length} regions, .lsf-outliner-item)`);
+  return missing;
 }"""
+READY = f"() => ({MISSING})().length === 0"
+AT_FRAME = (
+    "(f) => (document.querySelector('.lsf-frames-control')?.textContent || '').trim().startsWith(f + ' ')"
+)
 
 
 class ScreenshotError(ArdragError, RuntimeError):
@@ -65,6 +76,8 @@ def screenshot(
         raise ImportError("screenshots need playwright: pip install 'ardrag[dev]' (or playwright)") from err
     if not Path(CHROMIUM).is_file():
         raise ScreenshotError(f"no Chromium at {CHROMIUM}; install it (apt-get install chromium)")
+    if frame is not None and frame < 1:
+        raise ValueError(f"frame is {frame}; Label Studio counts frames from 1")
     out = Path(out)
     base = url.rstrip("/")
     editor_url = f"{base}/projects/{project_id}/data?task={task_id}"
@@ -87,22 +100,29 @@ def screenshot(
                 page.wait_for_load_state("networkidle", timeout=left_ms())
                 if "/user/login" in page.url:
                     raise ScreenshotError(f"login as {username!r} at {where} failed (wrong password?)")
-                step, where = "the editor with a loaded video and its region list", editor_url
+                step, where = "the editor", editor_url
                 page.goto(editor_url, timeout=left_ms())
-                page.wait_for_function(EDITOR_READY, timeout=left_ms(), polling=200)
+                page.wait_for_function(READY, timeout=left_ms(), polling=200)
                 if frame is not None:
-                    step = f"frame {frame}"
+                    step = f"frame {frame} (typed into the frame counter)"
                     page.click(".lsf-frames-control", timeout=left_ms())
                     page.fill(".lsf-frames-control input", str(frame), timeout=left_ms())
                     page.press(".lsf-frames-control input", "Enter", timeout=left_ms())
-                    page.wait_for_function(EDITOR_READY, timeout=left_ms(), polling=200)
+                    page.wait_for_function(AT_FRAME, arg=frame, timeout=left_ms(), polling=200)
+                    page.wait_for_function(READY, timeout=left_ms(), polling=200)
                 page.wait_for_load_state("networkidle", timeout=left_ms())
                 page.wait_for_timeout(500)  # let the canvas draw the boxes of the current frame
                 out.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(out), full_page=True, timeout=left_ms())
             except PlaywrightError as err:
+                try:
+                    missing = page.evaluate(MISSING) if where == editor_url else []
+                except PlaywrightError:
+                    missing = []
+                what = ", ".join(missing) if missing and step == "the editor" else step
                 raise ScreenshotError(
-                    f"{where}: {step} did not appear within {timeout_s:g} s ({type(err).__name__})"
+                    f"{where}: {what} did not appear within {timeout_s:g} s ({type(err).__name__}); "
+                    f"is task {task_id} in project {project_id}, and its video served?"
                 ) from err
         finally:
             browser.close()
@@ -125,22 +145,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--password-env", default=None, help="environment variable holding the password")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = AnnotationSettings()
-    creds = None if args.username and args.password_env else credentials(settings)
     if args.password_env and args.password_env not in os.environ:
         p.error(f"--password-env {args.password_env}: that environment variable is not set")
-    path = screenshot(
-        args.url or settings.url,
-        args.username or creds.username,
-        os.environ[args.password_env] if args.password_env else creds.password,
-        args.project,
-        args.task,
-        args.out,
-        width=args.width,
-        height=args.height,
-        timeout_s=args.timeout,
-        frame=args.frame,
-    )
+    settings = AnnotationSettings()
+    if args.username and args.password_env:
+        username, password = args.username, os.environ[args.password_env]
+    else:  # the secret file or ARDRAG_LS_* variables; never printed
+        creds = credentials(settings)
+        username = args.username or creds.username
+        password = os.environ[args.password_env] if args.password_env else creds.password
+    opts = {"width": args.width, "height": args.height, "timeout_s": args.timeout, "frame": args.frame}
+    path = screenshot(args.url or settings.url, username, password, args.project, args.task, args.out, **opts)
     print(path)
 
 

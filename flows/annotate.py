@@ -87,23 +87,24 @@ def enqueue_pull(deployment: str = PULL_DEPLOYMENT) -> str | None:
     """Create a run of the pull deployment unless one is already scheduled or pending; returns its id."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterName,
         FlowRunFilter,
+        FlowRunFilterDeploymentId,
         FlowRunFilterState,
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
     from prefect.deployments import run_deployment
 
     with get_client(sync_client=True) as client:
+        target = client.read_deployment_by_name(deployment)
+        states = FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING])
         waiting = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING])
-                )
+                deployment_id=FlowRunFilterDeploymentId(any_=[target.id]),
+                state=FlowRunFilterState(type=states),
             ),
-            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment.split("/", 1)[1]])),
+            sort=FlowRunSort.ID_DESC,
             limit=1,
         )
     if waiting:

@@ -4,5 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=$(bash scripts/env.sh | tail -n 1)
+# The annotation tests start a real Label Studio (its own venv, made once under data/) and take a
+# screenshot of its editor with headless Chromium.
+export ARDRAG_LS_VENV=${ARDRAG_LS_VENV:-$PWD/data/label-studio/venv}
+"$PY" -m ardrag.cli annotate serve --install-only >/dev/null
+bash scripts/chromium.sh
 "$PY" -m ruff check ardrag flows annotation tests benchmarks
 "$PY" -m pytest "$@"

@@ -12,7 +12,7 @@ import pytest
 from annotation.server import LabelStudioServer
 from annotation.settings import AnnotationSettings, credentials
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:

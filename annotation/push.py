@@ -115,7 +115,8 @@ def push(
         report[interface] = counts
         if not clips:
             continue
-        project = client.ensure_project(project_title(name, interface), interface, str(media_dir))
+        storage = f"{settings.server_media_root.rstrip('/')}/{name}"
+        project = client.ensure_project(project_title(name, interface), interface, storage)
         counts["project"] = project.id
         present = {(t.data.get("key"), t.data.get("version")) for t in client.tasks(project.id)}
         todo = [c for c in clips if (c["key"], c["sample_sha256"]) not in present]

@@ -56,6 +56,12 @@ class AnnotationSettings(Config):
         return (self.media_dir or Path(_env_path("ARDRAG_MEDIA_DIR", str(self.data_dir / "media")))).resolve()
 
     @property
+    def server_media_root(self) -> str:
+        """The media directory as the server sees it (``ARDRAG_LS_MEDIA_DIR`` when it runs in a container
+        with the directory mounted elsewhere); local-files storages name this path."""
+        return os.environ.get("ARDRAG_LS_MEDIA_DIR") or str(self.media_root)
+
+    @property
     def credentials_file(self) -> Path:
         return self.ls_dir / "credentials.json"
 

@@ -116,14 +116,24 @@ def test_prefect_yaml_deployments_have_valid_parameters():
     from ardrag.config import build_config
     from ardrag.curation.pipeline import CurationConfig
     from ardrag.data.sources import SOURCES
+    from flows.annotate import annotation_pull, annotation_push
     from flows.curate import curate as curate_flow
 
+    flows = {
+        "flows/curate.py:curate": curate_flow,
+        "flows/annotate.py:annotation_push": annotation_push,
+        "flows/annotate.py:annotation_pull": annotation_pull,
+    }
     spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())
-    assert spec["deployments"]
+    assert {d["entrypoint"] for d in spec["deployments"]} == set(flows)
     for deployment in spec["deployments"]:
-        assert deployment["entrypoint"] == "flows/curate.py:curate"
+        flow = flows[deployment["entrypoint"]]
         params = deployment["parameters"]
-        assert set(params) <= set(curate_flow.parameters.properties), deployment["name"]
-        build_config(SOURCES[params["source"]][1], params["source_config"], source=deployment["name"])
-        build_config(CurationConfig, params.get("config", {}), source=deployment["name"])
+        assert set(params) <= set(flow.parameters.properties), deployment["name"]
+        assert set(flow.parameters.required or []) <= set(params), deployment["name"]
+        if flow is curate_flow:
+            build_config(SOURCES[params["source"]][1], params["source_config"], source=deployment["name"])
+            build_config(CurationConfig, params.get("config", {}), source=deployment["name"])
         assert deployment["schedules"] and deployment["work_pool"]["name"] in ("cpu", "gpu")
+    # the webhook receiver enqueues runs of this deployment by name
+    assert any(d["name"] == "annotation-pull" for d in spec["deployments"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -119,16 +120,17 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         length = min(int(self.headers.get("Content-Length") or 0), 1 << 20)
         body = self.rfile.read(length)
+        answer = b'{"queued": true}'
         self.send_response(202)
         self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
-        self.wfile.write(b'{"queued": true}')
-        self.wfile.flush()
+        self.wfile.write(answer)
         try:
             action = json.loads(body or b"{}").get("action")
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, AttributeError):
             action = None
-        self.server.notify(action)
+        self.server.inbox.put(action)  # the worker thread enqueues; this request is done
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
         log.debug("webhook: " + format, *args)
@@ -138,19 +140,21 @@ class _WebhookServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], deployment: str):
         super().__init__(address, _Handler)
         self.deployment = deployment
+        self.inbox: queue.Queue[str | None] = queue.Queue()
         self.received: list[str | None] = []
         self.enqueued: list[str] = []
-        self._lock = threading.Lock()
+        threading.Thread(target=self._work, name="ardrag-webhook-enqueue", daemon=True).start()
 
-    def notify(self, action: str | None) -> None:
-        """Called after the answer was sent: enqueue a pull (one at a time)."""
-        with self._lock:
+    def _work(self) -> None:
+        """Enqueue a pull for each webhook (one at a time; none while a run is already waiting)."""
+        while True:
+            action = self.inbox.get()
             self.received.append(action)
             try:
                 run_id = enqueue_pull(self.deployment)
             except Exception:  # the next webhook or the schedule will try again
                 log.exception("could not enqueue %s", self.deployment)
-                return
+                continue
             if run_id is not None:
                 self.enqueued.append(run_id)
                 log.info("webhook %s: enqueued %s run %s", action, self.deployment, run_id)

@@ -10,9 +10,16 @@ import os
 from typing import Any
 
 
-def _curate(args: argparse.Namespace) -> int:
-    # The temporary local API is offline: no usage telemetry (its heartbeat also contends for SQLite).
+def _local_api_defaults() -> None:
+    """Settings for Prefect's temporary local API (when no PREFECT_API_URL is set): it is offline, so no
+    usage telemetry (its heartbeat also contends for SQLite); on a busy 2-core machine it can take more
+    than Prefect's default 20 s to start."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+
+def _curate(args: argparse.Namespace) -> int:
+    _local_api_defaults()
     from ardrag.config import build_config, load_config
     from ardrag.curation.pipeline import CurationConfig, source_overrides
     from ardrag.presets import preset
@@ -51,7 +58,7 @@ def register_curate(sub: argparse._SubParsersAction) -> None:
 
 
 def _webhook(args: argparse.Namespace) -> int:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    _local_api_defaults()
     import time
 
     from flows.annotate import serve_webhook

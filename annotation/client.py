@@ -142,6 +142,4 @@ def labeling_config(interface: str) -> str:
     """The XML of a labeling interface shipped in ``annotation/interfaces/``."""
     if interface not in INTERFACES:
         raise ValueError(f"labeling interface {interface!r} is unknown; expected one of {INTERFACES}")
-    return (
-        resources.files("annotation").joinpath("interfaces", f"{interface}.xml").read_text(encoding="utf-8")
-    )
+    return (resources.files("annotation") / "interfaces" / f"{interface}.xml").read_text(encoding="utf-8")

@@ -17,11 +17,8 @@ import argparse
 import os
 import shutil
 import socket
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def free_port() -> int:
@@ -37,11 +34,10 @@ def main() -> None:
     ap.add_argument("--dir", default="runs/bench-annotation")
     args = ap.parse_args()
 
-    from annotator import submit, verdict
-
     from annotation.client import Client
     from annotation.pull import pull
     from annotation.push import push
+    from annotation.scripted import submit, verdict
     from annotation.server import LabelStudioServer
     from annotation.settings import AnnotationSettings
     from ardrag.curation.pipeline import CurationConfig, run_local

@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
-from annotator import move_keyframe, occluded, outside, prompt, shifted, submit, verdict
 
 from annotation.client import Client
 from annotation.pull import pull
 from annotation.push import push
+from annotation.scripted import move_keyframe, occluded, outside, prompt, shifted, submit, verdict
 from ardrag.curation.pipeline import CurationConfig, run_local
 from ardrag.curation.store import CurationStore
 from ardrag.data.codec import get_decoder

@@ -9,11 +9,11 @@ import json
 import sys
 import time
 
-from annotator import submit, verdict
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
 from annotation.client import Client
+from annotation.scripted import submit, verdict
 from annotation.settings import AnnotationSettings
 from flows.annotate import annotation_pull, annotation_push, serve_webhook
 

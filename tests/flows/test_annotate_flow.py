@@ -24,7 +24,7 @@ def scenario(tmp_path_factory, ls_settings, ls_server):
     queue = tmp_path_factory.mktemp("flows") / "flow-queue"
     source = build_source("procedural", {"num_clips": 4, "num_frames": 25, "seed": 2})
     run_local(source, queue, CurationConfig(), progress=False)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE.parents[1])])}
+    env = {**os.environ, "PYTHONPATH": str(HERE.parents[1])}
     env["PREFECT_LOGGING_LEVEL"] = "WARNING"
     done = subprocess.run(
         [sys.executable, str(HERE / "annotate_scenario.py"), json.dumps(ls_settings.to_dict()), str(queue)],

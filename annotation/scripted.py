@@ -1,4 +1,7 @@
-"""A scripted annotator: submits annotations through Label Studio's real API, as the editor would."""
+"""A scripted annotator: submits annotations through Label Studio's real API, as the editor would.
+
+For the integration tests, the benchmark and demos: it edits pre-filled results the way a person would
+(moves keyframes, marks occluded spans, gives verdicts) without a browser."""
 
 from __future__ import annotations
 

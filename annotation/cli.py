@@ -22,6 +22,10 @@ def _settings(args: argparse.Namespace) -> Any:
     return AnnotationSettings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _serve(args: argparse.Namespace) -> int:
     from annotation.server import LabelStudioServer, ensure_environment
 
@@ -31,7 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     server = LabelStudioServer(settings, host=args.host, port=args.port)
     server.start()
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the server on the way out, as for Ctrl-C
     try:
         server.wait_until_ready()
         print(

@@ -80,6 +80,8 @@ def server_environment(settings: AnnotationSettings, creds: Credentials) -> dict
         LOCAL_FILES_DOCUMENT_ROOT=str(media),
         LATEST_VERSION_CHECK="false",
         COLLECT_ANALYTICS="false",
+        SENTRY_DSN="",  # no error reports to Label Studio's Sentry (on by default, and offline here)
+        FRONTEND_SENTRY_DSN="",
         USE_DEFAULT_BANNED_SUBNETS="false",
         USER_ADDITIONAL_BANNED_SUBNETS=_BANNED_SUBNETS,
         PYTHONUNBUFFERED="1",

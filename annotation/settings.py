@@ -77,35 +77,36 @@ class Credentials:
 
 
 def credentials(settings: AnnotationSettings, create: bool = False) -> Credentials:
-    """The admin user and API token: from the environment, else the secret file (generated when
-    ``create`` and missing)."""
-    token = os.environ.get("ARDRAG_LS_TOKEN")
-    if token:
-        if len(token) > 40:
-            raise ConfigError(
-                f"ARDRAG_LS_TOKEN is {len(token)} characters long; Label Studio takes at most 40"
-            )
-        return Credentials(
-            username=os.environ.get("ARDRAG_LS_USERNAME", "admin@ardrag.local"),
-            password=os.environ.get("ARDRAG_LS_PASSWORD") or secrets.token_urlsafe(18),
-            token=token,
-        )
+    """The admin user and API token. Each comes from the environment (``ARDRAG_LS_USERNAME``,
+    ``ARDRAG_LS_PASSWORD``, ``ARDRAG_LS_TOKEN``), else from the secret file; with ``create`` (the server
+    starting) what is still missing is generated and kept in the secret file (mode 0600)."""
     path = settings.credentials_file
-    if path.is_file():
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return Credentials(data["username"], data["password"], data["token"])
-    if not create:
+    stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    username = os.environ.get("ARDRAG_LS_USERNAME") or stored.get("username") or "admin@ardrag.local"
+    password = os.environ.get("ARDRAG_LS_PASSWORD") or stored.get("password")
+    token = os.environ.get("ARDRAG_LS_TOKEN") or stored.get("token")
+    if token is not None and len(token) > 40:
+        raise ConfigError(f"the Label Studio token is {len(token)} characters long; the limit is 40")
+    if token is None and not create:
         raise ConfigError(
             f"no Label Studio token: set ARDRAG_LS_TOKEN, or run `ardrag annotate serve` once, which "
             f"writes {path} (missing)"
         )
-    creds = Credentials(
-        username=os.environ.get("ARDRAG_LS_USERNAME", "admin@ardrag.local"),
-        password=os.environ.get("ARDRAG_LS_PASSWORD") or secrets.token_urlsafe(18),
-        token=secrets.token_hex(20),  # 40 characters, Label Studio's limit
-    )
+    if create and (token is None or password is None):
+        generated = {"username": username}
+        if password is None:
+            password = generated["password"] = secrets.token_urlsafe(18)
+        if token is None:
+            token = generated["token"] = secrets.token_hex(20)  # 40 characters, Label Studio's limit
+        _write_secret(path, {**stored, **generated})
+    return Credentials(username=username, password=password or "", token=token)
+
+
+def _write_secret(path: Path, data: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"username": creds.username, "password": creds.password, "token": creds.token}, f)
-    return creds
+        json.dump(data, f)
+    os.replace(tmp, path)

@@ -109,3 +109,44 @@ def test_token_appears_in_no_log_and_no_tracked_file(midpush, ls_settings, ls_se
         path = REPO / name
         if name and path.is_file():
             assert ls_token.encode() not in path.read_bytes(), name
+
+
+def test_annotate_serve_command_starts_on_loopback_and_stops_on_sigterm(tmp_path, ls_settings):
+    import signal
+    import time
+    import urllib.request
+
+    from ls_fixtures import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "ARDRAG_DATA_DIR": str(tmp_path / "data"),
+        "ARDRAG_LS_VENV": str(ls_settings.server_venv),
+    }
+    env.pop("ARDRAG_LS_TOKEN", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ardrag.cli", "annotate", "serve", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        lines = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if line.startswith("Label Studio is up") or not line:
+                break
+        assert any(line.startswith("Label Studio is up at http://127.0.0.1:") for line in lines), lines
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+            assert r.status == 200
+        assert listening_addresses(port) == {"0100007F"}
+        token = json.loads((tmp_path / "data" / "label-studio" / "credentials.json").read_text())["token"]
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        assert token not in "".join(lines) + rest
+        assert listening_addresses(port) == set()  # the server went with it
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -117,6 +117,7 @@ def pull(
             counts[review["state"]] += 1
             counts["reviews_written"] += 1
     manifest = shard_accepted(store)
+    store.write_summary(store.summary(store.sharding()["inputs"]))  # the states people changed
     report = {
         k: counts.get(k, 0)
         for k in ("tasks", "open", "accepted", "rejected", "invalid", "stale", "reviews_written")

@@ -184,15 +184,16 @@ class CurationStore:
 
     # -- summary --------------------------------------------------------------------------------
     def summary(
-        self, items: list[SourceInput] | None = None, failed: dict[str, str] | None = None
+        self, items: list[SourceInput] | list[str] | None = None, failed: dict[str, str] | None = None
     ) -> dict[str, Any]:
-        """Counts over the records (of ``items`` when given): every input accounted exactly once.
+        """Counts over the records (of ``items``, inputs or their ids, when given): every input accounted
+        exactly once; clips that people reviewed count in the state they decided.
 
         ``states`` counts clips, plus each quarantined input (it has no clip) once; ``input_states``
         counts inputs: processed, quarantined, or failed (an error this run; retried by the next)."""
         records = self.records()
         if items is not None:
-            wanted = {i.id for i in items}
+            wanted = {getattr(i, "id", i) for i in items}
             records = [r for r in records if r["id"] in wanted]
         states: Counter[str] = Counter()
         reasons: Counter[str] = Counter()
@@ -210,7 +211,7 @@ class CurationStore:
                 reasons[reason] += 1
                 if state == "accepted":
                     buckets[c["bucket"]] += 1
-        missing = sorted({i.id for i in items} - {r["id"] for r in records}) if items is not None else []
+        missing = sorted(wanted - {r["id"] for r in records}) if items is not None else []
         input_states = Counter(r["state"] for r in records)
         if failed:
             input_states["failed"] = len(failed)

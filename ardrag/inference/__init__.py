@@ -1,0 +1,1 @@
+"""Driving the model: trajectories in, streamed frames out."""

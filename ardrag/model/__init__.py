@@ -1,0 +1,1 @@
+"""The AR-Drag model: motion-control conditioning, the bidirectional teacher, the causal student."""

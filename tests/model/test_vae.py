@@ -1,0 +1,148 @@
+"""Streaming Wan VAE decode: one latent frame per call gives what decode() gives for the whole video."""
+
+import pytest
+import torch
+
+from ardrag.model.vae import StreamingVaeDecoder, denormalize_latents, tiny_vae
+
+Z, H, W = 16, 6, 8
+ATOL = 1e-5  # the bound the streaming decoder promises; on CPU float32 it is in fact bitwise equal
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return tiny_vae(seed=0)
+
+
+def latents(frames: int, seed: int = 0, batch: int = 1) -> torch.Tensor:
+    """Normalised latents, as the transformer makes them."""
+    return torch.randn(batch, Z, frames, H, W, generator=torch.Generator().manual_seed(seed))
+
+
+def whole(vae, z: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return vae.decode(denormalize_latents(vae, z)).sample
+
+
+def stream(vae, z: torch.Tensor) -> list[torch.Tensor]:
+    decoder = StreamingVaeDecoder(vae)
+    return [decoder.decode_next(z[:, :, i : i + 1]) for i in range(z.shape[2])]
+
+
+def assert_same(a: torch.Tensor, b: torch.Tensor) -> None:
+    assert a.shape == b.shape
+    assert (a - b).abs().max().item() <= ATOL
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("frames", "batch"), [(5, 1), (6, 1), (7, 2)])
+def test_streaming_equals_whole_video_decode(vae, frames, batch):
+    z = latents(frames, seed=frames, batch=batch)
+    expected = whole(vae, z)
+    assert expected.shape == (batch, 3, 1 + 4 * (frames - 1), 8 * H, 8 * W)
+    assert_same(torch.cat(stream(vae, z), dim=2), expected)
+
+
+def test_one_pixel_frame_then_four_per_call_in_range(vae):
+    decoder = StreamingVaeDecoder(vae)
+    z = latents(5) * 50  # large enough that some outputs clamp
+    counts = []
+    for i in range(5):
+        out = decoder.decode_next(z[:, :, i : i + 1])
+        counts.append(out.shape[2])
+        assert out.shape[:2] == (1, 3) and out.shape[3:] == (8 * H, 8 * W)
+        assert out.min() >= -1 and out.max() <= 1
+        assert decoder.frames_decoded == i + 1
+    assert counts == [1, 4, 4, 4, 4]
+
+
+def test_rollback_decodes_the_last_frame_again_as_if_never_decoded(vae):
+    k = 3
+    z = latents(k, seed=1)
+    a, b = latents(1, seed=2), latents(1, seed=3)
+    decoder = StreamingVaeDecoder(vae)
+    before = [decoder.decode_next(z[:, :, i : i + 1]) for i in range(k)]
+    kept = [t.clone() for t in before]
+    state = decoder.snapshot()
+    out_a = decoder.decode_next(a)
+    decoder.restore(state)
+    assert decoder.frames_decoded == k
+    out_b = decoder.decode_next(b)
+    assert not torch.equal(out_a, out_b)
+    fresh = stream(vae, torch.cat([z, b], dim=2))
+    assert_same(out_b, fresh[k])
+    for old, new, again in zip(kept, before, fresh[:k], strict=True):
+        assert torch.equal(old, new) and torch.equal(old, again)
+    # The stream goes on without a seam after the rollback.
+    nxt = latents(1, seed=4)
+    assert_same(decoder.decode_next(nxt), stream(vae, torch.cat([z, b, nxt], dim=2))[k + 1])
+
+
+def test_a_snapshot_can_be_restored_again_and_again(vae):
+    z = latents(2, seed=5)
+    decoder = StreamingVaeDecoder(vae)
+    decoder.decode_next(z[:, :, :1])
+    state = decoder.snapshot()
+    outs = []
+    for _ in range(3):
+        decoder.restore(state)
+        outs.append(decoder.decode_next(z[:, :, 1:]))
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+    assert state.nbytes > 0
+
+
+def test_rollback_to_the_start_and_reset_begin_a_new_video(vae):
+    z = latents(2, seed=6)
+    decoder = StreamingVaeDecoder(vae)
+    empty = decoder.snapshot()
+    first = decoder.decode_next(z[:, :, :1])
+    decoder.decode_next(z[:, :, 1:])
+    decoder.restore(empty)
+    assert decoder.frames_decoded == 0
+    assert torch.equal(decoder.decode_next(z[:, :, :1]), first)
+    decoder.reset()
+    assert decoder.frames_decoded == 0
+    assert decoder.decode_next(z[:, :, :1]).shape[2] == 1
+
+
+def test_whole_video_decode_in_between_does_not_disturb_the_stream(vae):
+    z = latents(4, seed=7)
+    decoder = StreamingVaeDecoder(vae)
+    outs = [decoder.decode_next(z[:, :, :1]), decoder.decode_next(z[:, :, 1:2])]
+    whole(vae, latents(3, seed=8))
+    outs += [decoder.decode_next(z[:, :, 2:3]), decoder.decode_next(z[:, :, 3:4])]
+    assert_same(torch.cat(outs, dim=2), whole(vae, z))
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (torch.zeros(1, Z, H, W), "5-D"),
+        (torch.zeros(1, Z - 1, 1, H, W), "15 channels"),
+        (torch.zeros(1, Z, 2, H, W), "2 frames"),
+        ([[0.0]], "5-D"),
+    ],
+)
+def test_bad_latents_are_refused_before_compute(vae, bad, message):
+    decoder = StreamingVaeDecoder(vae)
+    with pytest.raises(ValueError, match=message):
+        decoder.decode_next(bad)
+    assert decoder.frames_decoded == 0
+
+
+def test_a_frame_of_another_size_mid_stream_is_refused(vae):
+    decoder = StreamingVaeDecoder(vae)
+    decoder.decode_next(latents(1))
+    with pytest.raises(ValueError, match=r"expected \(1, 6, 8\)"):
+        decoder.decode_next(torch.zeros(1, Z, 1, H + 2, W))
+    assert decoder.frames_decoded == 1
+
+
+def test_tiny_vae_is_deterministic_and_leaves_the_global_rng_alone():
+    state = torch.random.get_rng_state()
+    one, two, other = tiny_vae(seed=0), tiny_vae(seed=0), tiny_vae(seed=1)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    weights = [dict(m.state_dict()) for m in (one, two, other)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+    assert not one.training and one.dtype == torch.float32

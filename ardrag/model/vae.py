@@ -65,12 +65,8 @@ class DecoderState:
 
     @property
     def nbytes(self) -> int:
-        """Memory the snapshot holds (one copy of every cached feature map)."""
+        """Size of the cached feature maps the state refers to (shared with the stream, not copied)."""
         return sum(t.nbytes for t in self.feat_cache if isinstance(t, torch.Tensor))
-
-
-def _copy_cache(cache: tuple[CacheEntry, ...] | list[CacheEntry]) -> list[CacheEntry]:
-    return [t.clone() if isinstance(t, torch.Tensor) else t for t in cache]
 
 
 class StreamingVaeDecoder:
@@ -113,23 +109,22 @@ class StreamingVaeDecoder:
         self._stream_shape: tuple[int, int, int] | None = None
 
     def snapshot(self) -> DecoderState:
-        """A deep copy of the stream's state, for ``restore()``.
-
-        Costs one extra copy of the feature cache (``DecoderState.nbytes``; two time steps per causal
-        convolution once past the first frame): 1.1 MiB for the tiny VAE on 6x8 latents; for the Wan 2.1
-        VAE at 368x640, 2.1 GiB in float32 (1.0 GiB in bf16), both per batch item.
+        """The stream's state, for ``restore()``. diffusers replaces cache entries rather than writing
+        into them, so the state shares the tensors (no copy, no memory): a deep copy would cost one more
+        cache, 2.1 GiB for the Wan 2.1 VAE at 368x640 in float32. The rollback tests would catch a
+        diffusers version that starts writing in place.
         """
-        return DecoderState(tuple(_copy_cache(self._feat_cache)), self._frames_decoded, self._stream_shape)
+        return DecoderState(tuple(self._feat_cache), self._frames_decoded, self._stream_shape)
 
     def restore(self, state: DecoderState) -> None:
         """Go back to ``state`` as if the calls since ``snapshot()`` never happened; a state can be
-        restored any number of times (it is copied again, never shared with the live cache)."""
+        restored any number of times."""
         if len(state.feat_cache) != self._num_convs:
             raise ConfigError(
                 f"state has {len(state.feat_cache)} cache entries; expected {self._num_convs} "
                 "(a snapshot of a stream over a different VAE?)"
             )
-        self._feat_cache = _copy_cache(state.feat_cache)
+        self._feat_cache = list(state.feat_cache)
         self._frames_decoded = state.frames_decoded
         self._stream_shape = state.stream_shape
 
@@ -175,3 +170,58 @@ class StreamingVaeDecoder:
         self._frames_decoded += 1
         self._stream_shape = (latent.shape[0], latent.shape[3], latent.shape[4])
         return out.clamp(-1.0, 1.0)
+
+
+class StreamingVaeEncoder:
+    """Encodes a pixel video chunk by chunk (1 frame, then 4 per call) into one latent frame per call,
+    keeping the encoder's temporal feature cache across calls: the same latents ``vae.encode()`` gives
+    for the whole video (the mode of the posterior, not normalised). Inference only, like the decoder."""
+
+    def __init__(self, vae: AutoencoderKLWan):
+        from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+        if getattr(vae, "encoder", None) is None or not hasattr(vae, "quant_conv"):
+            raise ConfigError(
+                f"vae is {describe(vae)}; expected a diffusers AutoencoderKLWan with an encoder"
+            )
+        self.vae = vae
+        self._num_convs = sum(isinstance(m, WanCausalConv3d) for m in vae.encoder.modules())
+        self.reset()
+
+    @property
+    def frames_encoded(self) -> int:
+        return self._frames
+
+    def reset(self) -> None:
+        self._feat_cache: list[CacheEntry] = [None] * self._num_convs
+        self._frames = 0
+
+    def snapshot(self) -> DecoderState:
+        return DecoderState(tuple(self._feat_cache), self._frames, None)
+
+    def restore(self, state: DecoderState) -> None:
+        if len(state.feat_cache) != self._num_convs:
+            raise ConfigError(f"state has {len(state.feat_cache)} cache entries; expected {self._num_convs}")
+        self._feat_cache, self._frames = list(state.feat_cache), state.frames_decoded
+
+    @torch.no_grad()
+    def encode_next(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels (batch, 3, n, H, W) in [-1, 1], n = 1 for the first call and 4 after, to the latent
+        frame (batch, z_dim, 1, H/8, W/8) they make."""
+        want = 1 if self._frames == 0 else 4
+        if not isinstance(pixels, torch.Tensor) or pixels.ndim != 5 or pixels.shape[1] != 3:
+            raise ValueError(f"pixels are {describe(pixels)}; expected a (batch, 3, {want}, H, W) tensor")
+        if pixels.shape[2] != want:
+            raise ValueError(
+                f"pixels have {pixels.shape[2]} frames; expected {want} (the first latent frame covers 1 "
+                "pixel frame, every later one 4)"
+            )
+        x = pixels.to(self.vae.device, self.vae.dtype)
+        if self.vae.config.patch_size is not None:
+            from diffusers.models.autoencoders.autoencoder_kl_wan import patchify
+
+            x = patchify(x, patch_size=self.vae.config.patch_size)
+        cache = list(self._feat_cache)
+        out = self.vae.quant_conv(self.vae.encoder(x, feat_cache=cache, feat_idx=[0]))
+        self._feat_cache, self._frames = cache, self._frames + 1
+        return out[:, : self.vae.config.z_dim]

@@ -146,3 +146,23 @@ def test_tiny_vae_is_deterministic_and_leaves_the_global_rng_alone():
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
     assert not one.training and one.dtype == torch.float32
+
+
+def test_streaming_encode_equals_encoding_the_whole_video():
+    from ardrag.model.vae import StreamingVaeEncoder
+
+    vae = tiny_vae()
+    g = torch.Generator().manual_seed(3)
+    video = torch.rand(1, 3, 1 + 4 * 3, 48, 64, generator=g) * 2 - 1
+    with torch.no_grad():
+        whole = vae.encode(video).latent_dist.mode()
+    enc = StreamingVaeEncoder(vae)
+    chunks = [video[:, :, :1]] + [video[:, :, 1 + 4 * i : 5 + 4 * i] for i in range(3)]
+    streamed = torch.cat([enc.encode_next(c) for c in chunks], 2)
+    assert torch.equal(streamed, whole)
+    state = enc.snapshot()
+    a = enc.encode_next(torch.zeros(1, 3, 4, 48, 64))
+    enc.restore(state)
+    assert torch.equal(enc.encode_next(torch.zeros(1, 3, 4, 48, 64)), a)
+    with pytest.raises(ValueError, match="expected 4"):
+        enc.encode_next(video[:, :, :1])

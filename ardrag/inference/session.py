@@ -1,0 +1,143 @@
+"""Interactive streaming generation: a reference image and a prompt in, frames out as the user drags.
+
+A :class:`StreamSession` generates one latent frame per :meth:`~StreamSession.step`: the caller passes the
+control points of the pixel frames that latent frame covers (1 for the first, 4 after), may change them
+from one step to the next, and gets those frames back decoded as soon as the latent frame is done.
+:meth:`~StreamSession.regenerate` redoes the last step with other controls: the KV caches, the streaming
+VAE encoder and decoder and the noise generator roll back to where that step started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ardrag.errors import ConfigError
+from ardrag.model.pipeline import ARDragPipeline
+from ardrag.model.vae import StreamingVaeDecoder, StreamingVaeEncoder
+
+
+@dataclass
+class _State:
+    caches: list[dict[str, Any]]
+    encoder: Any
+    decoder: Any
+    rng: torch.Tensor
+    frame: int
+
+
+class StreamSession:
+    def __init__(self, pipe: ARDragPipeline, reference: np.ndarray, prompt: str, seed: int = 0):
+        self.pipe = pipe
+        model = pipe.transformer
+        self.text, self.negative = pipe.encode_prompt(prompt)
+        self.ref_latent, self.clip = pipe.encode_reference(reference)
+        self.guided = self.negative is not None
+        self.caches = [model.new_cache() for _ in range(2 if self.guided else 1)]
+        self.encoder = StreamingVaeEncoder(pipe.vae)
+        self.decoder = StreamingVaeDecoder(pipe.vae)
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.frame = 0  # latent frames done
+        self._before_last: _State | None = None
+
+    @property
+    def pixel_frames_next(self) -> int:
+        """How many pixel frames the next step covers (and how many control rows it takes)."""
+        return 1 if self.frame == 0 else 4
+
+    def _noise(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(like.shape, generator=self.generator, dtype=torch.float32).to(like)
+
+    def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 36 input channels of this frame and the image tokens for cross-attention."""
+        if self.frame == 0:
+            mask, cond, clip = torch.ones_like(x[:, :4]), self.ref_latent, self.clip
+        else:  # the paper: no reference after frame 0, Gaussian noise in its place
+            mask, cond, clip = (
+                torch.zeros_like(x[:, :4]),
+                self._noise(self.ref_latent),
+                self._noise(self.clip),
+            )
+        return torch.cat([x, mask, cond], 1), clip
+
+    def _velocity(
+        self, x_in: torch.Tensor, t: float, clip: torch.Tensor, control: torch.Tensor, write: bool
+    ) -> torch.Tensor:
+        model, ts = self.pipe.transformer, torch.tensor([t], device=x_in.device)
+        v = model.forward_frame(x_in, ts, self.text, self.caches[0], clip, control=control, write=write)
+        if self.guided:
+            v_neg = model.forward_frame(
+                x_in, ts, self.negative, self.caches[1], clip, control=control, write=write
+            )
+            v = v_neg + self.pipe.config.guidance_scale * (v - v_neg)
+        return v
+
+    def _state(self) -> _State:
+        return _State([c.snapshot() for c in self.caches], self.encoder.snapshot(), self.decoder.snapshot(),
+                      self.generator.get_state(), self.frame)  # fmt: skip
+
+    def _restore(self, state: _State) -> None:
+        for cache, snap in zip(self.caches, state.caches, strict=True):
+            cache.restore(snap)
+        self.encoder.restore(state.encoder)
+        self.decoder.restore(state.decoder)
+        self.generator.set_state(state.rng)
+        self.frame = state.frame
+
+    @torch.no_grad()
+    def step(
+        self, tracks: np.ndarray, visible: np.ndarray | None = None, intensity: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Generate the next latent frame under these controls ((n, N, 2) pixel points for its n pixel
+        frames); returns its decoded frames, uint8 (n, H, W, 3)."""
+        tracks, visible, intensity = self._check(tracks, visible, intensity)
+        self._before_last = self._state()
+        control = self.encoder.encode_next(self.pipe.control_pixels(tracks, visible, intensity))
+        control = self.pipe.normalize(control)
+        x = self._noise(self.ref_latent)
+        steps = self.pipe.config.timesteps
+        for i, t in enumerate(steps):
+            x_in, clip = self._inputs(x)
+            x0 = x - (t / 1000) * self._velocity(x_in, t, clip, control, write=False)
+            x = (
+                x0
+                if i == len(steps) - 1
+                else (1 - steps[i + 1] / 1000) * x0 + steps[i + 1] / 1000 * self._noise(x0)
+            )
+        x_in, clip = self._inputs(x)
+        self._velocity(x_in, self.pipe.config.write_timestep, clip, control, write=True)  # fills the caches
+        pixels = self.decoder.decode_next(x)
+        self.frame += 1
+        frames = ((pixels[0].permute(1, 2, 3, 0).float() + 1) * 127.5).round().clamp(0, 255)
+        return frames.to(torch.uint8).cpu().numpy()
+
+    def regenerate(
+        self, tracks: np.ndarray, visible: np.ndarray | None = None, intensity: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Redo the last step with other controls (the earlier frames stay as they were)."""
+        if self._before_last is None:
+            raise ConfigError("nothing to regenerate: call step() first")
+        self._restore(self._before_last)
+        return self.step(tracks, visible, intensity)
+
+    def _check(self, tracks: Any, visible: Any, intensity: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = self.pixel_frames_next
+        tracks = np.asarray(tracks, dtype=np.float32)
+        if tracks.ndim != 3 or tracks.shape[0] != n or tracks.shape[2] != 2 or tracks.shape[1] < 1:
+            raise ConfigError(
+                f"control points have shape {tracks.shape}; expected ({n}, N, 2) for frame {self.frame}"
+            )
+        if not np.isfinite(tracks).all():
+            raise ConfigError(f"control points of frame {self.frame} are not all finite")
+        visible = np.ones(tracks.shape[:2], bool) if visible is None else np.asarray(visible, bool)
+        intensity = (
+            np.ones(tracks.shape[:2], np.float32) if intensity is None else np.asarray(intensity, np.float32)
+        )
+        if visible.shape != tracks.shape[:2] or intensity.shape != tracks.shape[:2]:
+            raise ConfigError(
+                f"visible {visible.shape} and intensity {intensity.shape} must be {tracks.shape[:2]}"
+            )
+        return tracks, visible, intensity

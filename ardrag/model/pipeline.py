@@ -1,0 +1,132 @@
+"""The AR-Drag components and how conditions become model inputs (paper Eq. 6).
+
+Per latent frame m the transformer sees 36 input channels, as Wan 2.1 I2V does: the noisy latent (16),
+a mask (4) and an image condition (16), plus the control latent through its own patch embedding:
+
+- **Reference image**: at m = 0 its VAE latent fills the image condition (mask 1) and its CLIP image
+  embedding joins the text in cross-attention. For m > 0 the paper puts Gaussian noise in its place:
+  noise in the image-condition channels (mask 0) and a noise tensor of the CLIP embedding's shape.
+- **Text**: UMT5 embeddings of the prompt, and of the shared negative prompt when guidance is on (then
+  the student keeps two KV caches, one per branch).
+- **Motion control**: the trajectory heatmaps (``ardrag.data.heatmap``) as a 3-channel video in [-1, 1],
+  encoded by the same causal VAE: latent frame m covers pixel frames 4m-3 .. 4m (frame 0 alone).
+
+Flow convention (diffusers' Wan): x_t = (1 - s) x_0 + s noise with s = t / 1000, and the model predicts
+v = noise - x_0. A few-step sampler denoises to x_0 at each step and re-noises to the next level.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from ardrag.config import Config
+from ardrag.data.heatmap import HeatmapConfig, render_heatmaps
+from ardrag.data.sample import negative_prompt
+from ardrag.errors import ConfigError
+from ardrag.model.transformer_ardrag import CausalARDragTransformer
+
+
+class GenerationConfig(Config):
+    height: int = Field(368, ge=16, description="model resolution (pixels); multiple of 16")
+    width: int = Field(640, ge=16)
+    timesteps: list[float] = Field(default_factory=lambda: [1000.0, 755.0, 522.0], min_length=1)
+    write_timestep: float = Field(
+        0.0, ge=0, le=1000, description="the clean frame's pass that fills the cache"
+    )
+    guidance_scale: float = Field(1.0, ge=1.0, description="> 1: classifier-free guidance, two caches")
+    negative_prompt: str = "default"
+    heatmap: HeatmapConfig = HeatmapConfig()
+
+
+class ARDragPipeline:
+    """Tokenizer, text encoder, CLIP image encoder, VAE and the causal transformer, with the encoders
+    of diffusers' Wan I2V pipeline reused for text and image."""
+
+    def __init__(self, wan: Any, transformer: CausalARDragTransformer, config: GenerationConfig):
+        if config.height % 16 or config.width % 16:
+            raise ConfigError(
+                f"resolution {config.width}x{config.height}: width and height must be multiples of 16"
+            )
+        self.wan = wan  # a WanImageToVideoPipeline holding the encoders and the VAE
+        self.transformer = transformer.eval()
+        self.config = config
+
+    @property
+    def vae(self) -> Any:
+        return self.wan.vae
+
+    @classmethod
+    def tiny(cls, seed: int = 0, **overrides: Any) -> ARDragPipeline:
+        """Random weights at toy size, offline (the components of ``ardrag.data.sources.wan``'s tiny
+        preset); default resolution 64x96. The control embedding is random too, as after training: a
+        zero one would make the controls inert."""
+        from ardrag.data.sources.wan import build_tiny_pipeline
+
+        wan = build_tiny_pipeline(seed)
+        config = GenerationConfig(**{"height": 64, "width": 96, **overrides})
+        student = CausalARDragTransformer.from_wan(wan.transformer)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed + 1)
+            torch.nn.init.normal_(student.control_embedding.weight, std=0.1)
+        return cls(wan, student, config)
+
+    @classmethod
+    def from_pretrained(
+        cls, wan_id_or_path: str, checkpoint: str | None = None, torch_dtype: Any = None, **overrides: Any
+    ) -> ARDragPipeline:
+        """Encoders and VAE from a diffusers Wan I2V model (hub id or folder); the transformer from an
+        ardrag checkpoint folder, or from the Wan transformer with zero control weights."""
+        from diffusers import WanImageToVideoPipeline
+
+        wan = WanImageToVideoPipeline.from_pretrained(wan_id_or_path, torch_dtype=torch_dtype)
+        if checkpoint is not None:
+            student = CausalARDragTransformer.from_pretrained(checkpoint, torch_dtype=torch_dtype)
+        else:
+            student = CausalARDragTransformer.from_wan(wan.transformer)
+        return cls(wan, student, GenerationConfig(**overrides))
+
+    # -- conditions -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        guided = self.config.guidance_scale > 1
+        neg = negative_prompt(self.config.negative_prompt) if guided else None
+        pos, negative = self.wan.encode_prompt(
+            prompt, neg, do_classifier_free_guidance=guided, max_sequence_length=512, device=self.device
+        )
+        return pos, negative
+
+    @torch.no_grad()
+    def encode_reference(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """VAE latent (1, 16, 1, h, w), normalised, and CLIP embedding of an RGB uint8 image at the
+        model's resolution."""
+        h, w = self.config.height, self.config.width
+        if image.dtype != np.uint8 or image.shape != (h, w, 3):
+            raise ConfigError(f"reference image is {image.dtype} {image.shape}; expected uint8 ({h}, {w}, 3)")
+        from PIL import Image
+
+        clip = self.wan.encode_image(Image.fromarray(image), self.device)
+        pixels = torch.from_numpy(image).permute(2, 0, 1)[None, :, None].float() / 127.5 - 1
+        latent = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist.mode()
+        return self.normalize(latent), clip
+
+    def normalize(self, latent: torch.Tensor) -> torch.Tensor:
+        shape = (1, self.vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(self.vae.config.latents_mean).view(shape).to(latent)
+        inv_std = 1.0 / torch.tensor(self.vae.config.latents_std).view(shape).to(latent)
+        return (latent - mean) * inv_std
+
+    def control_pixels(self, tracks: np.ndarray, visible: np.ndarray, intensity: np.ndarray) -> torch.Tensor:
+        """Heatmaps of (n, N, 2) points as a (1, 3, n, H, W) video in [-1, 1] for the VAE."""
+        maps = render_heatmaps(
+            tracks, visible, intensity, self.config.height, self.config.width, self.config.heatmap
+        )
+        video = torch.from_numpy(maps)[None, None].expand(1, 3, -1, -1, -1)
+        return (video * 2 - 1).to(self.device, self.vae.dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device

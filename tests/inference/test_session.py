@@ -1,0 +1,83 @@
+"""Streaming generation with the tiny preset: causal in the controls, regenerate() redoes one frame."""
+
+import numpy as np
+import pytest
+
+from ardrag.errors import ConfigError
+from ardrag.inference.session import StreamSession
+from ardrag.model.pipeline import ARDragPipeline
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return ARDragPipeline.tiny()
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return (np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)
+
+
+def controls(k, x0=20.0):
+    """Pixel-frame points for latent frame k: one point moving right."""
+    n = 1 if k == 0 else 4
+    start = 0 if k == 0 else 1 + 4 * (k - 1)
+    x = x0 + 2.0 * np.arange(start, start + n)
+    return np.stack([x, np.full(n, 30.0)], -1)[:, None].astype(np.float32)
+
+
+def run(pipe, reference, plan, seed=0):
+    session = StreamSession(pipe, reference, "a red square slides right", seed=seed)
+    return session, [session.step(points) for points in plan]
+
+
+def test_frames_come_out_one_latent_frame_at_a_time(pipe, reference):
+    session, frames = run(pipe, reference, [controls(k) for k in range(10)])
+    assert [len(f) for f in frames] == [1] + [4] * 9
+    assert frames[0].shape[1:] == (64, 96, 3) and frames[0].dtype == np.uint8
+    assert session.caches[0].cached_frames == 7 and session.caches[0].frames_written == 10  # bounded
+
+
+def test_changing_the_control_at_frame_k_changes_no_earlier_frame(pipe, reference):
+    k = 3
+    plan = [controls(i) for i in range(5)]
+    moved = [*plan[:k], controls(k, x0=70.0), plan[k + 1]]
+    _, a = run(pipe, reference, plan)
+    _, b = run(pipe, reference, moved)
+    for i in range(k):
+        np.testing.assert_array_equal(a[i], b[i])
+    assert not np.array_equal(a[k], b[k])
+
+
+def test_regenerate_changes_only_the_last_frame_and_the_stream_goes_on_as_if_chosen_first(pipe, reference):
+    plan = [controls(i) for i in range(4)]
+    other = controls(3, x0=70.0)
+    session, frames = run(pipe, reference, plan)
+    redone = session.regenerate(other)
+    after = session.step(controls(4))
+    _, direct = run(pipe, reference, [*plan[:3], other, controls(4)])
+    np.testing.assert_array_equal(redone, direct[3])
+    np.testing.assert_array_equal(after, direct[4])
+    assert not np.array_equal(redone, frames[3])
+
+
+def test_guidance_keeps_two_caches(reference):
+    guided = ARDragPipeline.tiny(guidance_scale=3.0)
+    session, frames = run(guided, reference, [controls(i) for i in range(2)])
+    assert len(session.caches) == 2 and all(c.frames_written == 2 for c in session.caches)
+    assert frames[1].shape == (4, 64, 96, 3)
+
+
+@pytest.mark.parametrize(
+    "points, message",
+    [
+        (np.zeros((4, 1, 2), np.float32), r"expected \(1, N, 2\)"),
+        (np.full((1, 1, 2), np.nan, np.float32), "not all finite"),
+        (np.zeros((1, 0, 2), np.float32), r"expected \(1, N, 2\)"),
+    ],
+)
+def test_bad_controls_fail_before_compute(pipe, reference, points, message):
+    session = StreamSession(pipe, reference, "x")
+    with pytest.raises(ConfigError, match=message):
+        session.step(points)
+    assert session.frame == 0 and session.caches[0].frames_written == 0

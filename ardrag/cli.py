@@ -74,6 +74,25 @@ def _shards_inspect(args: argparse.Namespace) -> int:
     return 1 if report["problems"] else 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from ardrag.inference.generate import generate
+
+    summary = generate(
+        args.ref,
+        args.traj,
+        args.prompt,
+        args.out,
+        preset=args.preset,
+        checkpoint=args.checkpoint,
+        model=args.model,
+        overlay=args.overlay,
+        seed=args.seed,
+        progress=not args.json,
+    )
+    print(json.dumps(summary) if args.json else f"{summary['frames']} frames written to {summary['out']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ardrag", description="AR-Drag: drag-controllable autoregressive video generation and its data."
@@ -105,6 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--fast", action="store_true", help="skip sha256 verification")
     p.set_defaults(func=_shards_inspect)
+
+    p = sub.add_parser("generate", help="image + drag trajectory + prompt -> video (the causal student)")
+    p.add_argument("--ref", required=True, help="reference image (PNG, JPEG, ...)")
+    p.add_argument("--traj", required=True, help="trajectory JSON (see the README)")
+    p.add_argument("--prompt", required=True, help="what the video shows")
+    p.add_argument("--out", required=True, help="mp4 to write")
+    p.add_argument("--preset", help="'tiny': random weights at toy size, offline")
+    p.add_argument(
+        "--checkpoint", help="folder of a trained ardrag transformer (default: Wan with zero controls)"
+    )
+    p.add_argument("--model", default="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", help="Wan I2V hub id or folder")
+    p.add_argument("--overlay", action="store_true", help="also write <out>.overlay.mp4 with the drag drawn")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_generate)
 
     # Commands of the layers above the library (flows, annotation) register themselves through the
     # "ardrag.commands" entry point group, so the library never imports Prefect or Label Studio.

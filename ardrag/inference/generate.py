@@ -1,0 +1,94 @@
+"""``ardrag generate``: a reference image, a drag (trajectory JSON) and a prompt become an mp4.
+
+Everything the user gave is read and checked first (:mod:`ardrag.inference.trajectory`); only then are
+models loaded and frames generated, one latent frame at a time through a :class:`StreamSession` (the
+same path as interactive use). The image and points are fitted to the model's resolution; the video has
+as many frames as the trajectory lists (the last latent frame's surplus frames are dropped).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ardrag.data.codec import encode_mp4
+from ardrag.data.overlay import draw_tracks
+from ardrag.errors import ConfigError
+from ardrag.fsutil import atomic_write
+from ardrag.inference.session import StreamSession
+from ardrag.inference.trajectory import fit_to_resolution, load_reference, load_trajectory
+from ardrag.model.pipeline import ARDragPipeline
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
+
+
+def latent_chunks(num_frames: int) -> list[tuple[int, int]]:
+    """Pixel-frame ranges [start, end) of each latent frame: 1 frame, then 4 each (the VAE's causal
+    layout); the last range may run past ``num_frames`` (padded by repeating the last control)."""
+    chunks, start = [(0, 1)], 1
+    while start < num_frames:
+        chunks.append((start, start + 4))
+        start += 4
+    return chunks
+
+
+def load_pipeline(preset: str | None, checkpoint: str | None, model: str, seed: int) -> ARDragPipeline:
+    if preset == "tiny":
+        if checkpoint is not None:
+            raise ConfigError("--checkpoint and --preset tiny exclude each other: tiny is random weights")
+        return ARDragPipeline.tiny(seed)
+    if preset not in (None, "default"):
+        raise ConfigError(f"--preset {preset!r} is unknown; expected 'tiny' or none")
+    return ARDragPipeline.from_pretrained(model, checkpoint=checkpoint)
+
+
+def generate(
+    ref: str | os.PathLike[str],
+    traj: str | os.PathLike[str],
+    prompt: str,
+    out: str | os.PathLike[str],
+    *,
+    preset: str | None = None,
+    checkpoint: str | None = None,
+    model: str = DEFAULT_MODEL,
+    overlay: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write ``out`` (and ``<out stem>.overlay.mp4`` with ``overlay``); returns a summary."""
+    out = Path(out)
+    if out.suffix.lower() != ".mp4":
+        raise ConfigError(f"--out {str(out)!r}: expected a file name ending in .mp4")
+    if not prompt.strip():
+        raise ConfigError("--prompt is empty; expected a description of the video")
+    image, trajectory = load_reference(ref), load_trajectory(traj)  # checked before any model loads
+    pipe = load_pipeline(preset, checkpoint, model, seed)
+    cfg = pipe.config
+    image, trajectory = fit_to_resolution(image, trajectory, cfg.width, cfg.height)
+    session = StreamSession(pipe, image, prompt, seed=seed)
+    t = trajectory.num_frames
+    frames = []
+    for start, end in tqdm(latent_chunks(t), desc="generating", unit="latent frame", disable=not progress):
+        rows = np.minimum(np.arange(start, end), t - 1)
+        frames.append(
+            session.step(trajectory.tracks[rows], trajectory.visible[rows], trajectory.intensity[rows])
+        )
+    video = np.concatenate(frames)[:t]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, encode_mp4(video, trajectory.fps))
+    written = {"out": str(out), "frames": int(len(video)), "width": cfg.width, "height": cfg.height}
+    if overlay:
+        path = out.with_name(out.stem + ".overlay.mp4")
+        atomic_write(
+            path, encode_mp4(draw_tracks(video, trajectory.tracks, trajectory.visible), trajectory.fps)
+        )
+        written["overlay"] = str(path)
+    log.info("wrote %s (%d frames at %dx%d)", out, len(video), cfg.width, cfg.height)
+    return written

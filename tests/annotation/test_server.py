@@ -147,6 +147,10 @@ def test_annotate_serve_command_starts_on_loopback_and_stops_on_sigterm(tmp_path
         assert proc.returncode == 0
         assert token not in "".join(lines) + rest
         assert listening_addresses(port) == set()  # the server went with it
-    finally:
+    finally:  # SIGTERM, not SIGKILL: the command must stop the server it started (its own session)
         if proc.poll() is None:
-            proc.kill()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()

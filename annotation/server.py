@@ -89,6 +89,17 @@ def server_environment(settings: AnnotationSettings, creds: Credentials) -> dict
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child: on Linux, get SIGTERM when the process that started the server dies, even by
+    SIGKILL, so a killed ``serve`` or test run leaves no server behind (elsewhere: nothing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class LabelStudioServer:
     """A Label Studio process: ``start()``, ``wait_until_ready()``, ``stop()`` (or use ``with``)."""
 
@@ -115,7 +126,12 @@ class LabelStudioServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as logfile:
             self.process = subprocess.Popen(
-                cmd, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True
+                cmd,
+                env=env,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         log.info("Label Studio starting at %s (log: %s)", self.url, self.log_path)
         return self

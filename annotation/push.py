@@ -9,6 +9,7 @@ that already has a final review is not pushed again; one whose review was invali
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -44,8 +45,6 @@ def project_title(name: str, interface: str) -> str:
 
 
 def _array(members: dict[str, bytes], name: str) -> np.ndarray:
-    import io
-
     return np.load(io.BytesIO(members[name]), allow_pickle=False)
 
 

@@ -22,7 +22,7 @@ self-attention processors change. Decisions, documented here:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -55,7 +55,6 @@ class KVCache:
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.frames_written = 0
-        self.tokens_per_frame = 0
 
     @property
     def cached_frames(self) -> int:
@@ -71,7 +70,6 @@ class KVCache:
         k = keys if old_k is None else torch.cat([old_k, keys], 1)
         v = values if old_v is None else torch.cat([old_v, values], 1)
         self.keys[layer], self.values[layer] = k[:, -self.window * n :], v[:, -self.window * n :]
-        self.tokens_per_frame = n
 
     def snapshot(self) -> dict[str, Any]:
         """The cache's state (the tensors are never modified in place, so references suffice)."""
@@ -89,7 +87,6 @@ class _AttentionContext:
     write: bool = False
     rope_keys: tuple[torch.Tensor, torch.Tensor] | None = None  # frame mode: cached frames + this one
     rope_query: tuple[torch.Tensor, torch.Tensor] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class CausalWanAttnProcessor:

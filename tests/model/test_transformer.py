@@ -8,25 +8,10 @@ import pytest
 import torch
 from diffusers import WanTransformer3DModel
 
+from ardrag.data.sources.wan import TINY_TRANSFORMER_CONFIG
 from ardrag.model.transformer_ardrag import ARDragTransformer, CausalARDragTransformer
 
-TINY = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=2,
-    attention_head_dim=12,
-    in_channels=36,
-    out_channels=16,
-    text_dim=32,
-    freq_dim=256,
-    ffn_dim=32,
-    num_layers=2,
-    cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads",
-    eps=1e-6,
-    image_dim=32,
-    added_kv_proj_dim=24,
-    rope_max_seq_len=16,
-)
+TINY = {**TINY_TRANSFORMER_CONFIG, "rope_max_seq_len": 16}
 B, F_, H, W = 1, 6, 4, 6  # latent frames and size: 6 tokens per frame
 
 

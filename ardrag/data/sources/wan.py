@@ -154,6 +154,26 @@ class WanConfig(Config):
         return "tiny" if self.preset == "tiny" else self.model
 
 
+# The toy Wan 2.1 I2V transformer of the tiny preset (also the model tests' base).
+TINY_TRANSFORMER_CONFIG: dict[str, Any] = {
+    "patch_size": (1, 2, 2),
+    "num_attention_heads": 2,
+    "attention_head_dim": 12,
+    "in_channels": 36,  # 16 noise + 16 image-condition latents + 4 mask channels
+    "out_channels": 16,
+    "text_dim": 32,
+    "freq_dim": 256,
+    "ffn_dim": 32,
+    "num_layers": 2,
+    "cross_attn_norm": True,
+    "qk_norm": "rms_norm_across_heads",
+    "eps": 1e-6,
+    "image_dim": 32,
+    "added_kv_proj_dim": 24,  # the inner dim, as in the 14B model (5120)
+    "rope_max_seq_len": 1024,
+}
+
+
 def build_tiny_pipeline(seed: int = 0) -> WanImageToVideoPipeline:
     """A ``WanImageToVideoPipeline`` with random weights from a small config, built offline.
 
@@ -204,23 +224,7 @@ def build_tiny_pipeline(seed: int = 0) -> WanImageToVideoPipeline:
             num_res_blocks=1,
             temperal_downsample=[False, True, True],
         )
-        transformer = WanTransformer3DModel(
-            patch_size=(1, 2, 2),
-            num_attention_heads=2,
-            attention_head_dim=12,
-            in_channels=36,  # 16 noise + 16 image-condition latents + 4 mask channels
-            out_channels=16,
-            text_dim=32,
-            freq_dim=256,
-            ffn_dim=32,
-            num_layers=2,
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads",
-            eps=1e-6,
-            image_dim=32,
-            added_kv_proj_dim=24,  # the inner dim, as in the 14B model (5120)
-            rope_max_seq_len=1024,
-        )
+        transformer = WanTransformer3DModel(**TINY_TRANSFORMER_CONFIG)
     return assemble_pipeline(tokenizer, text_encoder, image_encoder, vae, transformer, image_size=32)
 
 

@@ -153,3 +153,28 @@ def test_one_frame_at_a_time(student):
     i = inputs()
     with pytest.raises(ValueError, match="one latent frame"):
         student.forward_frame(i["x"][:, :, :2], i["t"][:, 0], i["text"], student.new_cache())
+
+
+@torch.no_grad()
+def test_checkpoints_load_across_teacher_student_and_a_wan_folder(base, tmp_path):
+    """Keys are diffusers' names: a Wan folder loads into the teacher, the teacher's into the student."""
+    base.save_pretrained(tmp_path / "wan" / "transformer")
+    teacher = ARDragTransformer.from_wan(str(tmp_path / "wan"))  # a local folder, as a hub id would be
+    i = inputs()
+    t = torch.tensor([300.0])
+    assert torch.equal(
+        teacher(i["x"], t, i["text"], i["image"]).sample, base(i["x"], t, i["text"], i["image"]).sample
+    )
+    torch.nn.init.normal_(teacher.control_embedding.weight, std=0.2)  # as if fine-tuned
+    teacher.save_pretrained(tmp_path / "teacher")
+    student = CausalARDragTransformer.from_pretrained(tmp_path / "teacher").eval()
+    assert student.config.control_channels == 16 and student.config.cache_window == 7
+    for name, value in teacher.state_dict().items():
+        assert torch.equal(student.state_dict()[name], value), name
+    # with no mask and no cache the student's attention is the teacher's: same output on one frame
+    one = {k: (v[:, :, :1] if k in ("x", "control") else v) for k, v in i.items()}
+    ref = teacher(one["x"], t, one["text"], one["image"], control=one["control"]).sample
+    out = student.forward_frame(
+        one["x"], t, one["text"], student.new_cache(), one["image"], control=one["control"]
+    )
+    assert (out - ref).abs().max() <= 2e-6

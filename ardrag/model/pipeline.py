@@ -28,6 +28,7 @@ from ardrag.data.heatmap import HeatmapConfig, render_heatmaps
 from ardrag.data.sample import negative_prompt
 from ardrag.errors import ConfigError
 from ardrag.model.transformer_ardrag import CausalARDragTransformer
+from ardrag.model.vae import normalize_latents
 
 
 class GenerationConfig(Config):
@@ -114,10 +115,7 @@ class ARDragPipeline:
         return self.normalize(latent), clip
 
     def normalize(self, latent: torch.Tensor) -> torch.Tensor:
-        shape = (1, self.vae.config.z_dim, 1, 1, 1)
-        mean = torch.tensor(self.vae.config.latents_mean).view(shape).to(latent)
-        inv_std = 1.0 / torch.tensor(self.vae.config.latents_std).view(shape).to(latent)
-        return (latent - mean) * inv_std
+        return normalize_latents(self.vae, latent)
 
     def control_pixels(self, tracks: np.ndarray, visible: np.ndarray, intensity: np.ndarray) -> torch.Tensor:
         """Heatmaps of (n, N, 2) points as a (1, 3, n, H, W) video in [-1, 1] for the VAE."""

@@ -22,6 +22,8 @@ self-attention processors change. Decisions, documented here:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,9 +273,16 @@ class CausalARDragTransformer(ARDragTransformer):
 
     causal = True
 
-    def _set_context(self, ctx: _AttentionContext | None) -> None:
+    @contextlib.contextmanager
+    def _attention(self, ctx: _AttentionContext) -> Iterator[None]:
+        """Hand ``ctx`` (mask or cache) to every self-attention processor for one forward pass."""
         for block in self.blocks:
             block.attn1.processor.ctx = ctx
+        try:
+            yield
+        finally:
+            for block in self.blocks:
+                block.attn1.processor.ctx = None
 
     def new_cache(self, window: int | None = None) -> KVCache:
         return KVCache(len(self.blocks), window or self.config.cache_window)
@@ -305,14 +314,13 @@ class CausalARDragTransformer(ARDragTransformer):
         n = (h // p_h) * (w // p_w)
         if timestep.ndim == 2:
             timestep = timestep.repeat_interleave(n, dim=1)
-        self._set_context(_AttentionContext(mask=self.frame_mask(f // p_t, n, window, hidden_states.device)))
-        try:
+        with self._attention(
+            _AttentionContext(mask=self.frame_mask(f // p_t, n, window, hidden_states.device))
+        ):
             return self._body(
                 hidden_states, control, timestep, encoder_hidden_states, encoder_hidden_states_image,
                 self.rope(hidden_states),
             )  # fmt: skip
-        finally:
-            self._set_context(None)
 
     def forward_frame(
         self,
@@ -338,13 +346,10 @@ class CausalARDragTransformer(ARDragTransformer):
         ctx = _AttentionContext(
             cache=cache, write=write, rope_keys=(cos, sin), rope_query=(cos[:, -n:], sin[:, -n:])
         )
-        self._set_context(ctx)
-        try:
+        with self._attention(ctx):
             out = self._body(
                 hidden_states, control, timestep, encoder_hidden_states, encoder_hidden_states_image, None
             )
-        finally:
-            self._set_context(None)
         if write:
             cache.frames_written += 1
         return out

@@ -46,12 +46,24 @@ def tiny_vae(seed: int = 0) -> AutoencoderKLWan:
     return vae.float().eval()  # .float(), not .to(dtype): the latter warns about fp32 modules
 
 
+def _latent_stats(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE config's ``latents_mean`` and ``1 / latents_std``, shaped and placed like ``like``."""
+    shape = (1, vae.config.z_dim, 1, 1, 1)
+    mean = torch.tensor(vae.config.latents_mean).view(shape).to(like.device, like.dtype)
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(like.device, like.dtype)
+    return mean, inv_std
+
+
+def normalize_latents(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
+    """What the transformer sees from what the VAE encodes (diffusers' ``(latent - mean) * (1 / std)``)."""
+    mean, inv_std = _latent_stats(vae, latents)
+    return (latents - mean) * inv_std
+
+
 def denormalize_latents(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
     """What the VAE decodes from what the transformer makes, with the exact arithmetic of diffusers' Wan
     pipelines (``latents / (1 / std) + mean``), so results match theirs bit for bit."""
-    shape = (1, vae.config.z_dim, 1, 1, 1)
-    mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device, latents.dtype)
-    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(latents.device, latents.dtype)
+    mean, inv_std = _latent_stats(vae, latents)
     return latents / inv_std + mean
 
 

@@ -8,8 +8,9 @@
    drifts over a stream, so the ratio is also measured interleaved: one session stopped after frame 8
    and one after frame F-1 each redo their last frame (``regenerate``, the same step from the
    same state, which has no deferred write to do: 3 passes) in alternation, K times.
-2. First-frame latency. Student: session creation (text and image encoding) + its first step (3
-   passes: its cache write waits for step 1).
+2. First-frame latency. Student: session creation (text and CLIP image encoding) + its first step (the
+   reference image's VAE encoding, batched with frame 0's control heatmap in the streaming encoder's
+   first call; 3 passes: its cache write waits for step 1; the decode).
    Teacher: the same weights without the causal mask (``ARDragTransformer``), the whole 81-frame clip
    (21 latent frames) through ``ardrag.inference.teacher.sample_clip``: prompt encoding with the
    negative prompt, reference encoding, control heatmaps through ``vae.encode``, N Euler flow-matching
@@ -172,7 +173,7 @@ def main() -> None:
     lat = (args.teacher_frames - 1) // 4 + 1
     print(f"\nfirst-frame latency (ms, median of {args.repeats})")
     encoding = med(firsts, "session")
-    print(f"  student, session + step 0: {student:9.1f}  (session: text + image encoding {encoding:.1f})")
+    print(f"  student, session + step 0: {student:9.1f}  (session: text + CLIP encoding {encoding:.1f})")
     print(f"  teacher, {args.teacher_steps} steps x 2 passes, {lat} latent frames: {teacher:9.1f}  ({parts})")
     print(f"  teacher / student = {teacher / student:.1f}   (target >= 50)")
     print(f"  teacher's sampling alone / student = {med(teachers, 'sample') / student:.1f}")

@@ -5,6 +5,10 @@ control points of the pixel frames that latent frame covers (1 for the first, 4 
 from one step to the next, and gets those frames back decoded as soon as the latent frame is done.
 :meth:`~StreamSession.regenerate` redoes the last step with other controls: the KV caches, the streaming
 VAE encoder and decoder and the noise generator roll back to where that step started.
+
+Starting a session encodes the prompt and the reference's CLIP embedding; the reference's VAE latent is
+encoded by the first step, in one batch with frame 0's control heatmap (both are one frame, the first
+chunk of the causal VAE encoder), and the encoder then keeps only the control stream.
 """
 
 from __future__ import annotations
@@ -34,7 +38,10 @@ class StreamSession:
         self.pipe = pipe
         model = pipe.transformer
         self.text, self.negative = pipe.encode_prompt(prompt)
-        self.ref_latent, self.clip = pipe.encode_reference(reference)
+        self._reference = pipe.reference_pixels(reference)
+        self.clip = pipe.encode_clip(reference)
+        # The reference's VAE latent (normalised): encoded in one batch with frame 0's controls (step).
+        self.ref_latent: torch.Tensor | None = None
         self.guided = self.negative is not None
         self.caches = [model.new_cache() for _ in range(2 if self.guided else 1)]
         self.encoder = StreamingVaeEncoder(pipe.vae)
@@ -97,8 +104,15 @@ class StreamSession:
         tracks, visible, intensity = self._check(tracks, visible, intensity)
         self.flush()
         self._before_last = self._state()
-        control = self.encoder.encode_next(self.pipe.control_pixels(tracks, visible, intensity))
-        control = self.pipe.normalize(control)
+        pixels = self.pipe.control_pixels(tracks, visible, intensity)
+        if self.frame == 0:
+            # The reference image and frame 0's heatmap are both a causal VAE encoder's first chunk (one
+            # frame, nothing cached): one batched call encodes both, then the control stream keeps its row.
+            latents = self.pipe.normalize(self.encoder.encode_next(torch.cat([self._reference, pixels])))
+            self.encoder.select(slice(1, None))
+            self.ref_latent, control = latents[:1], latents[1:]
+        else:
+            control = self.pipe.normalize(self.encoder.encode_next(pixels))
         x = self._noise(self.ref_latent)
         steps = self.pipe.config.timesteps
         for i, t in enumerate(steps):

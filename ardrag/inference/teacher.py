@@ -22,7 +22,7 @@ import torch
 from ardrag.errors import ConfigError
 from ardrag.model.pipeline import ARDragPipeline
 from ardrag.model.transformer_ardrag import ARDragTransformer
-from ardrag.model.vae import denormalize_latents
+from ardrag.model.vae import denormalize_latents, fast_vae
 
 
 def shifted_sigmas(steps: int, shift: float) -> list[float]:
@@ -73,10 +73,12 @@ def sample_clip(
     intensity = ones if intensity is None else np.asarray(intensity, np.float32)
     guided = guidance_scale > 1
     text, text_neg = pipe.encode_prompt(prompt, guided)
-    ref_latent, clip = pipe.encode_reference(reference)
+    with fast_vae(pipe.vae):  # the streaming student's VAE code, for a like-for-like comparison
+        ref_latent, clip = pipe.encode_reference(reference)
     t1 = time.perf_counter()
     pixels = pipe.control_pixels(tracks, visible, intensity)
-    control = pipe.normalize(pipe.vae.encode(pixels).latent_dist.mode())
+    with fast_vae(pipe.vae):
+        control = pipe.normalize(pipe.vae.encode(pixels).latent_dist.mode())
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(control.shape, generator=generator, dtype=torch.float32).to(control)
     mask, cond = clip_condition(pipe, ref_latent, control.shape[2], generator)
@@ -90,7 +92,8 @@ def sample_clip(
             v = v_neg + guidance_scale * (v - v_neg)
         x = x + (s_next - s) * v
     t3 = time.perf_counter()
-    video = pipe.vae.decode(denormalize_latents(pipe.vae, x), return_dict=False)[0]
+    with fast_vae(pipe.vae):
+        video = pipe.vae.decode(denormalize_latents(pipe.vae, x), return_dict=False)[0]
     frames = ((video[0].permute(1, 2, 3, 0).float() + 1) * 127.5).round().clamp(0, 255)
     out = frames.to(torch.uint8).cpu().numpy()
     if timings is not None:

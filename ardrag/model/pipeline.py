@@ -106,15 +106,26 @@ class ARDragPipeline:
     def encode_reference(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """VAE latent (1, 16, 1, h, w), normalised, and CLIP embedding of an RGB uint8 image at the
         model's resolution."""
+        pixels = self.reference_pixels(image)
+        clip = self.encode_clip(image)
+        latent = self.vae.encode(pixels).latent_dist.mode()
+        return self.normalize(latent), clip
+
+    def reference_pixels(self, image: np.ndarray) -> torch.Tensor:
+        """An RGB uint8 image at the model's resolution as a (1, 3, 1, H, W) video in [-1, 1] for the VAE."""
         h, w = self.config.height, self.config.width
-        if image.dtype != np.uint8 or image.shape != (h, w, 3):
-            raise ConfigError(f"reference image is {image.dtype} {image.shape}; expected uint8 ({h}, {w}, 3)")
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != (h, w, 3):
+            got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+            raise ConfigError(f"reference image is {got}; expected uint8 ({h}, {w}, 3)")
+        pixels = torch.from_numpy(image).permute(2, 0, 1)[None, :, None].float() / 127.5 - 1
+        return pixels.to(self.device, self.vae.dtype)
+
+    @torch.no_grad()
+    def encode_clip(self, image: np.ndarray) -> torch.Tensor:
+        """CLIP image embedding (1, 257, 1280 for Wan I2V) of an RGB uint8 image."""
         from PIL import Image
 
-        clip = self.wan.encode_image(Image.fromarray(image), self.device)
-        pixels = torch.from_numpy(image).permute(2, 0, 1)[None, :, None].float() / 127.5 - 1
-        latent = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist.mode()
-        return self.normalize(latent), clip
+        return self.wan.encode_image(Image.fromarray(image), self.device)
 
     def normalize(self, latent: torch.Tensor) -> torch.Tensor:
         return normalize_latents(self.vae, latent)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from ardrag.errors import ConfigError
 from ardrag.inference.session import StreamSession
@@ -99,3 +100,24 @@ def test_bad_controls_fail_before_compute(pipe, reference, points, message):
     with pytest.raises(ConfigError, match=message):
         session.step(points)
     assert session.frame == 0 and session.caches[0].frames_written == 0
+
+
+def test_the_reference_is_encoded_with_frame_0s_controls_as_the_pipeline_encodes_it(pipe, reference):
+    """One batched streaming-encoder call encodes the reference and frame 0's heatmap (both a first
+    chunk): the reference latent is encode_reference()'s up to float32 rounding, and regenerating
+    frame 0 redoes that call from the start."""
+    session = StreamSession(pipe, reference, "a red square slides right")
+    assert session.ref_latent is None
+    first = session.step(controls(0))
+    expected, clip = pipe.encode_reference(reference)
+    assert session.ref_latent.shape == expected.shape
+    assert (session.ref_latent - expected).abs().max().item() <= 1e-5
+    assert torch.equal(session.clip, clip)
+    np.testing.assert_array_equal(session.regenerate(controls(0)), first)
+    _, direct = run(pipe, reference, [controls(0), controls(1)])
+    np.testing.assert_array_equal(session.step(controls(1)), direct[1])
+
+
+def test_a_bad_reference_fails_when_the_session_starts(pipe):
+    with pytest.raises(ConfigError, match=r"expected uint8 \(64, 96, 3\)"):
+        StreamSession(pipe, np.zeros((64, 96, 3), np.float32), "x")

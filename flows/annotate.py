@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -26,6 +27,7 @@ from annotation.client import LabelStudioUnavailable
 from annotation.pull import pull
 from annotation.push import push
 from annotation.settings import AnnotationSettings
+from flows.events import dataset_version, emit_dataset_version
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +75,13 @@ def annotation_push(out: str, settings: dict[str, Any] | None = None) -> dict[st
 
 @flow(name="annotation-pull", log_prints=False)
 def annotation_pull(out: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Turn finished annotations of ``out``'s tasks into reviews, accepted samples and shards."""
+    """Turn finished annotations of ``out``'s tasks into reviews, accepted samples and shards; a new
+    dataset version is announced (``ardrag.dataset.version.created``)."""
+    dataset = Path(out) / "dataset"
+    before = dataset_version(dataset)
     report = pull_annotations(out, settings)
+    if report["version"] != before:
+        emit_dataset_version(dataset, report, producer="annotation-pull")
     keys = ("tasks", "open", "accepted", "rejected", "invalid", "stale", "reviews_written", "samples")
     create_table_artifact(
         [{k: report[k] for k in keys}], key="annotation-pull", description=f"reviews of {out}"

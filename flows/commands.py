@@ -99,3 +99,67 @@ def register_annotate(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--out", required=True, help="curation folder")
     w.add_argument("--every", type=int, default=600, help="seconds between scheduled pulls")
     w.set_defaults(func=_worker)
+
+
+def _print_report(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        slim = [{k: r.get(k) for k in ("stage", "status", "key", "summary")} for r in result["stages"]]
+        print(json.dumps({"stages": slim, "report": result["report"], "out": result["out"]}))
+    else:
+        print(open(result["report"], encoding="utf-8").read())
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    _local_api_defaults()
+    from ardrag.retrain import load_retrain_config
+    from flows.retrain import run
+
+    overrides = {"out": args.out} if args.out else {}
+    result = run(load_retrain_config(args.config, overrides))
+    _print_report(result, args.json)
+    return 0
+
+
+def register_retrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "retrain", help="curation -> annotation -> dataset -> teacher -> distill -> GRPO -> eval (Prefect)"
+    )
+    p.add_argument("--config", required=True, help="YAML file parsed into RetrainConfig (ardrag.retrain)")
+    p.add_argument("--out", help="retrain folder (overrides the config's out)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_retrain)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    _local_api_defaults()
+    import time
+
+    from ardrag.retrain import DEMO, load_retrain_config
+    from flows.retrain import run
+
+    if args.auto_annotate:
+        annotation = "auto"
+    else:  # hard cases go to a Label Studio that is running, else they wait for one
+        annotation = "label-studio" if os.environ.get("ARDRAG_LS_URL") else "none"
+    overrides = {"out": args.out, "annotation": annotation}
+    t0 = time.monotonic()
+    result = run(load_retrain_config(args.config, overrides, base=DEMO))
+    _print_report(result, args.json)
+    if not args.json:
+        print(f"demo done in {(time.monotonic() - t0) / 60:.1f} min; report: {result['report']}")
+    return 0
+
+
+def register_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="the whole system on embedded defaults: procedural data to evaluation, tiny models (CPU)"
+    )
+    p.add_argument("--out", default="runs/demo", help="demo folder (default runs/demo)")
+    p.add_argument(
+        "--auto-annotate",
+        action="store_true",
+        help="accept hard cases without a person (labelled auto-annotated in provenance)",
+    )
+    p.add_argument("--config", help="YAML file over the demo's defaults (RetrainConfig fields)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_demo)

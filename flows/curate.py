@@ -34,6 +34,7 @@ from ardrag.curation.pipeline import CurationConfig
 from ardrag.curation.store import CurationStore
 from ardrag.data.clip import SourceInput
 from ardrag.data.sources import build_source
+from flows.events import dataset_version, emit_dataset_version
 
 GPU_LIMIT = "ardrag-gpu"
 CHUNK = 8  # inputs in flight at once
@@ -114,8 +115,11 @@ def curate(
     out: str,
     config: dict[str, Any] | None = None,
     gpu_slots: int = 1,
+    announce: bool = True,
 ) -> dict[str, Any]:
-    """Curate every input of ``source`` into ``out``; returns the summary (also ``out/summary.json``)."""
+    """Curate every input of ``source`` into ``out``; returns the summary (also ``out/summary.json``).
+    ``announce``: emit ``ardrag.dataset.version.created`` when the dataset's version changed (the retrain
+    flow turns it off and announces the version itself)."""
     logger = get_run_logger()
     cfg = CurationConfig.model_validate(config or {})
     store = CurationStore(out)
@@ -145,16 +149,22 @@ def curate(
         }
         for future in as_completed(list(records)):
             item = records[future]
-            if future.state.is_completed():
+            # The returned value, or the exception of a failed task. (Not ``future.state``: read from
+            # the API, it can lag behind the finished future in a subflow.)
+            outcome = future.result(raise_on_failure=False)
+            if not isinstance(outcome, BaseException):
                 done += 1
             else:  # an error, not a verdict: reported, and the input is retried by the next run
-                error = future.result(raise_on_failure=False)
+                error = outcome
                 failed[item["id"]] = f"{type(error).__name__}: {error}"
                 logger.error("input %s (%s) failed: %s", item["id"], item["description"], failed[item["id"]])
             update_progress_artifact(progress, 100.0 * (done + len(failed)) / len(todo))
     if not todo:
         update_progress_artifact(progress, 100.0)
+    before = dataset_version(store.root / "dataset")
     dataset = shard_accepted(out, cfg_dict, items)
+    if announce and dataset["version"] != before:
+        emit_dataset_version(store.root / "dataset", dataset, producer="curate")
     summary = summarize(out, items, failed)
     summary["dataset"] = dataset
     logger.info(

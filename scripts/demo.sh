@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# The main job on embedded defaults: write a procedural dataset with exactly known motion, then
-# inspect it. (Issue 9 turns this into the whole curation -> training -> evaluation demo.)
+# The main job on embedded defaults: `ardrag demo`, the whole system on this machine (procedural data,
+# the opencv tracker, the tiny models): curation -> annotation queue -> shards -> teacher ->
+# distillation -> GRPO -> evaluation, ending with runs/demo/report.md.
+# Usage: bash scripts/demo.sh [--out DIR] [--auto-annotate] (any `ardrag demo` option)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=$(bash scripts/env.sh | tail -n 1)
-ARDRAG="$(dirname "$PY")/ardrag"
-OUT=${1:-runs/demo}
-"$ARDRAG" procedural --num 40 --out "$OUT/procedural"
-"$ARDRAG" shards inspect "$OUT/procedural"
+exec "$(dirname "$PY")/ardrag" demo "$@"

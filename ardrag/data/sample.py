@@ -29,7 +29,7 @@ from ardrag.errors import ConfigError, SampleValidationError
 MAX_KEY_LENGTH = 86
 KEY_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_KEY_LENGTH}}}")
 DEFAULT_FPS = 16.0
-AnnotationStatus = Literal["auto", "human-verified", "human-annotated"]
+AnnotationStatus = Literal["auto", "human-verified", "human-annotated", "auto-annotated"]
 
 
 class SourceInfo(Config):

@@ -132,23 +132,7 @@ def build_models(config: TrainConfig) -> tuple[Any, Any]:
         pipe = ARDragPipeline.tiny(config.seed)
     else:
         pipe = ARDragPipeline.from_pretrained(config.model.wan)
-    if config.model.vae is not None:
-        from diffusers import AutoencoderKLWan
-
-        try:
-            vae = AutoencoderKLWan.from_pretrained(config.model.vae)
-        except (OSError, ValueError) as err:
-            raise ConfigError(
-                f"model.vae {config.model.vae!r} could not be loaded as a Wan VAE: {err}"
-            ) from None
-        if vae.config.z_dim != pipe.vae.config.z_dim:
-            raise ConfigError(
-                f"model.vae {config.model.vae!r} has z_dim {vae.config.z_dim}; the transformer expects "
-                f"{pipe.vae.config.z_dim}"
-            )
-        pipe.wan.vae = (
-            (vae if vae.dtype == pipe.vae.dtype else vae.to(dtype=pipe.vae.dtype)).to(pipe.vae.device).eval()
-        )
+    _load_vae(config, pipe)
     if config.model.init is not None:
         try:
             teacher = ARDragTransformer.from_pretrained(config.model.init)
@@ -167,6 +151,42 @@ def build_models(config: TrainConfig) -> tuple[Any, Any]:
     else:
         teacher = ARDragTransformer.from_wan(pipe.wan.transformer)
     return pipe, teacher.to(pipe.device)
+
+
+def _load_vae(config: TrainConfig, pipe: Any) -> None:
+    """Put the VAE of ``model.vae`` (e.g. one fitted for a toy run) into ``pipe``, when set."""
+    if config.model.vae is not None:
+        from diffusers import AutoencoderKLWan
+
+        try:
+            vae = AutoencoderKLWan.from_pretrained(config.model.vae)
+        except (OSError, ValueError) as err:
+            raise ConfigError(
+                f"model.vae {config.model.vae!r} could not be loaded as a Wan VAE: {err}"
+            ) from None
+        if vae.config.z_dim != pipe.vae.config.z_dim:
+            raise ConfigError(
+                f"model.vae {config.model.vae!r} has z_dim {vae.config.z_dim}; the transformer expects "
+                f"{pipe.vae.config.z_dim}"
+            )
+        pipe.wan.vae = (
+            (vae if vae.dtype == pipe.vae.dtype else vae.to(dtype=pipe.vae.dtype)).to(pipe.vae.device).eval()
+        )
+
+
+def trained_pipeline(config: TrainConfig, export: str) -> Any:
+    """The generation pipeline of a trained student: the encoders and VAE the run trained with (its
+    ``model`` settings) and the causal transformer exported to ``export``."""
+    from ardrag.model.pipeline import ARDragPipeline
+    from ardrag.model.transformer_ardrag import CausalARDragTransformer
+
+    if config.model.preset == "tiny":
+        pipe = ARDragPipeline.tiny(config.seed)
+        pipe.transformer = CausalARDragTransformer.from_pretrained(export).eval()
+    else:
+        pipe = ARDragPipeline.from_pretrained(config.model.wan, checkpoint=export)
+    _load_vae(config, pipe)
+    return pipe
 
 
 def procedural_data(config: TrainConfig, rank: int, world: int) -> str:

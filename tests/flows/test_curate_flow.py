@@ -122,11 +122,13 @@ def test_prefect_yaml_deployments_have_valid_parameters():
     from ardrag.data.sources import SOURCES
     from flows.annotate import annotation_pull, annotation_push
     from flows.curate import curate as curate_flow
+    from flows.retrain import retrain
 
     flows = {
         "flows/curate.py:curate": curate_flow,
         "flows/annotate.py:annotation_push": annotation_push,
         "flows/annotate.py:annotation_pull": annotation_pull,
+        "flows/retrain.py:retrain": retrain,  # its config: tests/test_deploy_files.py
     }
     spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())
     assert {d["entrypoint"] for d in spec["deployments"]} == set(flows)

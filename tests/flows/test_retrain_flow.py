@@ -1,0 +1,132 @@
+"""`ardrag retrain`: the whole retrain flow on real video files and the tiny models, through Prefect.
+
+A rerun with no new data skips every stage; one more video reruns curation (for that video alone) and
+every stage after it, into new run folders, the old ones kept."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import videos
+import yaml
+
+from ardrag.curation.store import CurationStore
+from ardrag.data.codec import get_decoder
+from ardrag.data.shards import decode_sample, read_manifest, read_sample_file
+from ardrag.retrain import STAGES
+
+ARDRAG = str(Path(sys.executable).with_name("ardrag"))
+
+
+def retrain(config: Path) -> dict:
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([ARDRAG, "retrain", "--config", str(config), "--json"], capture_output=True,
+                         text=True, env=env, timeout=900)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-4000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [s["stage"] for s in result["stages"]] == list(STAGES)
+    return result
+
+
+def statuses(result: dict) -> dict[str, str]:
+    return {s["stage"]: s["status"] for s in result["stages"]}
+
+
+def add_video(folder: Path, name: str, seed: int) -> None:
+    videos.write_video(
+        folder / name, frames=17, fps=16, size=(640, 368), content="textured-square", seed=seed
+    )
+
+
+@pytest.mark.slow
+def test_rerun_skips_every_stage_and_a_new_video_reruns_from_curation(tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for i in range(2):
+        add_video(folder, f"v{i}.mp4", seed=i)
+    out = tmp_path / "retrain"
+    config = tmp_path / "retrain.yaml"
+    config.write_text(yaml.safe_dump({
+        "out": str(out), "preset": "tiny", "annotation": "auto", "progress": False,
+        "curation": {"source": "folder", "source_config": {"folder": str(folder), "clip_frames": 17},
+                     "config": {"auto_accept": True}},
+        "train": {"save_every": 2},
+        "teacher": {"config": {"steps": 2}}, "distill": {"config": {"steps": 2}},
+        "grpo": {"config": {"steps": 2}},
+        "eval": {"procedural": {"num_clips": 2}},
+    }))  # fmt: skip
+
+    first = retrain(config)
+    assert set(statuses(first).values()) == {"ran"}, statuses(first)
+    report = Path(first["report"]).read_text()
+    for stage in STAGES:
+        assert f"## {stage} (ran)" in report
+    assert "teacher/loss" in report and "grpo/reward_motion" in report and "grid.mp4" in report
+    store = CurationStore(out / "curation")
+    assert sorted(r["state"] for r in store.records()) == ["processed", "processed"]
+    version = read_manifest(out / "curation" / "dataset")["version"]
+    runs = sorted(p.name for p in (out / "train").iterdir())
+    assert [r.split("-")[0] for r in runs] == ["distill", "grpo", "teacher"]
+
+    again = retrain(config)
+    assert set(statuses(again).values()) == {"skipped"}, statuses(again)
+    assert read_manifest(out / "curation" / "dataset")["version"] == version
+    assert sorted(p.name for p in (out / "train").iterdir()) == runs  # nothing new trained
+
+    record_times = {r["id"]: r["time"] for r in store.records()}
+    add_video(folder, "v2.mp4", seed=7)
+    third = retrain(config)
+    assert set(statuses(third).values()) == {"ran"}, statuses(third)
+    records = store.records()
+    assert len(records) == 3
+    assert {r["id"]: r["time"] for r in records if r["id"] in record_times} == record_times  # not redone
+    manifest = read_manifest(out / "curation" / "dataset")
+    assert manifest["version"] != version and manifest["samples"] == 3
+    after = sorted(p.name for p in (out / "train").iterdir())
+    assert len(after) == 6 and set(runs) < set(after)  # new run folders beside the old ones
+    first_keys = {s["stage"]: s["key"] for s in first["stages"]}
+    assert all(s["key"] != first_keys[s["stage"]] for s in third["stages"])
+    # every sample's provenance says how it was accepted: by rule, or without a person
+    for c in (c for r in records for c in r["clips"] if c["state"] != "rejected"):
+        review = store.review(c["key"])
+        path = store.reviewed_sample_path(c["key"]) if review else out / "curation" / c["sample"]
+        sample = decode_sample(*read_sample_file(path), get_decoder())
+        annotation = sample.provenance.annotation
+        if review:
+            assert annotation.status == "auto-annotated" and "no person" in annotation.annotator
+        else:
+            assert (annotation.status, annotation.annotator) == ("auto", "auto-accept")
+
+
+@pytest.mark.slow
+def test_demo_queues_hard_cases_for_people_and_reports_every_stage(tmp_path):
+    quick = tmp_path / "quick.yaml"  # the demo's defaults, fewer clips and steps
+    quick.write_text(yaml.safe_dump({
+        "curation": {"source_config": {"num_clips": 8}}, "teacher": {"config": {"steps": 2}},
+        "distill": {"config": {"steps": 2}}, "grpo": {"config": {"steps": 2}},
+        "eval": {"procedural": {"num_clips": 2}}, "progress": False,
+    }))  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "ARDRAG_LS_URL"}
+    env.update(PREFECT_LOGGING_LEVEL="WARNING", OMP_NUM_THREADS="1")
+    out = subprocess.run([ARDRAG, "demo", "--out", str(tmp_path / "demo"), "--config", str(quick)],
+                         capture_output=True, text=True, env=env, timeout=900)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-4000:]
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert out.stdout.startswith(report)  # printed, then the time it took
+    assert re.search(r"demo done in \d+\.\d min", out.stdout)
+    store = CurationStore(tmp_path / "demo" / "curation")
+    waiting = [c for c in store.waiting() if c["review"] is None]
+    assert waiting  # hard cases among 8 procedural clips (occlusion, fast motion): queued, not accepted
+    assert f"## annotation (skipped (off))\n\n{len(waiting)} clips wait for a person" in report
+    assert "ardrag annotate push --out" in report
+    for stage in ("curation", "dataset", "teacher", "distill", "grpo", "evaluation"):
+        assert f"## {stage} (ran)" in report
+    manifest = read_manifest(tmp_path / "demo" / "curation" / "dataset")
+    assert manifest["samples"] == store.summary()["states"]["accepted"] > 0  # the easy ones, by rule
+    assert "| fid | fvd | aesthetic | smoothness | consistency | latency |" in report
+    assert list((tmp_path / "demo" / "eval").glob("eval-*/grid.mp4"))
+    assert list((tmp_path / "demo" / "train").glob("grpo-*/rewards.png"))

@@ -100,7 +100,10 @@ def _train(args: argparse.Namespace) -> int:
     config = resolve_config(
         args.stage, args.config, args.preset, {k: v for k, v in overrides.items() if v is not None}
     )
+    from ardrag.training.trainer import shutdown_distributed
+
     summary = train(config, resume=args.resume, progress=not (args.json or args.quiet))
+    shutdown_distributed()  # after success only: a failed process exits, and torchrun stops the others
     if summary["export"] is None:  # not rank 0 under torchrun
         return 0
     if args.json:

@@ -111,6 +111,15 @@ def init_distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
+def shutdown_distributed() -> None:
+    """Leave the process group together: every process waits for the others, then destroys it. A
+    process that exits while the others still talk to it (e.g. rank 0 writing files) can take gloo's
+    threads down with ``terminate called without an active exception``, and torchrun then kills all."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
     """Mean of every gradient over the processes; sharded (FSDP) parameters are left alone: FSDP has
     reduced theirs already."""

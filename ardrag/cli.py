@@ -100,18 +100,21 @@ def _train(args: argparse.Namespace) -> int:
     config = resolve_config(
         args.stage, args.config, args.preset, {k: v for k, v in overrides.items() if v is not None}
     )
-    from ardrag.training.trainer import shutdown_distributed
+    from ardrag.training.trainer import exit_process, shutdown_distributed
 
     summary = train(config, resume=args.resume, progress=not (args.json or args.quiet))
-    shutdown_distributed()  # after success only: a failed process exits, and torchrun stops the others
+    # after success only: a failed process exits, and torchrun stops the others
+    distributed = shutdown_distributed()
     if summary["export"] is None:  # not rank 0 under torchrun
-        return 0
+        exit_process(0)
     if args.json:
         print(json.dumps(summary))
     else:
         last = summary["last"] or {}
         losses = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.endswith("loss"))
         print(f"{summary['stage']}: {summary['steps']} steps ({losses}); model in {summary['export']}")
+    if distributed:
+        exit_process(0)
     return 0
 
 

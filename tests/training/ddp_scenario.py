@@ -17,7 +17,7 @@ from ardrag.data.loader import collate
 from ardrag.data.sources.procedural import ProceduralConfig, ProceduralSource
 from ardrag.training.parallel import full_gradients, is_sharded
 from ardrag.training.run import build_models
-from ardrag.training.trainer import Trainer, init_distributed, shutdown_distributed
+from ardrag.training.trainer import Trainer, exit_process, init_distributed, shutdown_distributed
 
 GLOBAL_BATCH = 4
 
@@ -64,7 +64,8 @@ def main(out: str, distributed: str = "ddp") -> None:
         results[stage_name] = {"logs": logs, "grads": grads}
     if rank == 0:
         torch.save(results, out)
-    shutdown_distributed()  # every process leaves together
+    if shutdown_distributed():  # every process leaves together
+        exit_process(0)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,32 @@
 """Toy-scale GRPO on CPU: does the motion reward rise, starting from issue 6's toy student?
 
-Input: the output folder of ``benchmarks/bench_train_toy.py`` (--toy): its procedural training data
-(80x48 clips), its fitted VAE and the student distilled with ``self_rollout``. The run is
-``ardrag.training.run.train`` with the ``grpo`` stage on the tiny preset (``model.init`` = that student,
-``model.vae`` = that VAE, ``data.root`` = that data), bounded by ``time_limit_minutes``; rewards are
-the library's: motion (opencv tracker on the decoded frames, alpha 0.01, lambda 100: 1 is a perfect
-frame) and aesthetic (the tiny preset's random CLIP and LAION-format head: a number that must not
-collapse, not a judgement of beauty).
+Input: the output folder of ``benchmarks/bench_train_toy.py`` (--toy): its fitted VAE, the student it
+distilled with ``self_rollout`` and its settings (``figures.json``: size, frames, procedural data, heatmap
+spots). The ``grpo`` stage (``GRPOStage`` under ``Trainer``, bounded by ``time_limit_minutes``) is built
+here, not by ``run.train``, as ``bench_train_toy.py`` builds its stages: ``run.build_models`` checks
+``model.init`` against the tiny preset's transformer (2 layers, 2 heads x 12), which the toy's wider
+student does not fit, and it cannot take the toy's heatmap spot size.
 
-Figures from the run's ``losses.jsonl``: the motion and aesthetic rewards (means over the G rollouts and
-the latent frames of each step) averaged over the first and the last 10 % of the steps, raw and
-EMA-smoothed (the curve of ``rewards.png``), plus the KL to the starting student and the clip
-fraction. Writes ``figures.json`` and copies ``rewards.png`` to --out.
+- **Data:** the first --clips (16) of the toy run's training clips, drawn again by the toy script's own
+  code (clip i depends only on the seed and i) and written as a sharded dataset: with one clip per step, a
+  small pool makes the first and the last 10 % of the steps see the same clips, so that the reward
+  curve's trend is not which clips came when.
+- **Rewards:** the library's: motion (opencv tracker on the decoded frames, alpha 0.01, lambda 100: 1 is a
+  perfect frame) and aesthetic (the tiny preset's random CLIP and LAION-format head: a number that must
+  not collapse, not a judgement of beauty). With --reward-tracker toy (the default) the motion reward's
+  tracker has ``bench_train_toy.TRACKER``'s settings, the ones its evaluation uses (the opencv defaults
+  lose nearly every point on the toy VAE's blurry frames); ``GRPOConfig.tracker`` takes only a name.
+- **Figures** from the run's ``losses.jsonl``: the motion and aesthetic rewards (means over the G
+  rollouts and the latent frames of each step) averaged over the first and the last 10 % of the steps,
+  raw and EMA-smoothed (the curves of ``rewards.png``), the KL to the starting student and the clip
+  fraction. Then a seeded before/after check: the starting student and the final policy generate
+  (``StreamSession``, 3 steps, same seeds) each clip of the pool and the toy's held-out clips; their mean
+  motion reward and tracking error (``bench_train_toy``'s measure) are compared.
+
+Writes ``figures.json`` and copies ``rewards.png`` to --out.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_grpo_toy.py --toy /tmp/toy --out /tmp/grpo_toy
-        [--minutes 20 --group 4 --lr 1e-5]
+        [--minutes 15 --group 4 --lr 1e-4 --clips 16]
 """
 
 from __future__ import annotations
@@ -23,12 +35,29 @@ import argparse
 import json
 import shutil
 import statistics
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+from diffusers import AutoencoderKLWan
 
-from ardrag.training.run import resolve_config, train
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_train_toy as toy_bench  # noqa: E402
+
+from ardrag.data.build import ShardConfig, write_dataset  # noqa: E402
+from ardrag.data.codec import EncodeConfig  # noqa: E402
+from ardrag.data.loader import ShardedVideoDataset  # noqa: E402
+from ardrag.data.trackers import get_tracker  # noqa: E402
+from ardrag.model.pipeline import ARDragPipeline  # noqa: E402
+from ardrag.model.transformer_ardrag import CausalARDragTransformer  # noqa: E402
+from ardrag.rewards import latent_frame_rewards, motion_reward  # noqa: E402
+from ardrag.training.grpo import GRPOStage, plot_rewards  # noqa: E402
+from ardrag.training.run import export_model, resolve_config  # noqa: E402
+from ardrag.training.trainer import Trainer  # noqa: E402
 
 
 def tenth(values: list[float], last: bool) -> float:
@@ -44,43 +73,112 @@ def ema(values: list[float], smoothing: float) -> list[float]:
     return out
 
 
+def as_clip(s: Any) -> dict[str, Any]:
+    return {"video": s.video, "reference": s.reference, "tracks": s.tracks, "visible": s.visible,
+            "intensity": s.intensity, "prompt": s.prompt}  # fmt: skip
+
+
+def before_after(
+    pipe: Any, models: dict[str, Any], clips: list[dict[str, Any]], reward_tracker: Any, eval_tracker: Any
+) -> dict[str, dict[str, float]]:
+    """Per model: mean motion reward (as in training: mean over latent frames) and mean tracking error."""
+    out = {}
+    for name, model in models.items():
+        rewards, errors = [], []
+        for i, clip in enumerate(clips):
+            video = toy_bench.stream(pipe, model, clip, seed=i)
+            per = motion_reward(video, tracks=clip["tracks"], visible=clip["visible"], tracker=reward_tracker)
+            rewards.append(float(latent_frame_rewards(per).mean()))
+            errors.append(toy_bench.tracking_errors(video, clip, eval_tracker))
+        out[name] = {
+            "motion_reward": statistics.mean(rewards),
+            "track_error_px": float(np.concatenate(errors).mean()),
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--toy", required=True, help="output folder of bench_train_toy.py")
     ap.add_argument("--out", default="/tmp/bench_grpo_toy")
-    ap.add_argument("--minutes", type=float, default=20.0)
+    ap.add_argument("--minutes", type=float, default=15.0)
+    ap.add_argument("--clips", type=int, default=16, help="the first N of the toy's training clips")
     ap.add_argument("--group", type=int, default=4, help="G, rollouts per condition")
-    ap.add_argument("--frames", type=int, default=17, help="pixel frames of the toy clips (4k + 1)")
-    ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--noise-level", type=float, default=0.7)
+    ap.add_argument("--clip-range", type=float, default=1e-3, help="epsilon of the clipped ratio")
     ap.add_argument("--kl-beta", type=float, default=0.04)
     ap.add_argument("--updates-per-rollout", type=int, default=2)
+    ap.add_argument("--reward-tracker", choices=("toy", "default"), default="toy",
+                    help="toy: the motion reward's tracker gets bench_train_toy's TRACKER")  # fmt: skip
+    ap.add_argument("--eval-clips", type=int, default=8, help="held-out clips of the before/after check")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
     toy, out = Path(args.toy), Path(args.out)
     student = toy / "self_rollout" / "student"
-    for path in (toy / "data", toy / "vae", student):
+    for path in (toy / "figures.json", toy / "vae", student):
         if not path.exists():
             ap.error(f"{path} is missing: run benchmarks/bench_train_toy.py --out {toy} first")
-    shutil.rmtree(out / "run", ignore_errors=True)
-    latent = 1 + (args.frames - 1) // 4
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    toy_figures = json.loads((toy / "figures.json").read_text())
+    targs = argparse.Namespace(**toy_figures["args"])
+    size = tuple(toy_figures["size"])
+    frames = targs.frames
+    latent = 1 + (frames - 1) // 4
+
+    # data: the first --clips training clips of the toy run
+    cfg = toy_bench.procedural(args.clips, targs.seed, targs)
+    samples = [toy_bench.shrink(s, size) for s in toy_bench.ToySource(cfg, targs.background).samples()]
+    pool = [as_clip(s) for s in samples]
+    shards = ShardConfig(shard_samples=max(1, args.clips // 2), encode=EncodeConfig(threads=1))
+    write_dataset(samples, out / "data", cfg, shards=shards, name="procedural", progress=False)
+    targs.eval_clips = args.eval_clips
+    held = toy_bench.eval_clips(targs, size)
+
+    # models: the toy's encoders, VAE and heatmap spots, its self_rollout student
+    pipe = ARDragPipeline.tiny(
+        targs.seed, height=size[0], width=size[1], heatmap={"sigma": targs.heatmap_sigma}
+    )
+    pipe.wan.vae = AutoencoderKLWan.from_pretrained(str(toy / "vae")).eval()
+    start = CausalARDragTransformer.from_pretrained(str(student)).eval()
     config = resolve_config("grpo", preset="tiny", overrides={
-        "run_dir": str(out / "run"), "seed": args.seed, "steps": 100_000, "save_every": 50,
-        "time_limit_minutes": args.minutes, "optim": {"lr": args.lr},
-        "data": {"root": str(toy / "data"), "procedural_clips": 0, "scale": 1.0, "max_frames": args.frames},
+        "run_dir": str(out / "run"), "seed": args.seed, "steps": 100_000, "save_every": 10**8,
+        "keep_checkpoints": 1, "time_limit_minutes": args.minutes, "optim": {"lr": args.lr},
+        "data": {"root": str(out / "data"), "procedural_clips": 0, "scale": 1.0, "max_frames": frames},
         "model": {"preset": "tiny", "init": str(student), "vae": str(toy / "vae")},
-        "grpo": {"group_size": args.group, "latent_frames": latent, "cache_window": 7,
-                 "noise_level": args.noise_level, "kl_beta": args.kl_beta,
+        "grpo": {"group_size": args.group, "latent_frames": latent, "cache_window": start.config.cache_window,
+                 "noise_level": args.noise_level, "kl_beta": args.kl_beta, "clip_range": args.clip_range,
                  "updates_per_rollout": args.updates_per_rollout},
     })  # fmt: skip
-    print(f"GRPO from {student}: G = {args.group}, {latent} latent frames, lr {args.lr}, "
-          f"{args.updates_per_rollout} updates per rollout, {args.minutes} min", flush=True)  # fmt: skip
+    torch.manual_seed(args.seed)
+    stage = GRPOStage(config, pipe, start)
+    eval_tracker = get_tracker("opencv", toy_bench.TRACKER)
+    eval_tracker.setup()
+    if args.reward_tracker == "toy":
+        stage.tracker = eval_tracker
+    reward_tracker = stage.tracker
+    loader_cfg = config.data.loader.model_copy(update={"batch_size": config.batch_size})
+    dataset = ShardedVideoDataset(str(out / "data"), loader_cfg)
+
+    def batches(epoch: int) -> Iterator[Any]:
+        dataset.set_epoch(epoch)
+        return iter(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=0))
+
+    print(f"GRPO from {student}: {args.clips} clips, G = {args.group}, {latent} latent frames, lr {args.lr}, "
+          f"noise level {args.noise_level}, clip range {args.clip_range}, KL {args.kl_beta}, "
+          f"{args.updates_per_rollout} updates per rollout, {args.minutes} min, reward tracker "
+          f"{args.reward_tracker}", flush=True)  # fmt: skip
     t0 = time.perf_counter()
-    summary = train(config, progress=True)
+    trainer = Trainer(config, stage, batches)
+    trainer.run(progress=True)
     seconds = time.perf_counter() - t0
+    export = export_model(config, trainer)
+    plot = plot_rewards(out / "run" / "losses.jsonl", out / "run" / "rewards.png", config.grpo.smoothing)
+
     rows = [json.loads(x) for x in (out / "run" / "losses.jsonl").read_text().splitlines()]
-    figures: dict[str, object] = {"steps": len(rows), "seconds": seconds, "args": vars(args)}
+    figures: dict[str, Any] = {"steps": len(rows), "seconds": seconds, "args": vars(args), "toy": str(toy)}
     print(f"\n{len(rows)} steps in {seconds / 60:.1f} min ({seconds / max(1, len(rows)):.1f} s/step)")
     head = ["first 10 %", "last 10 %", "smoothed first", "smoothed last"]
     print(f"  {'reward':10s} " + " ".join(f"{h:>14s}" for h in head))
@@ -96,9 +194,22 @@ def main() -> None:
         if values:
             figures[key] = {"first": tenth(values, False), "last": tenth(values, True)}
             print(f"  {key:28s} first 10 % {tenth(values, False):.3g}, last 10 % {tenth(values, True):.3g}")
-    if summary.get("rewards_plot"):
-        shutil.copy(summary["rewards_plot"], out / "rewards.png")
+    if plot is not None:
+        shutil.copy(plot, out / "rewards.png")
         print(f"\nreward curves: {out / 'rewards.png'}")
+
+    # before / after, same seeds
+    final = CausalARDragTransformer.from_pretrained(export).eval()
+    models = {"starting student": start.eval(), "after GRPO": final}
+    check = {"training pool": before_after(pipe, models, pool, reward_tracker, eval_tracker),
+             "held-out": before_after(pipe, models, held, reward_tracker, eval_tracker)}  # fmt: skip
+    figures["before_after"] = check
+    print("\nbefore / after (StreamSession, 3 steps, same seeds): mean motion reward, tracking error (px)")
+    for where, res in check.items():
+        for name, r in res.items():
+            print(
+                f"  {where:14s} {name:18s} reward {r['motion_reward']:.4f}  error {r['track_error_px']:.2f}"
+            )
     (out / "figures.json").write_text(json.dumps(figures, indent=1))
 
 

@@ -1,30 +1,42 @@
-"""Toy-scale learning on CPU: the teacher learns to follow trajectories, the 3-step students keep it.
+"""Toy-scale learning on CPU: does the teacher learn to follow trajectories, do 3-step students keep it?
 
-The tiny preset's models (random tiny UMT5 / CLIP encoders, the 2-layer, 24-wide Wan transformer, the
-base_dim-8 Wan VAE) on procedural clips at 160x96 (data.scale 0.25 of 640x368; the preset's 0.125 leaves
-sprites about one latent pixel wide), 17 frames (5 latent frames), one thread; each stage is bounded in
-wall-clock time. In order, in one process:
+The tiny preset's encoders (random tiny UMT5 / CLIP), its VAE layout with wider layers (--vae-dim: base_dim
+16, the preset's is 8) and a wider Wan transformer than its own (--transformer: 4 layers, 4 heads x 32, ffn
+256, 1.1 M parameters: the preset's 2 x 12 = 24-wide tokens cannot even hold the 2 x 2 x 16 = 64 latent
+values of the patch they predict, and its teacher learned nothing visible in 15 minutes), on procedural
+clips at 160x96 (data.scale 0.25 of 640x368: at the preset's 0.125 the sprites are about one latent pixel
+wide), 9 frames (3 latent frames), one thread; each stage is bounded in wall-clock time. In one process:
 
-1. **Data.** P training clips (``ProceduralConfig`` seed 0 at 640x368; 2-3 sprites of 0.4-0.6 of the
-   short side, speeds 6-16 px/frame, so 1.5-4 px/frame after the x0.25 scale) are rendered, downscaled
-   to 160x96 as ``conditions.prepare`` would (antialiased bilinear; tracks scaled alike), written with
+1. **Data.** P training clips (``ProceduralConfig`` seed 0 at 640x368) are rendered, downscaled to 160x96
+   as ``conditions.prepare`` would (antialiased bilinear; tracks scaled alike), written with
    ``write_dataset`` and read back by ``ShardedVideoDataset``; E held-out clips (seed 1) for evaluation.
-2. **VAE.** Random VAE weights decode to noise, so the tiny VAE is fitted first: AdamW (lr --vae-lr,
+   The toy's data (``ToySource``, all settings flags): 1-2 textured sprites of 0.25-0.4 of the short side
+   on a **flat background** (each clip's drawn background texture replaced by its mean colour), speeds
+   12-24 px/frame at 640x368 (3-6 px/frame at 160x96, 24-48 px over the clip), no fast bursts,
+   occlusions or frame exits, control intensity 1. Why: on the library's textured backgrounds the fitted
+   toy VAE blurs clips so much that a real clip through it tracks barely better than a static one, and
+   the drag has nothing to steer that the tracker can see; the sprites' outlines on a flat background
+   survive the VAE, and the faster motion opens a gap between the static clip and the VAE's floor.
+2. **VAE.** Random VAE weights decode to noise, so the VAE is fitted first: AdamW (lr --vae-lr,
    cosine-decayed to a tenth over --vae-minutes), batches of 4 random 9-frame, 48x80 crops of the
    training clips in [-1, 1], loss = MSE of the reconstruction from the posterior mode (a plain
    autoencoder, no KL term), taken before the decoder's final clamp to [-1, 1] (which zeroes the
    gradient of every pixel out of range: with it the fit stalls for minutes). Then the VAE config's
    ``latents_mean`` / ``latents_std`` are set to the per-channel statistics of the training clips'
    latents (unit-variance latents for the transformer, as with the real VAE's statistics). Reported:
-   reconstruction PSNR of the held-out clips before and after.
-3. **Teacher.** ``TeacherStage`` (flow matching) under ``Trainer`` for --teacher-minutes, from the tiny
-   Wan transformer with zero control weights (``ARDragTransformer.from_wan``: the untrained model),
+   reconstruction PSNR of the held-out clips before and after. --vae-from DIR loads the VAE a run saved
+   in DIR (its ``vae/``) instead of fitting one: the fit is the same for every later stage's experiment.
+3. **Teacher.** ``TeacherStage`` (flow matching) under ``Trainer`` for --teacher-minutes, from the
+   random Wan transformer with zero control weights (``ARDragTransformer.from_wan``: the untrained model),
    exported with ``run.export_model``. Models are built here, not by ``run.train``: ``run.build_models``
-   has no way to take the fitted VAE. A ``Trainer`` subclass ends the run at the deadline (the step then
-   reached becomes ``config.steps``, so the run saves and exports as at a planned end), and
-   ``conditions.prepare`` runs once per clip for all stages (a cache: it is deterministic, and its VAE
-   encodings, redone every step, would cost several times the transformer's step at this size). Heatmap
-   spots: sigma --heatmap-sigma px.
+   has no way to take the wider transformer or the heatmap settings. A ``Trainer`` subclass ends the run
+   at the deadline (the step then reached becomes ``config.steps``, so the run saves and exports as at a
+   planned end), and ``conditions.prepare`` runs once per clip for all stages (a cache: it is
+   deterministic, and its VAE encodings, redone every step, would cost several times the transformer's
+   step at this size). Heatmap spots: sigma --heatmap-sigma px (6: ``HeatmapConfig``'s default, so what
+   the GRPO stage renders too). Then a check that the teacher uses the drag, not only the heatmaps'
+   constant part: its loss on training clips with their own control latents, with another clip's, and
+   with its control weights zeroed (same noise draws).
 4. **Students.** ``DistillStage`` from the exported teacher, once with ``self_rollout`` and once with
    ``self_forcing``, --student-minutes each, same seed and data; 3 steps at t = 1000, 755, 522, KV cache
    of 2 frames (the tiny preset's), DMD real score without guidance (--real-guidance 1: the teacher is
@@ -51,14 +63,17 @@ Prints the loss curves (first vs last 10 % of steps) and the tables; writes ``fi
 held-out clips per model, target points in red) and ``videos.npz`` (every generated clip) to --out.
 ``--quick`` runs every stage for seconds: a smoke test, its figures mean nothing.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_train_toy.py --out /tmp/toy [--vae-minutes 10
-        --teacher-minutes 15 --student-minutes 9 --train-clips 256 --eval-clips 16] [--quick]
+    OMP_NUM_THREADS=1 python benchmarks/bench_train_toy.py --out /tmp/toy [--vae-from /tmp/toy_vae]
+        [--vae-minutes 12 --teacher-minutes 18 --student-minutes 7 --train-clips 256 --eval-clips 16]
+        [--quick] [--background texture --sprites 2 3 --sprite-size 0.4 0.6 --speed 6 16
+        --heatmap-sigma 3 --vae-dim 8 --transformer 2 12 2 32 --frames 17]   (the earlier toy)
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -72,12 +87,14 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
 from ardrag.data.build import ShardConfig, write_dataset
 from ardrag.data.codec import EncodeConfig
 from ardrag.data.loader import ShardedVideoDataset
 from ardrag.data.sample import Sample
 from ardrag.data.sources.procedural import ProceduralConfig, ProceduralSource
+from ardrag.data.sources.wan import TINY_TRANSFORMER_CONFIG
 from ardrag.data.trackers import get_tracker
 from ardrag.inference.session import StreamSession
 from ardrag.inference.teacher import sample_clip
@@ -86,7 +103,7 @@ from ardrag.model.transformer_ardrag import ARDragTransformer, CausalARDragTrans
 from ardrag.training.conditions import Conditions, training_size
 from ardrag.training.distill import DistillStage
 from ardrag.training.run import export_model, resolve_config
-from ardrag.training.teacher import TeacherStage
+from ardrag.training.teacher import TeacherStage, flow_matching_loss
 from ardrag.training.trainer import Trainer
 
 BUCKET = (368, 640)
@@ -99,7 +116,25 @@ def procedural(num: int, seed: int, args: argparse.Namespace) -> ProceduralConfi
         num_clips=num, seed=seed, num_frames=args.frames, buckets=["640x368"],
         min_speed=args.speed[0], max_speed=args.speed[1], min_sprites=args.sprites[0],
         max_sprites=args.sprites[1], min_sprite_size=args.sprite_size[0], max_sprite_size=args.sprite_size[1],
+        fast_prob=args.fast_prob, occlusion_prob=args.occlusion_prob, leave_frame_prob=args.leave_prob,
+        min_intensity=args.intensity[0], max_intensity=args.intensity[1],
     )  # fmt: skip
+
+
+class ToySource(ProceduralSource):
+    """``ProceduralSource`` with, for ``background="flat"``, each clip's background replaced by its mean
+    colour (sprites, paths and tracks unchanged): the sprites' outlines then carry the motion."""
+
+    def __init__(self, config: ProceduralConfig, background: str):
+        super().__init__(config)
+        self.background = background
+
+    def make_scene(self, index: int) -> Any:
+        scene = super().make_scene(index)
+        if self.background == "texture":
+            return scene
+        flat = np.broadcast_to(scene.background.mean(axis=(0, 1)), scene.background.shape)
+        return dataclasses.replace(scene, background=np.ascontiguousarray(flat, np.float32))
 
 
 def small(video: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -159,7 +194,7 @@ class CachedDistillStage(CachedConditions, DistillStage):
 def eval_clips(args: argparse.Namespace, size: tuple[int, int]) -> list[dict[str, Any]]:
     """Held-out clips at the training size: video, tracks, visibility, intensity, prompt."""
     out = []
-    for s in ProceduralSource(procedural(args.eval_clips, args.seed + 1, args)).samples():
+    for s in ToySource(procedural(args.eval_clips, args.seed + 1, args), args.background).samples():
         s = shrink(s, size)
         out.append({"video": s.video, "reference": s.reference, "tracks": s.tracks, "visible": s.visible,
                     "intensity": s.intensity, "prompt": s.prompt})  # fmt: skip
@@ -236,6 +271,17 @@ def fit_vae(vae: Any, pool: np.ndarray, args: argparse.Namespace) -> dict[str, A
             "loss_last": statistics.mean(losses[-n:])}  # fmt: skip
 
 
+def base_transformer(pipe: ARDragPipeline, args: argparse.Namespace) -> WanTransformer3DModel:
+    """A Wan transformer of ``--transformer HEADS HEAD_DIM LAYERS FFN``, random weights, the tiny preset's
+    otherwise (text and image widths those of the tiny encoders)."""
+    heads, head_dim, layers, ffn = args.transformer
+    config = {**TINY_TRANSFORMER_CONFIG, "num_attention_heads": heads, "attention_head_dim": head_dim,
+              "num_layers": layers, "ffn_dim": ffn, "added_kv_proj_dim": heads * head_dim}  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        return WanTransformer3DModel(**config)
+
+
 # -- training --------------------------------------------------------------------------------------
 class DeadlineTrainer(Trainer):
     """A ``Trainer`` that ends the run at a wall-clock deadline: the step reached then becomes
@@ -286,6 +332,23 @@ def curve(history: list[dict[str, float]], key: str) -> dict[str, Any] | None:
     n = max(1, len(values) // 10)
     first, last = statistics.mean(v for _, v in values[:n]), statistics.mean(v for _, v in values[-n:])
     return {"points": values, "first": first, "last": last, "n": n}
+
+
+@torch.no_grad()
+def control_dependence(teacher: ARDragTransformer, clips: int = 32, draws: int = 2) -> dict[str, float]:
+    """The trained teacher's flow-matching loss on cached training conditions (the first ``clips``), same
+    noise draws each way: with the clip's own control latents, with those of the next clip (shuffled:
+    the heatmaps' constant part kept, the spots moved), with the control weights zeroed."""
+    conds = [c for (_, guided), c in CONDITIONS.items() if not guided][:clips]
+    zeroed, out = no_control(teacher), {"own": [], "shuffled": [], "zeroed": []}
+    for k in range(draws):
+        for i, c in enumerate(conds):
+            other = conds[(i + 1) % len(conds)].control
+            for name, model, control in (("own", teacher, c.control), ("shuffled", teacher, other),
+                                         ("zeroed", zeroed, c.control)):  # fmt: skip
+                c2 = dataclasses.replace(c, control=control, index=[i])
+                out[name].append(float(flow_matching_loss(model, c2, c2.latents, c2.random(777, k, 0), 3.0)))
+    return {name: statistics.mean(v) for name, v in out.items()}
 
 
 # -- evaluation ------------------------------------------------------------------------------------
@@ -396,20 +459,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="/tmp/bench_train_toy", help="run folders, figures.json, PNGs")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--frames", type=int, default=17, help="pixel frames per clip (4k + 1)")
+    ap.add_argument("--frames", type=int, default=9, help="pixel frames per clip (4k + 1)")
     ap.add_argument("--scale", type=float, default=0.25, help="of the 640x368 bucket (multiples of 16)")
-    ap.add_argument("--speed", type=float, nargs=2, default=(6.0, 16.0), help="px/frame at 640x368")
-    ap.add_argument("--sprites", type=int, nargs=2, default=(2, 3), help="sprites per clip, min max")
-    ap.add_argument("--sprite-size", type=float, nargs=2, default=(0.4, 0.6), help="of the short side")
-    ap.add_argument("--heatmap-sigma", type=float, default=3.0, help="control spots, px at the model size")
+    ap.add_argument("--speed", type=float, nargs=2, default=(12.0, 24.0), help="px/frame at 640x368")
+    ap.add_argument("--sprites", type=int, nargs=2, default=(1, 2), help="sprites per clip, min max")
+    ap.add_argument("--sprite-size", type=float, nargs=2, default=(0.25, 0.4), help="of the short side")
+    ap.add_argument("--background", choices=("flat", "texture"), default="flat", help="see ToySource")
+    ap.add_argument("--fast-prob", type=float, default=0.0, help="ProceduralConfig.fast_prob")
+    ap.add_argument("--occlusion-prob", type=float, default=0.0, help="ProceduralConfig.occlusion_prob")
+    ap.add_argument("--leave-prob", type=float, default=0.0, help="ProceduralConfig.leave_frame_prob")
+    ap.add_argument("--intensity", type=float, nargs=2, default=(1.0, 1.0), help="spot peaks, min max")
+    ap.add_argument("--heatmap-sigma", type=float, default=6.0, help="control spots, px at the model size")
     ap.add_argument("--train-clips", type=int, default=256)
     ap.add_argument("--eval-clips", type=int, default=16)
-    ap.add_argument("--vae-minutes", type=float, default=10.0)
+    ap.add_argument("--vae-minutes", type=float, default=12.0)
     ap.add_argument("--vae-lr", type=float, default=3e-3)
+    ap.add_argument("--vae-dim", type=int, default=16, help="the VAE's base_dim (the tiny preset's: 8)")
+    ap.add_argument("--vae-from", help="a VAE folder written by an earlier run (its vae/): no fitting")
     ap.add_argument("--vae-crop", type=int, nargs=2, default=(48, 80), help="training crops, h w")
-    ap.add_argument("--teacher-minutes", type=float, default=15.0)
+    ap.add_argument("--transformer", type=int, nargs=4, metavar=("HEADS", "HEAD_DIM", "LAYERS", "FFN"),
+                    default=(4, 32, 4, 256), help="the tiny preset's: 2 12 2 32")  # fmt: skip
+    ap.add_argument("--teacher-minutes", type=float, default=18.0)
     ap.add_argument("--teacher-lr", type=float, default=1e-3)
-    ap.add_argument("--student-minutes", type=float, default=9.0, help="per rollout mode")
+    ap.add_argument("--student-minutes", type=float, default=7.0, help="per rollout mode")
     ap.add_argument("--student-lr", type=float, default=2e-4)
     ap.add_argument("--student-batch-size", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=4)
@@ -439,7 +511,7 @@ def main() -> None:
     # 1. data
     t0 = time.monotonic()
     train_cfg = procedural(args.train_clips, args.seed, args)
-    samples = [shrink(s, size) for s in ProceduralSource(train_cfg).samples()]
+    samples = [shrink(s, size) for s in ToySource(train_cfg, args.background).samples()]
     pool = np.stack([s.video for s in samples])
     shards = ShardConfig(shard_samples=max(1, args.train_clips // 4), encode=EncodeConfig(threads=1))
     write_dataset(samples, out / "data", train_cfg, shards=shards, name="procedural", progress=False)
@@ -452,16 +524,31 @@ def main() -> None:
     pipe = ARDragPipeline.tiny(
         args.seed, height=size[0], width=size[1], heatmap={"sigma": args.heatmap_sigma}
     )
+    if args.vae_dim != 8:  # the tiny preset's VAE with wider layers
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(args.seed)
+            pipe.wan.vae = AutoencoderKLWan(
+                base_dim=args.vae_dim, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                temperal_downsample=[False, True, True],
+            )  # fmt: skip
     held = [c["video"] for c in clips]
     before = vae_psnr(pipe.vae, held)
     t0 = time.monotonic()
-    fit = fit_vae(pipe.vae, pool, args)
+    if args.vae_from:  # a VAE fitted by an earlier run
+        pipe.wan.vae = AutoencoderKLWan.from_pretrained(args.vae_from).eval()
+        fit: dict[str, Any] = {"from": args.vae_from}
+    else:
+        fit = fit_vae(pipe.vae, pool, args)
     after = vae_psnr(pipe.vae, held)
     pipe.vae.save_pretrained(str(out / "vae"))
     fit.update(psnr_before=before, psnr_after=after, seconds=time.monotonic() - t0)
     figures["vae"] = fit
-    print(f"vae: {fit['steps']} steps in {fit['seconds']:.0f} s, mse {fit['loss_first']:.4f} -> "
-          f"{fit['loss_last']:.4f}, held-out PSNR {before:.2f} -> {after:.2f} dB", flush=True)  # fmt: skip
+    if args.vae_from:
+        done = f"from {args.vae_from}"
+    else:
+        done = f"{fit['steps']} steps in {fit['seconds']:.0f} s, mse {fit['loss_first']:.4f} -> "
+        done += f"{fit['loss_last']:.4f}"
+    print(f"vae: {done}, held-out PSNR {before:.2f} -> {after:.2f} dB", flush=True)
 
     # 3. teacher
     base = {
@@ -475,8 +562,12 @@ def main() -> None:
         **base, "run_dir": str(out / "teacher"), "optim": {"lr": args.teacher_lr},
     })  # fmt: skip
     torch.manual_seed(args.seed)
-    untrained = ARDragTransformer.from_wan(pipe.wan.transformer).eval()
-    print(f"teacher: {args.teacher_minutes} min, lr {args.teacher_lr}, batch {args.batch_size}", flush=True)
+    untrained = ARDragTransformer.from_wan(base_transformer(pipe, args)).eval()
+    n_params = sum(p.numel() for p in untrained.parameters())
+    figures["transformer"] = {**untrained.config, "parameters": n_params}
+    print(f"teacher: {args.teacher_minutes} min, lr {args.teacher_lr}, batch {args.batch_size}, "
+          f"{untrained.config.num_layers} layers, {untrained.config.num_attention_heads} heads x "
+          f"{untrained.config.attention_head_dim}, {n_params} parameters", flush=True)  # fmt: skip
     history, teacher_dir, seconds = train_stage(
         CachedTeacherStage(config, pipe, copy.deepcopy(untrained)),
         config,
@@ -489,6 +580,11 @@ def main() -> None:
     c = losses["teacher/loss"]
     print(f"teacher: {len(history)} steps in {seconds:.0f} s ({seconds / len(history):.3f} s/step), loss "
           f"first {c['n']} steps {c['first']:.4f} -> last {c['n']} {c['last']:.4f}", flush=True)  # fmt: skip
+
+    dep = control_dependence(teacher)
+    figures["teacher"]["control_dependence"] = dep
+    print(f"teacher loss on training clips: own control {dep['own']:.4f}, another clip's control "
+          f"{dep['shuffled']:.4f}, control weights zeroed {dep['zeroed']:.4f}", flush=True)  # fmt: skip
 
     # 4. students
     window = config.distill.cache_window

@@ -74,13 +74,16 @@ def annotation_push(out: str, settings: dict[str, Any] | None = None) -> dict[st
 
 
 @flow(name="annotation-pull", log_prints=False)
-def annotation_pull(out: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+def annotation_pull(
+    out: str, settings: dict[str, Any] | None = None, announce: bool = True
+) -> dict[str, Any]:
     """Turn finished annotations of ``out``'s tasks into reviews, accepted samples and shards; a new
-    dataset version is announced (``ardrag.dataset.version.created``)."""
+    dataset version is announced (``ardrag.dataset.version.created``) unless ``announce`` is off (the
+    retrain flow announces it itself)."""
     dataset = Path(out) / "dataset"
     before = dataset_version(dataset)
     report = pull_annotations(out, settings)
-    if report["version"] != before:
+    if announce and report["version"] != before:
         emit_dataset_version(dataset, report, producer="annotation-pull")
     keys = ("tasks", "open", "accepted", "rejected", "invalid", "stale", "reviews_written", "samples")
     create_table_artifact(

@@ -122,7 +122,7 @@ def annotation_stage(config: dict[str, Any], curation: dict[str, Any]) -> dict[s
     from flows.annotate import annotation_pull, annotation_push
 
     pushed = annotation_push(str(cfg.curation_dir))
-    pulled = annotation_pull(str(cfg.curation_dir))
+    pulled = annotation_pull(str(cfg.curation_dir), announce=False)  # the dataset stage announces
     new = sum(pushed[i].get("pushed", 0) for i in ("verify", "annotate")) + pulled["reviews_written"]
     figures = {"pushed": {i: pushed[i].get("pushed", 0) for i in ("verify", "annotate")},
                **{k: pulled[k] for k in ("tasks", "open", "accepted", "rejected", "invalid")}}  # fmt: skip

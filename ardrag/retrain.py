@@ -32,7 +32,7 @@ from pydantic import Field
 
 from ardrag.config import Config, build_config
 from ardrag.errors import ConfigError
-from ardrag.fsutil import atomic_write
+from ardrag.fsutil import atomic_write, file_sha256
 
 STAGES = ("curation", "annotation", "dataset", "teacher", "distill", "grpo", "evaluation")
 TRAINING = ("teacher", "distill", "grpo")
@@ -132,15 +132,11 @@ def digest(*parts: Any) -> str:
 
 
 def files_digest(folder: str | os.PathLike[str]) -> str:
-    """sha256 over a folder's files (relative names and bytes): the identity of an exported model."""
-    h = hashlib.sha256()
+    """A digest of a folder's files (relative names and sha256s): the identity of an exported model.
+    Computed once, when the stage that exported it finishes, and kept in its ledger entry."""
     root = Path(folder)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(root)).encode() + b"\0")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return digest([(str(p.relative_to(root)), file_sha256(p)[0]) for p in files])
 
 
 class Ledger:

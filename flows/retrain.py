@@ -24,6 +24,7 @@ from ardrag.curation.pipeline import CurationConfig
 from ardrag.curation.store import CurationStore
 from ardrag.presets import preset
 from ardrag.retrain import (
+    STAGES,
     TRAINING,
     Ledger,
     RetrainConfig,
@@ -170,7 +171,7 @@ def training_stage(config: dict[str, Any], stage: str, upstream: dict[str, Any])
     ledger, logger = Ledger(cfg.root), get_run_logger()
     init = upstream["outputs"].get("model")
     tc = train_config(cfg, stage, str(cfg.curation_dir / "dataset"), init)
-    key = stage_key(tc, upstream["key"] if init is None else files_digest(init))
+    key = stage_key(tc, upstream["key"] if init is None else upstream["model_digest"])
     entry = ledger.fresh(stage, key)
     if entry and Path(entry["outputs"]["model"]).is_dir():
         return _skipped(stage, entry)
@@ -188,7 +189,7 @@ def training_stage(config: dict[str, Any], stage: str, upstream: dict[str, Any])
     if main in figures:
         line += f"; {main} {figures[main]['first']:.4g} -> {figures[main]['last']:.4g}"
     result = {"key": key, "summary": line, "figures": figures, "outputs": outputs,
-              "seconds": time.monotonic() - t0}  # fmt: skip
+              "model_digest": files_digest(outputs["model"]), "seconds": time.monotonic() - t0}  # fmt: skip
     return {**ledger.put(stage, result), "status": "ran"}
 
 
@@ -202,7 +203,7 @@ def evaluation_stage(config: dict[str, Any], student: dict[str, Any]) -> dict[st
     cfg, t0 = _config(config), time.monotonic()
     ledger = Ledger(cfg.root)
     model = student["outputs"]["model"]
-    key = digest(files_digest(model), cfg.eval.to_dict(), cfg.preset)
+    key = digest(student["model_digest"], cfg.eval.to_dict(), cfg.preset)
     if entry := ledger.fresh("evaluation", key):
         return _skipped("evaluation", entry)
     out = cfg.root / "eval" / f"eval-{key}"
@@ -249,7 +250,8 @@ def retrain(
     c = cfg.to_dict()
     results = [curation_stage(c)]
     if results[-1]["status"] == "incomplete":
-        logger.warning("curation is incomplete: training waits for the failed inputs (see the report)")
+        logger.warning("curation is incomplete: the stages after it use what was accepted; the failed "
+                       "inputs are retried by the next run (see the report)")  # fmt: skip
     results.append(annotation_stage(c, results[0]))
     results.append(dataset_stage(c))
     if not results[-1].get("samples"):
@@ -261,7 +263,7 @@ def retrain(
             upstream = training_stage(c, stage, upstream)
             results.append(upstream)
         results.append(evaluation_stage(c, upstream))
-    for r, name in zip(results, ("curation", "annotation", "dataset", *TRAINING, "evaluation"), strict=True):
+    for r, name in zip(results, STAGES, strict=True):
         r["stage"] = name
     path = write_report(cfg.root, results, time.monotonic() - t0)
     create_markdown_artifact(path.read_text(encoding="utf-8"), key="retrain-report",

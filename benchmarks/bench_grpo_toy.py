@@ -11,11 +11,14 @@ student does not fit, and it cannot take the toy's heatmap spot size.
   code (clip i depends only on the seed and i) and written as a sharded dataset: with one clip per step, a
   small pool makes the first and the last 10 % of the steps see the same clips, so that the reward
   curve's trend is not which clips came when.
-- **Rewards:** the library's: motion (opencv tracker on the decoded frames, alpha 0.01, lambda 100: 1 is a
-  perfect frame) and aesthetic (the tiny preset's random CLIP and LAION-format head: a number that must
-  not collapse, not a judgement of beauty). With --reward-tracker toy (the default) the motion reward's
-  tracker has ``bench_train_toy.TRACKER``'s settings, the ones its evaluation uses (the opencv defaults
-  lose nearly every point on the toy VAE's blurry frames); ``GRPOConfig.tracker`` takes only a name.
+- **Rewards:** the library's: motion (opencv tracker on the decoded frames, lambda 100, --motion-alpha
+  0.04: 4 is a perfect frame, 0 any frame whose mean squared error is a fifth of the frame or more, 16 px
+  in x or 9.6 in y at 80x48; the library's default 0.01, half that distance, scores 0 for most of the toy
+  student's frames, and the advantages are then noise) and aesthetic (the tiny preset's random CLIP and
+  LAION-format head: a number that must not collapse, not a judgement of beauty). With --reward-tracker
+  toy (the default) the motion reward's tracker is the evaluation's: ``bench_train_toy.TRACKER``'s
+  settings, on the frames upscaled to about 320 px wide (``UpscaledTracker``; the opencv defaults lose
+  nearly every point on the toy VAE's blurry frames); ``GRPOConfig.tracker`` takes only a name.
 - **Figures** from the run's ``losses.jsonl``: the motion and aesthetic rewards (means over the G
   rollouts and the latent frames of each step) averaged over the first and the last 10 % of the steps,
   raw and EMA-smoothed (the curves of ``rewards.png``), the KL to the starting student and the clip
@@ -32,6 +35,7 @@ Writes ``figures.json`` and copies ``rewards.png`` to --out.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import statistics
@@ -41,6 +45,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
@@ -78,8 +83,32 @@ def as_clip(s: Any) -> dict[str, Any]:
             "intensity": s.intensity, "prompt": s.prompt}  # fmt: skip
 
 
+class UpscaledTracker:
+    """A tracker that runs ``tracker`` on the video upscaled ``up`` times (bicubic), as
+    ``bench_train_toy.tracking_errors`` does, and gives tracks in the video's own pixels."""
+
+    def __init__(self, tracker: Any, up: int):
+        self.tracker, self.up = tracker, up
+
+    def setup(self) -> None:
+        self.tracker.setup()
+
+    def track(self, video: np.ndarray, queries: np.ndarray) -> Any:
+        up, (h, w) = self.up, video.shape[1:3]
+        big = np.stack([cv2.resize(f, (w * up, h * up), interpolation=cv2.INTER_CUBIC) for f in video])
+        q = np.asarray(queries, np.float32).copy()
+        q[:, 1:] = (q[:, 1:] + 0.5) * up - 0.5
+        result = self.tracker.track(big, q)
+        return dataclasses.replace(result, tracks=((result.tracks + 0.5) / up - 0.5).astype(np.float32))
+
+
 def before_after(
-    pipe: Any, models: dict[str, Any], clips: list[dict[str, Any]], reward_tracker: Any, eval_tracker: Any
+    pipe: Any,
+    models: dict[str, Any],
+    clips: list[dict[str, Any]],
+    reward_tracker: Any,
+    eval_tracker: Any,
+    alpha: float,
 ) -> dict[str, dict[str, float]]:
     """Per model: mean motion reward (as in training: mean over latent frames) and mean tracking error."""
     out = {}
@@ -87,7 +116,8 @@ def before_after(
         rewards, errors = [], []
         for i, clip in enumerate(clips):
             video = toy_bench.stream(pipe, model, clip, seed=i)
-            per = motion_reward(video, tracks=clip["tracks"], visible=clip["visible"], tracker=reward_tracker)
+            per = motion_reward(video, tracks=clip["tracks"], visible=clip["visible"], tracker=reward_tracker,
+                                alpha=alpha)  # fmt: skip
             rewards.append(float(latent_frame_rewards(per).mean()))
             errors.append(toy_bench.tracking_errors(video, clip, eval_tracker))
         out[name] = {
@@ -111,6 +141,12 @@ def main() -> None:
     ap.add_argument("--updates-per-rollout", type=int, default=2)
     ap.add_argument("--reward-tracker", choices=("toy", "default"), default="toy",
                     help="toy: the motion reward's tracker gets bench_train_toy's TRACKER")  # fmt: skip
+    ap.add_argument(
+        "--motion-alpha",
+        type=float,
+        default=0.04,
+        help="GRPOConfig.motion_alpha, in squared fractions of the frame (library default 0.01)",
+    )
     ap.add_argument("--eval-clips", type=int, default=8, help="held-out clips of the before/after check")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -130,7 +166,8 @@ def main() -> None:
 
     # data: the first --clips training clips of the toy run
     cfg = toy_bench.procedural(args.clips, targs.seed, targs)
-    samples = [toy_bench.shrink(s, size) for s in toy_bench.ToySource(cfg, targs.background).samples()]
+    source = toy_bench.ToySource(cfg, targs.background, toy_bench.sprite_look(targs))
+    samples = [toy_bench.shrink(s, size) for s in source.samples()]
     pool = [as_clip(s) for s in samples]
     shards = ShardConfig(shard_samples=max(1, args.clips // 2), encode=EncodeConfig(threads=1))
     write_dataset(samples, out / "data", cfg, shards=shards, name="procedural", progress=False)
@@ -150,14 +187,14 @@ def main() -> None:
         "model": {"preset": "tiny", "init": str(student), "vae": str(toy / "vae")},
         "grpo": {"group_size": args.group, "latent_frames": latent, "cache_window": start.config.cache_window,
                  "noise_level": args.noise_level, "kl_beta": args.kl_beta, "clip_range": args.clip_range,
-                 "updates_per_rollout": args.updates_per_rollout},
+                 "updates_per_rollout": args.updates_per_rollout, "motion_alpha": args.motion_alpha},
     })  # fmt: skip
     torch.manual_seed(args.seed)
     stage = GRPOStage(config, pipe, start)
     eval_tracker = get_tracker("opencv", toy_bench.TRACKER)
     eval_tracker.setup()
     if args.reward_tracker == "toy":
-        stage.tracker = eval_tracker
+        stage.tracker = UpscaledTracker(eval_tracker, max(1, round(320 / size[1])))
     reward_tracker = stage.tracker
     loader_cfg = config.data.loader.model_copy(update={"batch_size": config.batch_size})
     dataset = ShardedVideoDataset(str(out / "data"), loader_cfg)
@@ -201,8 +238,9 @@ def main() -> None:
     # before / after, same seeds
     final = CausalARDragTransformer.from_pretrained(export).eval()
     models = {"starting student": start.eval(), "after GRPO": final}
-    check = {"training pool": before_after(pipe, models, pool, reward_tracker, eval_tracker),
-             "held-out": before_after(pipe, models, held, reward_tracker, eval_tracker)}  # fmt: skip
+    scoring = (reward_tracker, eval_tracker, args.motion_alpha)
+    check = {"training pool": before_after(pipe, models, pool, *scoring),
+             "held-out": before_after(pipe, models, held, *scoring)}  # fmt: skip
     figures["before_after"] = check
     print("\nbefore / after (StreamSession, 3 steps, same seeds): mean motion reward, tracking error (px)")
     for where, res in check.items():

@@ -19,9 +19,9 @@ student does not fit, and it cannot take the toy's heatmap spot size.
   toy (the default) the motion reward's tracker is the evaluation's: ``bench_train_toy.TRACKER``'s
   settings, on the frames upscaled to about 320 px wide (``UpscaledTracker``; the opencv defaults lose
   nearly every point on the toy VAE's blurry frames); ``GRPOConfig.tracker`` takes only a name.
-- **Figures** from the run's ``losses.jsonl``: the motion and aesthetic rewards (means over the G
-  rollouts and the latent frames of each step) averaged over the first and the last 10 % of the steps,
-  raw and EMA-smoothed (the curves of ``rewards.png``), the KL to the starting student and the clip
+- **Figures** from the run's ``losses.jsonl``: the motion and aesthetic rewards (means over the G rollouts and
+  the latent frames of each step) averaged over the first and the last 10 % of the steps, raw and EMA-smoothed
+  (TensorBoard's debiased EMA, the curves of ``rewards.png``), the KL to the starting student and the clip
   fraction. Then a seeded before/after check: the starting student and the final policy generate
   (``StreamSession``, 3 steps, same seeds) each clip of the pool and the toy's held-out clips; their mean
   motion reward and tracking error (``bench_train_toy``'s measure) are compared.
@@ -60,7 +60,7 @@ from ardrag.data.trackers import get_tracker  # noqa: E402
 from ardrag.model.pipeline import ARDragPipeline  # noqa: E402
 from ardrag.model.transformer_ardrag import CausalARDragTransformer  # noqa: E402
 from ardrag.rewards import latent_frame_rewards, motion_reward  # noqa: E402
-from ardrag.training.grpo import GRPOStage, plot_rewards  # noqa: E402
+from ardrag.training.grpo import GRPOStage, debiased_ema, plot_rewards  # noqa: E402
 from ardrag.training.run import export_model, resolve_config  # noqa: E402
 from ardrag.training.trainer import Trainer  # noqa: E402
 
@@ -68,14 +68,6 @@ from ardrag.training.trainer import Trainer  # noqa: E402
 def tenth(values: list[float], last: bool) -> float:
     k = max(1, len(values) // 10)
     return statistics.mean(values[-k:] if last else values[:k])
-
-
-def ema(values: list[float], smoothing: float) -> list[float]:
-    out, acc = [], values[0]
-    for v in values:
-        acc = smoothing * acc + (1 - smoothing) * v
-        out.append(acc)
-    return out
 
 
 def as_clip(s: Any) -> dict[str, Any]:
@@ -221,7 +213,7 @@ def main() -> None:
     print(f"  {'reward':10s} " + " ".join(f"{h:>14s}" for h in head))
     for name in ("motion", "aesthetic", "total"):
         raw = [r[f"grpo/reward_{name}"] for r in rows]
-        smooth = ema(raw, config.grpo.smoothing)
+        smooth = debiased_ema(raw, config.grpo.smoothing)
         f = {"first": tenth(raw, False), "last": tenth(raw, True),
              "smoothed_first": tenth(smooth, False), "smoothed_last": tenth(smooth, True)}  # fmt: skip
         figures[name] = f

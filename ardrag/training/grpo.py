@@ -367,6 +367,17 @@ class GRPOStage(Stage):
         ]  # fmt: skip
 
 
+def debiased_ema(values: list[float], smoothing: float) -> list[float]:
+    """TensorBoard's smoothing: an EMA started at 0 and divided by ``1 - smoothing ** n`` after n values,
+    i.e. at each step the exponentially weighted mean of the values so far. An EMA started at the first
+    value instead gives that one value the weight of ~1 / (1 - smoothing) values for the first steps."""
+    out, acc = [], 0.0
+    for n, value in enumerate(values, 1):
+        acc = smoothing * acc + (1 - smoothing) * value
+        out.append(acc / (1 - smoothing**n))
+    return out
+
+
 def plot_rewards(losses: Path, out: Path, smoothing: float = 0.9) -> Path | None:
     """Reward curves per step (motion and aesthetic, raw and smoothed by an EMA), like the paper's
     Figure 6, from a run's losses.jsonl; None when nothing was logged."""
@@ -389,10 +400,7 @@ def plot_rewards(losses: Path, out: Path, smoothing: float = 0.9) -> Path | None
     for ax, name in zip(axes[0], names, strict=True):
         steps = [r["step"] for r in rows if name in r]
         raw = [r[name] for r in rows if name in r]
-        smooth, acc = [], raw[0]
-        for value in raw:
-            acc = smoothing * acc + (1 - smoothing) * value
-            smooth.append(acc)
+        smooth = debiased_ema(raw, smoothing)
         ax.plot(steps, raw, color="tab:blue", alpha=0.35, label="raw")
         ax.plot(steps, smooth, color="tab:blue", label=f"smoothed (EMA {smoothing})")
         ax.set_title(name.split("_", 1)[1] + " reward")

@@ -8,6 +8,7 @@ import torch
 from ardrag.model.transformer_ardrag import CausalARDragTransformer
 from ardrag.training.grpo import (
     _velocity,
+    debiased_ema,
     group_advantages,
     grpo_loss,
     repeat_conditions,
@@ -118,3 +119,16 @@ def test_loss_clips_the_ratio_and_adds_the_kl():
     assert logs["clip_fraction"] == 1.0
     loss.backward()
     assert logp.grad[0].item() == 0  # the clipped term carries no gradient
+
+
+def test_debiased_ema_is_the_weighted_mean_of_the_values_so_far():
+    # weights smoothing ** age: after [0, 10] at 0.5, (0.5 * 0 + 1 * 10) / 1.5
+    assert debiased_ema([0.0, 10.0], 0.5) == pytest.approx([0.0, 10 / 1.5])
+    assert debiased_ema([3.0] * 5, 0.9) == pytest.approx([3.0] * 5)
+    # the first value is not weighted as if it had been seen many times: an EMA started at it gives
+    # 1.92 after these ten values, the debiased one 2.41
+    smooth = debiased_ema([1.0] + [2.5] * 9, 0.9)
+    assert smooth[-1] == pytest.approx(
+        (0.9**9 * 1.0 + sum(0.9**k for k in range(9)) * 2.5) / sum(0.9**k for k in range(10))
+    )
+    assert smooth[-1] > 2.4

@@ -11,14 +11,15 @@ student does not fit, and it cannot take the toy's heatmap spot size.
   code (clip i depends only on the seed and i) and written as a sharded dataset: with one clip per step, a
   small pool makes the first and the last 10 % of the steps see the same clips, so that the reward
   curve's trend is not which clips came when.
-- **Rewards:** the library's: motion (opencv tracker on the decoded frames, lambda 100, --motion-alpha
-  0.04: 4 is a perfect frame, 0 any frame whose mean squared error is a fifth of the frame or more, 16 px
-  in x or 9.6 in y at 80x48; the library's default 0.01, half that distance, scores 0 for most of the toy
-  student's frames, and the advantages are then noise) and aesthetic (the tiny preset's random CLIP and
-  LAION-format head: a number that must not collapse, not a judgement of beauty). With --reward-tracker
-  toy (the default) the motion reward's tracker is the evaluation's: ``bench_train_toy.TRACKER``'s
-  settings, on the frames upscaled to about 320 px wide (``UpscaledTracker``; the opencv defaults lose
-  nearly every point on the toy VAE's blurry frames); ``GRPOConfig.tracker`` takes only a name.
+- **Rewards:** the library's: motion (opencv tracker on the decoded frames, lambda 100, --motion-alpha 0.04: 4
+  is a perfect frame, 0 any frame whose points are off by a fifth of the frame or more (root mean square, in
+  fractions of width and height: 16 px in x or 9.6 in y at 80x48); the library's default 0.01, half that
+  distance, scores 0 for most of the toy student's frames, and the advantages are then noise) and aesthetic
+  (the tiny preset's random CLIP and LAION-format head: a number that must not collapse, not a judgement of
+  beauty). With --reward-tracker toy (the default) the motion reward's tracker is the evaluation's:
+  ``bench_train_toy.TRACKER``'s settings, on the frames upscaled to about 320 px wide
+  (``bench_train_toy.UpscaledTracker``; the opencv defaults lose nearly every point on the toy VAE's blurry
+  frames); ``GRPOConfig.tracker`` takes only a name.
 - **Figures** from the run's ``losses.jsonl``: the motion and aesthetic rewards (means over the G rollouts and
   the latent frames of each step) averaged over the first and the last 10 % of the steps, raw and EMA-smoothed
   (TensorBoard's debiased EMA, the curves of ``rewards.png``), the KL to the starting student and the clip
@@ -35,7 +36,6 @@ Writes ``figures.json`` and copies ``rewards.png`` to --out.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import statistics
@@ -45,7 +45,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
@@ -73,25 +72,6 @@ def tenth(values: list[float], last: bool) -> float:
 def as_clip(s: Any) -> dict[str, Any]:
     return {"video": s.video, "reference": s.reference, "tracks": s.tracks, "visible": s.visible,
             "intensity": s.intensity, "prompt": s.prompt}  # fmt: skip
-
-
-class UpscaledTracker:
-    """A tracker that runs ``tracker`` on the video upscaled ``up`` times (bicubic), as
-    ``bench_train_toy.tracking_errors`` does, and gives tracks in the video's own pixels."""
-
-    def __init__(self, tracker: Any, up: int):
-        self.tracker, self.up = tracker, up
-
-    def setup(self) -> None:
-        self.tracker.setup()
-
-    def track(self, video: np.ndarray, queries: np.ndarray) -> Any:
-        up, (h, w) = self.up, video.shape[1:3]
-        big = np.stack([cv2.resize(f, (w * up, h * up), interpolation=cv2.INTER_CUBIC) for f in video])
-        q = np.asarray(queries, np.float32).copy()
-        q[:, 1:] = (q[:, 1:] + 0.5) * up - 0.5
-        result = self.tracker.track(big, q)
-        return dataclasses.replace(result, tracks=((result.tracks + 0.5) / up - 0.5).astype(np.float32))
 
 
 def before_after(
@@ -186,7 +166,7 @@ def main() -> None:
     eval_tracker = get_tracker("opencv", toy_bench.TRACKER)
     eval_tracker.setup()
     if args.reward_tracker == "toy":
-        stage.tracker = UpscaledTracker(eval_tracker, max(1, round(320 / size[1])))
+        stage.tracker = toy_bench.UpscaledTracker(eval_tracker)
     reward_tracker = stage.tracker
     loader_cfg = config.data.loader.model_copy(update={"batch_size": config.batch_size})
     dataset = ShardedVideoDataset(str(out / "data"), loader_cfg)

@@ -411,20 +411,36 @@ def control_dependence(teacher: ARDragTransformer, clips: int = 32, draws: int =
 TRACKER = {"win_size": 31, "appearance_threshold": None, "fb_threshold_px": 4.0, "predict_motion": False}
 
 
-def tracking_errors(
-    video: np.ndarray, clip: dict[str, Any], tracker: Any, up: int | None = None
-) -> np.ndarray:
-    """L2 errors (px) of the target points tracked from frame 0 through ``video`` (upscaled ``up`` times,
-    by default to about 320 px wide; predictions clipped to the frame), over the frames after 0 where the
-    target point is visible; points not visible in frame 0 are left out."""
+class UpscaledTracker:
+    """Runs ``tracker`` on the video upscaled ``up`` times (bicubic; by default to about 320 px wide) and
+    gives its tracks in the video's own pixels. The evaluation's tracker, and the toy GRPO reward's."""
+
+    def __init__(self, tracker: Any, up: int | None = None):
+        self.tracker, self.up = tracker, up
+
+    def setup(self) -> None:
+        self.tracker.setup()
+
+    def track(self, video: np.ndarray, queries: np.ndarray) -> Any:
+        h, w = video.shape[1:3]
+        up = self.up or max(1, round(320 / w))
+        big = np.stack([cv2.resize(f, (w * up, h * up), interpolation=cv2.INTER_CUBIC) for f in video])
+        q = np.asarray(queries, np.float32).copy()
+        q[:, 1:] = (q[:, 1:] + 0.5) * up - 0.5
+        result = self.tracker.track(big, q)
+        return dataclasses.replace(result, tracks=((result.tracks + 0.5) / up - 0.5).astype(np.float32))
+
+
+def tracking_errors(video: np.ndarray, clip: dict[str, Any], tracker: Any) -> np.ndarray:
+    """L2 errors (px) of the target points tracked from frame 0 through ``video`` by ``UpscaledTracker``
+    (predictions clipped to the frame), over the frames after 0 where the target point is visible; points
+    not visible in frame 0 are left out."""
     ok = clip["visible"][0]
     tracks, visible = clip["tracks"][:, ok], clip["visible"][:, ok].copy()
     h, w = video.shape[1:3]
-    up = up or max(1, round(320 / w))
-    big = np.stack([cv2.resize(f, (w * up, h * up), interpolation=cv2.INTER_CUBIC) for f in video])
-    queries = np.concatenate([np.zeros((len(tracks[0]), 1)), (tracks[0] + 0.5) * up - 0.5], 1)
-    result = tracker.track(big, queries.astype(np.float32))
-    predicted = np.clip((result.tracks + 0.5) / up - 0.5, -0.5, np.array([w - 0.5, h - 0.5], np.float32))
+    queries = np.concatenate([np.zeros((len(tracks[0]), 1)), tracks[0]], 1).astype(np.float32)
+    found = UpscaledTracker(tracker).track(video, queries).tracks
+    predicted = np.clip(found, -0.5, np.array([w - 0.5, h - 0.5], np.float32))
     visible[0] = False
     return np.linalg.norm(predicted - tracks, axis=-1)[visible]
 

@@ -1,6 +1,6 @@
 """Toy-scale learning on CPU: does the teacher learn to follow trajectories, do 3-step students keep it?
 
-The tiny preset's encoders (random tiny UMT5 / CLIP), a small Wan VAE fitted here (--vae-layout 4x:
+The tiny preset's encoders (random tiny UMT5 / CLIP), a small Wan VAE fitted here (--vae-layout 4x-residual:
 4x spatial and 4x temporal compression, base_dim --vae-dim 16) and a wider Wan transformer than the
 preset's (--transformer: 4 layers, 4 heads x 32, ffn 256, 1.1 M parameters: the preset's 2 x 12 = 24-wide
 tokens cannot even hold the 2 x 2 x 16 = 64 latent values of the patch they predict, and its teacher
@@ -445,6 +445,37 @@ def tracking_errors(video: np.ndarray, clip: dict[str, Any], tracker: Any) -> np
     return np.linalg.norm(predicted - tracks, axis=-1)[visible]
 
 
+def reference_makers(pipe: ARDragPipeline) -> dict[str, Any]:
+    """The reference rows of the tracking table, as clip makers (clip, index) -> video: the real clip, the
+    real clip through the fitted VAE (the floor) and the reference frame repeated (no motion)."""
+    return {
+        "real clip (tracker's own error)": lambda c, i: c["video"],
+        "real clip through the fitted VAE": lambda c, i: reconstruct(pipe.vae, c["video"]),
+        "reference frame repeated (no motion)": lambda c, i: np.repeat(c["video"][:1], len(c["video"]), 0),
+    }
+
+
+def track_all(
+    makers: dict[str, Any], clips: list[dict[str, Any]], tracker: Any
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[np.ndarray]]]:
+    """Per maker: its clips' tracking errors pooled over points and clips (mean, median, d_avg, pairs,
+    per-clip means), and the videos it made."""
+    results, videos = {}, {}
+    for name, make in makers.items():
+        errors, videos[name] = [], []
+        for i, clip in enumerate(clips):
+            video = make(clip, i)
+            videos[name].append(video)
+            errors.append(tracking_errors(video, clip, tracker))
+        pooled = np.concatenate(errors)
+        results[name] = {
+            "mean_px": float(pooled.mean()), "median_px": float(np.median(pooled)),
+            "delta_avg": float(np.mean([(pooled < d).mean() for d in (1, 2, 4, 8, 16)])),
+            "pairs": int(pooled.size), "per_clip_mean_px": [float(e.mean()) for e in errors],
+        }  # fmt: skip
+    return results, videos
+
+
 def rows(a: np.ndarray, m: int) -> np.ndarray:
     """The rows of latent frame m: pixel frame 0, then 4m-3 .. 4m."""
     return a[:1] if m == 0 else a[4 * m - 3 : 4 * m + 1]
@@ -632,19 +663,11 @@ def main() -> None:
     if args.vae_only:  # the floor the VAE sets, against a clip with no motion
         tracker = get_tracker("opencv", {**TRACKER, **args.tracker_config})
         tracker.setup()
-        n = args.frames
-        floor = {
-            "real clip through the fitted VAE": [reconstruct(pipe.vae, c["video"]) for c in clips],
-            "reference frame repeated (no motion)": [np.repeat(c["video"][:1], n, 0) for c in clips],
-        }  # fmt: skip
-        for name, vids in floor.items():
-            pairs = zip(vids, clips, strict=True)
-            pooled = np.concatenate([tracking_errors(v, c, tracker) for v, c in pairs])
-            figures.setdefault("tracking", {})[name] = {"mean_px": float(pooled.mean()),
-                                                        "median_px": float(np.median(pooled))}  # fmt: skip
-            print(f"  {name}: tracking error mean {pooled.mean():.2f} px, median {np.median(pooled):.2f}")
+        figures["tracking"], videos = track_all(reference_makers(pipe), clips, tracker)
+        for name, r in figures["tracking"].items():
+            print(f"  {name}: tracking error mean {r['mean_px']:.2f} px, median {r['median_px']:.2f}")
         (out / "figures.json").write_text(json.dumps(figures, indent=1))
-        sample_strip({"real clip": [c["video"] for c in clips], **floor}, clips, out / "samples.png")
+        sample_strip(videos, clips, out / "samples.png")
         return
 
     # 3. teacher
@@ -718,11 +741,7 @@ def main() -> None:
     tracker.setup()
     teachers = {"untrained teacher (zero control)": untrained, "trained teacher": teacher,
                 "trained teacher, control zeroed": no_control(teacher)}  # fmt: skip
-    makers: dict[str, Any] = {
-        "real clip (tracker's own error)": lambda c, i: c["video"],
-        "real clip through the fitted VAE": lambda c, i: reconstruct(pipe.vae, c["video"]),
-        "reference frame repeated (no motion)": lambda c, i: np.repeat(c["video"][:1], len(c["video"]), 0),
-    }
+    makers = reference_makers(pipe)
     for name, model in teachers.items():
         makers[name] = lambda c, i, model=model: sample_clip(
             pipe, model, c["reference"], c["prompt"], c["tracks"], c["visible"], c["intensity"],
@@ -732,19 +751,7 @@ def main() -> None:
     causal |= {f"student {mode}": students[mode] for mode in MODES}
     for name, model in causal.items():
         makers[name] = lambda c, i, model=model: stream(pipe, model, c, seed=i)
-    results, videos = {}, {}
-    for name, make in makers.items():
-        errors, videos[name] = [], []
-        for i, clip in enumerate(clips):
-            video = make(clip, i)
-            videos[name].append(video)
-            errors.append(tracking_errors(video, clip, tracker))
-        pooled = np.concatenate(errors)
-        results[name] = {
-            "mean_px": float(pooled.mean()), "median_px": float(np.median(pooled)),
-            "delta_avg": float(np.mean([(pooled < d).mean() for d in (1, 2, 4, 8, 16)])),
-            "pairs": int(pooled.size), "per_clip_mean_px": [float(e.mean()) for e in errors],
-        }  # fmt: skip
+    results, videos = track_all(makers, clips, tracker)
     figures["tracking"] = results
     figures["eval_seconds"] = time.monotonic() - t0
 

@@ -23,9 +23,13 @@ student does not fit, and it cannot take the toy's heatmap spot size.
 - **Figures** from the run's ``losses.jsonl``: the motion and aesthetic rewards (means over the G rollouts and
   the latent frames of each step) averaged over the first and the last 10 % of the steps, raw and EMA-smoothed
   (TensorBoard's debiased EMA, the curves of ``rewards.png``), the KL to the starting student and the clip
-  fraction. Then a seeded before/after check: the starting student and the final policy generate
-  (``StreamSession``, 3 steps, same seeds) each clip of the pool and the toy's held-out clips; their mean
-  motion reward and tracking error (``bench_train_toy``'s measure) are compared.
+  fraction. Since a step's reward depends mostly on which clip it drew, two figures take the clip out: per
+  clip, its last-tenth mean minus its first-tenth mean, averaged over the clips (with its standard error);
+  and the trend within clips over the whole run (least squares with one intercept per clip). The clip of
+  each step is recorded as the trainer takes it (``clip_order`` in figures.json). Then a seeded before/after
+  check: the starting student and the final policy generate (``StreamSession``, 3 steps, same seeds) each
+  clip of the pool and the toy's held-out clips; their mean motion reward and tracking error
+  (``bench_train_toy``'s measure) are compared.
 
 Writes ``figures.json`` and copies ``rewards.png`` to --out.
 
@@ -67,6 +71,41 @@ from ardrag.training.trainer import Trainer  # noqa: E402
 def tenth(values: list[float], last: bool) -> float:
     k = max(1, len(values) // 10)
     return statistics.mean(values[-k:] if last else values[:k])
+
+
+def paired_tenths(values: list[float], keys: list[str]) -> dict[str, float]:
+    """Per clip, the mean of its steps in the last 10 % minus that in the first 10 %; the mean of these
+    differences over the clips seen in both, and its standard error: the change with the clip mix of the
+    two tenths taken out."""
+    k = max(1, len(values) // 10)
+    first: dict[str, list[float]] = {}
+    last: dict[str, list[float]] = {}
+    for v, key in zip(values[:k], keys[:k], strict=True):
+        first.setdefault(key, []).append(v)
+    for v, key in zip(values[-k:], keys[-k:], strict=True):
+        last.setdefault(key, []).append(v)
+    d = [statistics.mean(last[c]) - statistics.mean(first[c]) for c in first if c in last]
+    se = statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else float("nan")
+    return {"change": statistics.mean(d) if d else float("nan"), "se": se, "clips": len(d)}
+
+
+def within_clip_trend(values: list[float], keys: list[str]) -> dict[str, float]:
+    """Least-squares slope of the reward on the step with one intercept per clip (both centred per clip),
+    times the run's length: the change over the run that the trend within clips gives, and its standard
+    error (from the residuals, steps taken as independent given the trend)."""
+    y, x = np.asarray(values, np.float64), np.arange(len(values), dtype=np.float64)
+    groups = np.unique(np.asarray(keys), return_inverse=True)[1]
+    for g in np.unique(groups):
+        sel = groups == g
+        y[sel] -= y[sel].mean()
+        x[sel] -= x[sel].mean()
+    sxx = float((x * x).sum())
+    slope = float((x * y).sum()) / sxx
+    resid = y - slope * x
+    dof = max(1, len(y) - len(np.unique(groups)) - 1)
+    se = float(np.sqrt((resid * resid).sum() / dof / sxx))
+    n = len(values) - 1
+    return {"change": slope * n, "se": se * n, "steps": len(values)}
 
 
 def as_clip(s: Any) -> dict[str, Any]:
@@ -119,6 +158,8 @@ def main() -> None:
         default=0.04,
         help="GRPOConfig.motion_alpha, in squared fractions of the frame (library default 0.01)",
     )
+    ap.add_argument("--own-noise", action="store_true",
+                    help="shared_noise off: each rollout draws its own starting noise")  # fmt: skip
     ap.add_argument("--eval-clips", type=int, default=8, help="held-out clips of the before/after check")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -159,7 +200,8 @@ def main() -> None:
         "model": {"preset": "tiny", "init": str(student), "vae": str(toy / "vae")},
         "grpo": {"group_size": args.group, "latent_frames": latent, "cache_window": start.config.cache_window,
                  "noise_level": args.noise_level, "kl_beta": args.kl_beta, "clip_range": args.clip_range,
-                 "updates_per_rollout": args.updates_per_rollout, "motion_alpha": args.motion_alpha},
+                 "updates_per_rollout": args.updates_per_rollout, "motion_alpha": args.motion_alpha,
+                 "shared_noise": not args.own_noise},
     })  # fmt: skip
     torch.manual_seed(args.seed)
     stage = GRPOStage(config, pipe, start)
@@ -171,14 +213,19 @@ def main() -> None:
     loader_cfg = config.data.loader.model_copy(update={"batch_size": config.batch_size})
     dataset = ShardedVideoDataset(str(out / "data"), loader_cfg)
 
+    order: list[str] = []  # the clip of each step, in the order the trainer takes them
+
     def batches(epoch: int) -> Iterator[Any]:
         dataset.set_epoch(epoch)
-        return iter(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=0))
+        for raw in torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=0):
+            order.append("|".join(raw["key"]))
+            yield raw
 
     print(f"GRPO from {student}: {args.clips} clips, G = {args.group}, {latent} latent frames, lr {args.lr}, "
           f"noise level {args.noise_level}, clip range {args.clip_range}, KL {args.kl_beta}, "
           f"{args.updates_per_rollout} updates per rollout, {args.minutes} min, reward tracker "
-          f"{args.reward_tracker}", flush=True)  # fmt: skip
+          f"{args.reward_tracker}, {'own' if args.own_noise else 'shared'} starting noise",
+          flush=True)  # fmt: skip
     t0 = time.perf_counter()
     trainer = Trainer(config, stage, batches)
     trainer.run(progress=True)
@@ -198,6 +245,16 @@ def main() -> None:
              "smoothed_first": tenth(smooth, False), "smoothed_last": tenth(smooth, True)}  # fmt: skip
         figures[name] = f
         print(f"  {name:10s} " + " ".join(f"{v:14.4f}" for v in f.values()))
+    keys = order[: len(rows)]
+    figures["clip_order"] = keys
+    motion = [r["grpo/reward_motion"] for r in rows]
+    figures["motion_paired_tenths"] = paired = paired_tenths(motion, keys)
+    figures["motion_within_clip_trend"] = trend = within_clip_trend(motion, keys)
+    print(
+        f"  motion, per clip, last 10 % - first 10 %: {paired['change']:+.4f} +- {paired['se']:.4f} "
+        f"(standard error, {paired['clips']} clips in both)"
+    )
+    print(f"  motion, trend within clips over the run: {trend['change']:+.4f} +- {trend['se']:.4f}")
     for key in ("grpo/kl", "grpo/clip_fraction", "grpo_update1/clip_fraction", "grpo_update1/ratio_max_dev"):
         values = [r[key] for r in rows if key in r]
         if values:

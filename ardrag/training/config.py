@@ -108,6 +108,11 @@ class GRPOConfig(Config):
     cache_window: int = Field(7, ge=1)
     latent_frames: int = Field(21, ge=1, description="latent frames per rollout")
     noise_level: float = Field(0.7, gt=0, description="a in the SDE step's sigma = a sqrt(s / (1 - s))")
+    shared_noise: bool = Field(
+        True,
+        description="a condition's G rollouts start every frame from the same noise (and frame inputs), so "
+        "that they differ only by their SDE steps' noise, the one draw the log-probability covers",
+    )
     clip_range: float = Field(1e-3, gt=0, description="epsilon of the clipped importance ratio")
     kl_beta: float = Field(0.04, ge=0, description="weight of the KL to the starting student")
     updates_per_rollout: int = Field(1, ge=1, description="optimizer steps on the same rollouts")

@@ -3,10 +3,14 @@
 **Rollouts.** For every condition (reference, prompt, trajectories) G rollouts are generated frame by
 frame with the KV cache, as at inference, except for the sampler: every denoising step is the
 deterministic flow ODE step x' = x + (s' - s) v, but in each latent frame exactly one step n^ (drawn per
-frame from the condition's seed, shared by its G rollouts so that they differ only by the noise they
-draw) is the SDE step of Eq. 4. The last step lands on s = 0: the clean frame, which is written into the
-cache. Kept per frame is what training needs: the stochastic step's input and output, its index, the
-frame's condition inputs, the clean frame and the old log-probability; no activations.
+frame from the condition's seed and shared by its G rollouts) is the SDE step of Eq. 4. The last step
+lands on s = 0: the clean frame, which is written into the cache. With ``shared_noise`` (the default) the
+G rollouts also share each frame's starting noise and noise inputs, as DanceGRPO shares its initial
+noise, so that they differ only by the SDE steps' noise: the one draw that the log-probability covers.
+Otherwise every rollout draws its own starting noise too, and reward differences that come from it, which
+no update can credit, add to the advantages' noise. Kept per frame is what training needs: the
+stochastic step's input and output, its index, the frame's condition inputs, the clean frame and the old
+log-probability; no activations.
 
 **SDE step** (Eq. 4 in diffusers' convention: s = t / 1000, s = 1 is noise, v = noise - x_0, so the step
 runs towards smaller s and dt = s' - s < 0):
@@ -118,10 +122,13 @@ def selective_rollout(
     window: int,
     noise_level: float,
     trace: bool = False,
+    sde_rng: SampleRandom | None = None,
 ) -> SelectiveRollout:
     """Generate F latent frames; ``stochastic_steps`` (B, F): rollout i's SDE step in frame m, every
     other step the ODE step. ``None``: the fully deterministic sampler over ``c.frames`` frames
-    (``trace`` records every transition, with each row's kind, for tests)."""
+    (``trace`` records every transition, with each row's kind, for tests). ``rng`` draws each frame's
+    starting noise and inputs, ``sde_rng`` (default ``rng``) the SDE steps' noise."""
+    sde_rng = rng if sde_rng is None else sde_rng
     frames = stochastic_steps.shape[1] if stochastic_steps is not None else c.frames
     cache = model.new_cache(window)
     levels = [t / 1000 for t in timesteps] + [0.0]
@@ -140,7 +147,7 @@ def selective_rollout(
             rows = torch.zeros(b, dtype=torch.bool, device=x.device) if picked is None else picked == n
             if rows.any():
                 mean, std = _sde(x, v, n, levels, timesteps, noise_level)
-                sampled = mean + std * rng.randn(16, 1, h, w, rows=rows.tolist())
+                sampled = mean + std * sde_rng.randn(16, 1, h, w, rows=rows.tolist())
                 sel = rows.view(-1, 1, 1, 1, 1)
                 x_next = torch.where(sel, sampled, x_next)
                 x_in, x_out = torch.where(sel, x, x_in), torch.where(sel, x_next, x_out)
@@ -326,10 +333,16 @@ class GRPOStage(Stage):
 
         g = self.config.grpo
         frames = min(g.latent_frames, c.frames)
-        # per condition, shared by its G rollouts: they differ only by the noise they draw
+        # per condition, shared by its G rollouts
         seeds = [sample_seed(self.config.seed, step, i // g.group_size, 5) for i in c.index]
         steps = stochastic_steps_for(seeds, frames, len(g.timesteps))
-        rollout = selective_rollout(self.policy, c, c.random(self.config.seed, step, 3), steps, **self._kw())
+        rng = c.random(self.config.seed, step, 3)
+        if g.shared_noise:  # starting noise per condition; the SDE noise per rollout
+            shared = [sample_seed(self.config.seed, step, 3, i // g.group_size) for i in c.index]
+            rng, sde_rng = SampleRandom(shared, c.latents.device), c.random(self.config.seed, step, 4)
+        else:
+            sde_rng = rng
+        rollout = selective_rollout(self.policy, c, rng, steps, **self._kw(), sde_rng=sde_rng)
         rewards = self.rewards(c, rollout.clean)
         with torch.no_grad():
             _, ref_means = replay(self.reference, c, rollout, **self._kw())

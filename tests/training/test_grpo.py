@@ -147,3 +147,27 @@ def test_rollout_decoding_matches_the_plain_vae_decode(tiny_models, conditions):
     assert videos.shape == plain.shape == (2, 9, *plain.shape[2:4], 3)
     diff = abs(videos.astype(int) - plain.astype(int))
     assert diff.max() <= 1 and (diff == 0).mean() > 0.99  # float rounding flips at most a unit, rarely
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_groups_rollouts_share_their_starting_noise_and_differ_by_the_sde_noise(
+    tiny_models, tmp_path, shared
+):
+    from training_helpers import procedural_batch, tiny_config
+
+    from ardrag.training.grpo import GRPOStage
+
+    pipe, teacher = tiny_models
+    config = tiny_config("grpo", run_dir=str(tmp_path), grpo={"shared_noise": shared, "latent_frames": 3})
+    stage = GRPOStage(config, pipe, teacher)
+    group = config.grpo.group_size
+    rollout = stage.collect(stage.batch(procedural_batch(), [0, 1]), step=0)["rollout"]
+    for m, f in enumerate(rollout.frames):
+        x_in, x_out = f.x_in.view(2, group, -1), f.x_out.view(2, group, -1)
+        assert (f.step.view(2, group) == f.step.view(2, group)[:, :1]).all()  # one SDE step per condition
+        for cond in range(2):
+            pairs = [(0, j) for j in range(1, group)]
+            assert not any(torch.equal(x_out[cond, i], x_out[cond, j]) for i, j in pairs)  # own SDE noise
+            if m == 0:  # up to frame 0's SDE step: the same start (shared) or each rollout's own
+                same = [torch.equal(x_in[cond, i], x_in[cond, j]) for i, j in pairs]
+                assert all(same) if shared else not any(same)

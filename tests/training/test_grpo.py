@@ -171,3 +171,37 @@ def test_a_groups_rollouts_share_their_starting_noise_and_differ_by_the_sde_nois
             if m == 0:  # up to frame 0's SDE step: the same start (shared) or each rollout's own
                 same = [torch.equal(x_in[cond, i], x_in[cond, j]) for i, j in pairs]
                 assert all(same) if shared else not any(same)
+
+
+def test_three_grpo_steps_raise_a_reward_they_can_raise_and_its_negation_lowers_it(tiny_models, tmp_path):
+    """The whole loop (rollouts, advantages, clipped loss, Trainer, AdamW) with a smooth reward, the mean of
+    each clean frame's first latent channel: the deterministic sampler's frames follow its sign."""
+    from training_helpers import procedural_batch, tiny_config
+
+    from ardrag.training.conditions import SampleRandom, prepare
+    from ardrag.training.grpo import GRPOStage
+    from ardrag.training.trainer import Trainer
+
+    pipe, teacher = tiny_models
+    raw = procedural_batch()
+    levels = {}
+    for sign in (1, -1):
+        config = tiny_config("grpo", run_dir=str(tmp_path / str(sign)), steps=3, optim={"lr": 1e-3},
+                             grpo={"kl_beta": 0.0, "latent_frames": 3})  # fmt: skip
+        c = prepare(pipe, raw, [0, 1], config.data.scale, config.data.max_frames, guided=False)
+        stage = GRPOStage(config, pipe, teacher)
+        stage.rewards = lambda _c, clean, s=sign: {"total": s * clean[:, 0].mean(dim=(-1, -2)).float()}
+
+        def level(policy, c=c, config=config):
+            with torch.no_grad():
+                out = selective_rollout(policy, c, SampleRandom([11, 12], c.latents.device), None,
+                                        timesteps=config.grpo.timesteps, window=config.grpo.cache_window,
+                                        noise_level=config.grpo.noise_level)  # fmt: skip
+            return float(out.clean[:, 0, :3].mean())
+
+        start = level(stage.policy)
+        Trainer(config, stage, lambda _epoch, raw=raw: iter([raw] * 10)).run(progress=False)
+        levels[sign] = (start, level(stage.policy))
+    assert levels[1][0] == levels[-1][0]  # the same start
+    start = levels[1][0]
+    assert levels[1][1] > start + 0.1 and levels[-1][1] < start - 0.1, levels

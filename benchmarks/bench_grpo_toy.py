@@ -138,11 +138,9 @@ def before_after(
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The toy GRPO's settings (shared with ``bench_grpo_signal.py``)."""
     ap.add_argument("--toy", required=True, help="output folder of bench_train_toy.py")
-    ap.add_argument("--out", default="/tmp/bench_grpo_toy")
-    ap.add_argument("--minutes", type=float, default=15.0)
     ap.add_argument("--clips", type=int, default=16, help="the first N of the toy's training clips")
     ap.add_argument("--group", type=int, default=4, help="G, rollouts per condition")
     ap.add_argument("--lr", type=float, default=1e-4)
@@ -160,15 +158,18 @@ def main() -> None:
     )
     ap.add_argument("--own-noise", action="store_true",
                     help="shared_noise off: each rollout draws its own starting noise")  # fmt: skip
-    ap.add_argument("--eval-clips", type=int, default=8, help="held-out clips of the before/after check")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    toy, out = Path(args.toy), Path(args.out)
+
+
+def build(args: argparse.Namespace, out: Path, minutes: float | None = None, eval_clips: int = 0,
+          grpo: dict[str, Any] | None = None) -> argparse.Namespace:  # fmt: skip
+    """The pool's dataset under ``out / "data"``, the toy's models, the GRPO stage (``grpo``: more
+    ``GRPOConfig`` overrides) and the trackers; ``eval_clips`` held-out clips."""
+    toy = Path(args.toy)
     student = toy / "self_rollout" / "student"
     for path in (toy / "figures.json", toy / "vae", student):
         if not path.exists():
-            ap.error(f"{path} is missing: run benchmarks/bench_train_toy.py --out {toy} first")
+            sys.exit(f"{path} is missing: run benchmarks/bench_train_toy.py --out {toy} first")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     toy_figures = json.loads((toy / "figures.json").read_text())
@@ -181,11 +182,10 @@ def main() -> None:
     cfg = toy_bench.procedural(args.clips, targs.seed, targs)
     source = toy_bench.ToySource(cfg, targs.background, toy_bench.sprite_look(targs))
     samples = [toy_bench.shrink(s, size) for s in source.samples()]
-    pool = [as_clip(s) for s in samples]
     shards = ShardConfig(shard_samples=max(1, args.clips // 2), encode=EncodeConfig(threads=1))
     write_dataset(samples, out / "data", cfg, shards=shards, name="procedural", progress=False)
-    targs.eval_clips = args.eval_clips
-    held = toy_bench.eval_clips(targs, size)
+    targs.eval_clips = eval_clips
+    held = toy_bench.eval_clips(targs, size) if eval_clips else []
 
     # models: the toy's encoders, VAE and heatmap spots, its self_rollout student
     pipe = ARDragPipeline.tiny(
@@ -195,13 +195,13 @@ def main() -> None:
     start = CausalARDragTransformer.from_pretrained(str(student)).eval()
     config = resolve_config("grpo", preset="tiny", overrides={
         "run_dir": str(out / "run"), "seed": args.seed, "steps": 100_000, "save_every": 10**8,
-        "keep_checkpoints": 1, "time_limit_minutes": args.minutes, "optim": {"lr": args.lr},
+        "keep_checkpoints": 1, "time_limit_minutes": minutes, "optim": {"lr": args.lr},
         "data": {"root": str(out / "data"), "procedural_clips": 0, "scale": 1.0, "max_frames": frames},
         "model": {"preset": "tiny", "init": str(student), "vae": str(toy / "vae")},
         "grpo": {"group_size": args.group, "latent_frames": latent, "cache_window": start.config.cache_window,
                  "noise_level": args.noise_level, "kl_beta": args.kl_beta, "clip_range": args.clip_range,
                  "updates_per_rollout": args.updates_per_rollout, "motion_alpha": args.motion_alpha,
-                 "shared_noise": not args.own_noise},
+                 "shared_noise": not args.own_noise, **(grpo or {})},
     })  # fmt: skip
     torch.manual_seed(args.seed)
     stage = GRPOStage(config, pipe, start)
@@ -209,9 +209,29 @@ def main() -> None:
     eval_tracker.setup()
     if args.reward_tracker == "toy":
         stage.tracker = toy_bench.UpscaledTracker(eval_tracker)
-    reward_tracker = stage.tracker
     loader_cfg = config.data.loader.model_copy(update={"batch_size": config.batch_size})
     dataset = ShardedVideoDataset(str(out / "data"), loader_cfg)
+    return argparse.Namespace(
+        pipe=pipe, start=start, stage=stage, config=config, pool=[as_clip(x) for x in samples], held=held,
+        dataset=dataset, tracker=eval_tracker, student=student, latent=latent,
+    )  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    ap.add_argument("--out", default="/tmp/bench_grpo_toy")
+    ap.add_argument("--minutes", type=float, default=15.0)
+    ap.add_argument("--eval-clips", type=int, default=8, help="held-out clips of the before/after check")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    built = build(args, out, args.minutes, args.eval_clips)
+    pipe, start, stage, config, dataset = built.pipe, built.start, built.stage, built.config, built.dataset
+    student, latent, pool, held = built.student, built.latent, built.pool, built.held
+    eval_tracker = built.tracker
+    toy = Path(args.toy)
+    reward_tracker = stage.tracker
 
     order: list[str] = []  # the clip of each step, in the order the trainer takes them
 

@@ -158,6 +158,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     )
     ap.add_argument("--own-noise", action="store_true",
                     help="shared_noise off: each rollout draws its own starting noise")  # fmt: skip
+    ap.add_argument("--aesthetic-weight", type=float, default=1.0,
+                    help="its weight in the advantages (0: logged, not trained on)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
 
 
@@ -201,7 +203,8 @@ def build(args: argparse.Namespace, out: Path, minutes: float | None = None, eva
         "grpo": {"group_size": args.group, "latent_frames": latent, "cache_window": start.config.cache_window,
                  "noise_level": args.noise_level, "kl_beta": args.kl_beta, "clip_range": args.clip_range,
                  "updates_per_rollout": args.updates_per_rollout, "motion_alpha": args.motion_alpha,
-                 "shared_noise": not args.own_noise, **(grpo or {})},
+                 "shared_noise": not args.own_noise,
+                 "reward_weights": {"aesthetic": args.aesthetic_weight, "motion": 1.0}, **(grpo or {})},
     })  # fmt: skip
     torch.manual_seed(args.seed)
     stage = GRPOStage(config, pipe, start)
@@ -244,7 +247,8 @@ def main() -> None:
     print(f"GRPO from {student}: {args.clips} clips, G = {args.group}, {latent} latent frames, lr {args.lr}, "
           f"noise level {args.noise_level}, clip range {args.clip_range}, KL {args.kl_beta}, "
           f"{args.updates_per_rollout} updates per rollout, {args.minutes} min, reward tracker "
-          f"{args.reward_tracker}, {'own' if args.own_noise else 'shared'} starting noise",
+          f"{args.reward_tracker}, {'own' if args.own_noise else 'shared'} starting noise, aesthetic weight "
+          f"{args.aesthetic_weight}",
           flush=True)  # fmt: skip
     t0 = time.perf_counter()
     trainer = Trainer(config, stage, batches)

@@ -19,8 +19,9 @@ gradient's noise, its step size, and whether the reward can be raised at all. Th
    reward). eta is a Euclidean distance in weight space (``|theta|`` is printed for scale).
 
 Rewards (--rewards): ``motion`` (the toy's: its tracker, ``--motion-alpha``) and ``brightness``, a
-control defined here: each frame's mean intensity in [0, 1]. It is a smooth function of the frames, so its
-gradient shows what a learnable reward looks like through the same machinery.
+control (``bench_grpo_toy.brightness_reward``): each frame's mean intensity in [0, 1]. It is a smooth
+function of the frames, so its gradient shows what a learnable reward looks like through the same
+machinery.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_grpo_signal.py --toy /tmp/toy [--clips 4 --group 8
         --groups 8 --rewards motion brightness --noise-level 0.7]
@@ -42,15 +43,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_grpo_toy  # noqa: E402
 
-from ardrag.rewards import register  # noqa: E402
 from ardrag.training.conditions import SampleRandom, prepare, sample_seed  # noqa: E402
 from ardrag.training.grpo import repeat_conditions, selective_rollout  # noqa: E402
-
-
-@register("brightness")
-def brightness_reward(video: np.ndarray, **_: Any) -> np.ndarray:
-    """Each frame's mean intensity in [0, 1] (a control reward for this benchmark only)."""
-    return video.reshape(len(video), -1).mean(1) / 255.0
 
 
 def flat_gradient(params: list[torch.Tensor]) -> torch.Tensor:

@@ -62,7 +62,7 @@ from ardrag.data.loader import ShardedVideoDataset  # noqa: E402
 from ardrag.data.trackers import get_tracker  # noqa: E402
 from ardrag.model.pipeline import ARDragPipeline  # noqa: E402
 from ardrag.model.transformer_ardrag import CausalARDragTransformer  # noqa: E402
-from ardrag.rewards import latent_frame_rewards, motion_reward  # noqa: E402
+from ardrag.rewards import latent_frame_rewards, motion_reward, register  # noqa: E402
 from ardrag.training.grpo import GRPOStage, debiased_ema, plot_rewards  # noqa: E402
 from ardrag.training.run import export_model, resolve_config  # noqa: E402
 from ardrag.training.trainer import Trainer  # noqa: E402
@@ -160,7 +160,15 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="shared_noise off: each rollout draws its own starting noise")  # fmt: skip
     ap.add_argument("--aesthetic-weight", type=float, default=1.0,
                     help="its weight in the advantages (0: logged, not trained on)")  # fmt: skip
+    ap.add_argument("--brightness", action="store_true",
+                    help="train on the control reward alone (motion, aesthetic logged only)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
+
+
+@register("brightness")
+def brightness_reward(video: np.ndarray, **_: Any) -> np.ndarray:
+    """Each frame's mean intensity in [0, 1]: a control reward of these benchmarks, smooth in the frames."""
+    return video.reshape(len(video), -1).mean(1) / 255.0
 
 
 def build(args: argparse.Namespace, out: Path, minutes: float | None = None, eval_clips: int = 0,
@@ -195,6 +203,9 @@ def build(args: argparse.Namespace, out: Path, minutes: float | None = None, eva
     )
     pipe.wan.vae = AutoencoderKLWan.from_pretrained(str(toy / "vae")).eval()
     start = CausalARDragTransformer.from_pretrained(str(student)).eval()
+    weights = {"aesthetic": args.aesthetic_weight, "motion": 1.0}
+    if args.brightness:
+        weights = {"aesthetic": 0.0, "motion": 0.0, "brightness": 1.0}
     config = resolve_config("grpo", preset="tiny", overrides={
         "run_dir": str(out / "run"), "seed": args.seed, "steps": 100_000, "save_every": 10**8,
         "keep_checkpoints": 1, "time_limit_minutes": minutes, "optim": {"lr": args.lr},
@@ -204,7 +215,7 @@ def build(args: argparse.Namespace, out: Path, minutes: float | None = None, eva
                  "noise_level": args.noise_level, "kl_beta": args.kl_beta, "clip_range": args.clip_range,
                  "updates_per_rollout": args.updates_per_rollout, "motion_alpha": args.motion_alpha,
                  "shared_noise": not args.own_noise,
-                 "reward_weights": {"aesthetic": args.aesthetic_weight, "motion": 1.0}, **(grpo or {})},
+                 "reward_weights": weights, **(grpo or {})},
     })  # fmt: skip
     torch.manual_seed(args.seed)
     stage = GRPOStage(config, pipe, start)
@@ -248,7 +259,7 @@ def main() -> None:
           f"noise level {args.noise_level}, clip range {args.clip_range}, KL {args.kl_beta}, "
           f"{args.updates_per_rollout} updates per rollout, {args.minutes} min, reward tracker "
           f"{args.reward_tracker}, {'own' if args.own_noise else 'shared'} starting noise, aesthetic weight "
-          f"{args.aesthetic_weight}",
+          f"{args.aesthetic_weight}{', trained on brightness' if args.brightness else ''}",
           flush=True)  # fmt: skip
     t0 = time.perf_counter()
     trainer = Trainer(config, stage, batches)
@@ -262,7 +273,9 @@ def main() -> None:
     print(f"\n{len(rows)} steps in {seconds / 60:.1f} min ({seconds / max(1, len(rows)):.1f} s/step)")
     head = ["first 10 %", "last 10 %", "smoothed first", "smoothed last"]
     print(f"  {'reward':10s} " + " ".join(f"{h:>14s}" for h in head))
-    for name in ("motion", "aesthetic", "total"):
+    for name in ("motion", "aesthetic", "brightness", "total"):
+        if f"grpo/reward_{name}" not in rows[0]:
+            continue
         raw = [r[f"grpo/reward_{name}"] for r in rows]
         smooth = debiased_ema(raw, config.grpo.smoothing)
         f = {"first": tenth(raw, False), "last": tenth(raw, True),

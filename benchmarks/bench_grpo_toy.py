@@ -143,6 +143,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--toy", required=True, help="output folder of bench_train_toy.py")
     ap.add_argument("--clips", type=int, default=16, help="the first N of the toy's training clips")
     ap.add_argument("--group", type=int, default=4, help="G, rollouts per condition")
+    ap.add_argument("--batch", type=int, default=1, help="conditions (clips) per step")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--noise-level", type=float, default=0.7)
     ap.add_argument("--clip-range", type=float, default=1e-3, help="epsilon of the clipped ratio")
@@ -207,8 +208,8 @@ def build(args: argparse.Namespace, out: Path, minutes: float | None = None, eva
     if args.brightness:
         weights = {"aesthetic": 0.0, "motion": 0.0, "brightness": 1.0}
     config = resolve_config("grpo", preset="tiny", overrides={
-        "run_dir": str(out / "run"), "seed": args.seed, "steps": 100_000, "save_every": 10**8,
-        "keep_checkpoints": 1, "time_limit_minutes": minutes, "optim": {"lr": args.lr},
+        "run_dir": str(out / "run"), "seed": args.seed, "batch_size": args.batch, "steps": 100_000,
+        "save_every": 10**8, "keep_checkpoints": 1, "time_limit_minutes": minutes, "optim": {"lr": args.lr},
         "data": {"root": str(out / "data"), "procedural_clips": 0, "scale": 1.0, "max_frames": frames},
         "model": {"preset": "tiny", "init": str(student), "vae": str(toy / "vae")},
         "grpo": {"group_size": args.group, "latent_frames": latent, "cache_window": start.config.cache_window,
@@ -252,7 +253,7 @@ def main() -> None:
     def batches(epoch: int) -> Iterator[Any]:
         dataset.set_epoch(epoch)
         for raw in torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=0):
-            order.append("|".join(raw["key"]))
+            order.append("|".join(sorted(raw["key"])))
             yield raw
 
     print(f"GRPO from {student}: {args.clips} clips, G = {args.group}, {latent} latent frames, lr {args.lr}, "

@@ -285,14 +285,13 @@ def main() -> None:
         print(f"  {name:10s} " + " ".join(f"{v:14.4f}" for v in f.values()))
     keys = order[: len(rows)]
     figures["clip_order"] = keys
-    motion = [r["grpo/reward_motion"] for r in rows]
-    figures["motion_paired_tenths"] = paired = paired_tenths(motion, keys)
-    figures["motion_within_clip_trend"] = trend = within_clip_trend(motion, keys)
-    print(
-        f"  motion, per clip, last 10 % - first 10 %: {paired['change']:+.4f} +- {paired['se']:.4f} "
-        f"(standard error, {paired['clips']} clips in both)"
-    )
-    print(f"  motion, trend within clips over the run: {trend['change']:+.4f} +- {trend['se']:.4f}")
+    for name in [n for n in ("motion", "brightness") if f"grpo/reward_{n}" in rows[0]]:
+        values = [r[f"grpo/reward_{name}"] for r in rows]
+        figures[f"{name}_paired_tenths"] = paired = paired_tenths(values, keys)
+        figures[f"{name}_within_clip_trend"] = trend = within_clip_trend(values, keys)
+        print(f"  {name}, per clip, last 10 % - first 10 %: {paired['change']:+.4f} +- {paired['se']:.4f} "
+              f"(standard error, {paired['clips']} clips in both)")  # fmt: skip
+        print(f"  {name}, trend within clips over the run: {trend['change']:+.4f} +- {trend['se']:.4f}")
     for key in ("grpo/kl", "grpo/clip_fraction", "grpo_update1/clip_fraction", "grpo_update1/ratio_max_dev"):
         values = [r[key] for r in rows if key in r]
         if values:

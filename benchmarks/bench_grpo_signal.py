@@ -12,7 +12,9 @@ gradient's noise, its step size, and whether the reward can be raised at all. Th
    agree (cosine near 1) when the signal dominates, and are orthogonal (near 0) when the noise does. With
    cosine c for halves of n rollouts, the signal's share gives the rollouts needed for c = 0.5 (signal
    and noise equal in one estimate) as n (1 - c) / c.
-3. **Line check.** The mean reward on the pool, with N fixed seeds per clip (common random numbers), of
+3. **Line check.** The mean reward of latent frames 1.. on the pool (frame 0 is the reference image: its
+   motion reward is constant; its brightness does take part in that reward's gradient), with N fixed
+   seeds per clip (common random numbers), of
    the deterministic sampler and of the selective SDE sampler, after moving the weights by eta times the
    unit vector of the mean gradient: along the GRPO step (-gradient of the loss, the ascent direction),
    against it, and along a random direction (the control: how much any move of that size changes the
@@ -100,6 +102,8 @@ def main() -> None:
         "--rewards", nargs="+", default=["motion", "brightness"], choices=("motion", "brightness")
     )
     args = ap.parse_args()
+    if args.batch != 1:
+        ap.error(f"--batch {args.batch}: this benchmark takes one clip per group; expected --batch 1")
     torch.set_num_threads(1)
     out = Path(args.out)
     figures: dict[str, Any] = {"args": vars(args)}

@@ -29,11 +29,13 @@ student does not fit, and it cannot take the toy's heatmap spot size.
   (TensorBoard's debiased EMA, the curves of ``rewards.png``), the KL to the starting student and the clip
   fraction. Since a step's reward depends mostly on which clip it drew, two figures take the clip out: per
   clip, its last-tenth mean minus its first-tenth mean, averaged over the clips (with its standard error);
-  and the trend within clips over the whole run (least squares with one intercept per clip). The clip of
-  each step is recorded as the trainer takes it (``clip_order`` in figures.json). Then a seeded before/after
-  check: the starting student and the final policy generate (``StreamSession``, 3 steps, same seeds) each
-  clip of the pool and the toy's held-out clips; their mean motion reward and tracking error
-  (``bench_train_toy``'s measure) are compared.
+  and the trend within clips over the whole run (least squares with one intercept per clip; the change
+  it gives spans the whole run, while the tenths' means lie 0.9 of a run apart). The clip of each step
+  is recorded as the trainer takes it (``clip_order`` in figures.json); with --batch > 1 a step's "clip"
+  is its set of clips, so these figures mean something only when sets recur (e.g. --batch = --clips).
+  Then a seeded before/after check: the starting student and the final policy generate (``StreamSession``,
+  3 steps, same seeds) each clip of the pool and the toy's held-out clips; their mean motion reward and
+  tracking error (``bench_train_toy``'s measure) are compared.
 
 Writes ``figures.json`` and copies ``rewards.png`` to --out.
 
@@ -104,6 +106,8 @@ def within_clip_trend(values: list[float], keys: list[str]) -> dict[str, float]:
         y[sel] -= y[sel].mean()
         x[sel] -= x[sel].mean()
     sxx = float((x * x).sum())
+    if sxx == 0:  # no clip drawn twice
+        return {"change": float("nan"), "se": float("nan"), "steps": len(values)}
     slope = float((x * y).sum()) / sxx
     resid = y - slope * x
     dof = max(1, len(y) - len(np.unique(groups)) - 1)

@@ -171,6 +171,12 @@ def test_a_groups_rollouts_share_their_starting_noise_and_differ_by_the_sde_nois
             if m == 0:  # up to frame 0's SDE step: the same start (shared) or each rollout's own
                 same = [torch.equal(x_in[cond, i], x_in[cond, j]) for i, j in pairs]
                 assert all(same) if shared else not any(same)
+            else:  # the noise inputs of later frames: shared, or each rollout's own
+                inputs = (f.cond.view(2, group, -1), f.clip.view(2, group, -1))
+                same = [torch.equal(t[cond, i], t[cond, j]) for t in inputs for i, j in pairs]
+                assert all(same) if shared else not any(same)
+        if m > 0:  # the two conditions never share their noise inputs
+            assert not torch.equal(f.cond.view(2, group, -1)[0, 0], f.cond.view(2, group, -1)[1, 0])
 
 
 def test_three_grpo_steps_raise_a_reward_they_can_raise_and_its_negation_lowers_it(tiny_models, tmp_path):

@@ -336,12 +336,11 @@ class GRPOStage(Stage):
         # per condition, shared by its G rollouts
         seeds = [sample_seed(self.config.seed, step, i // g.group_size, 5) for i in c.index]
         steps = stochastic_steps_for(seeds, frames, len(g.timesteps))
-        rng = c.random(self.config.seed, step, 3)
         if g.shared_noise:  # starting noise per condition; the SDE noise per rollout
             shared = [sample_seed(self.config.seed, step, 3, i // g.group_size) for i in c.index]
             rng, sde_rng = SampleRandom(shared, c.latents.device), c.random(self.config.seed, step, 4)
         else:
-            sde_rng = rng
+            rng = sde_rng = c.random(self.config.seed, step, 3)
         rollout = selective_rollout(self.policy, c, rng, steps, **self._kw(), sde_rng=sde_rng)
         rewards = self.rewards(c, rollout.clean)
         with torch.no_grad():

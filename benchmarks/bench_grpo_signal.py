@@ -92,7 +92,7 @@ def line_reward(built: Any, conds: list[Any], seeds: int, seed: int, stochastic:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     bench_grpo_toy.add_arguments(ap)
-    ap.set_defaults(clips=4, group=8)
+    ap.set_defaults(clips=4, group=8, batch=1)
     ap.add_argument("--out", default="/tmp/bench_grpo_signal")
     ap.add_argument("--groups", type=int, default=8, help="groups of G rollouts per clip")
     ap.add_argument("--splits", type=int, default=20)

@@ -22,11 +22,12 @@ student does not fit, and it cannot take the toy's heatmap spot size.
   beauty). With --reward-tracker toy (the default) the motion reward's tracker is the evaluation's:
   ``bench_train_toy.TRACKER``'s settings, on the frames upscaled to about 320 px wide
   (``bench_train_toy.UpscaledTracker``; the opencv defaults lose nearly every point on the toy VAE's blurry
-  frames); ``GRPOConfig.tracker`` takes only a name. --aesthetic-weight 0 keeps the random head's
-  score out of the advantages (it is still logged): in frame 0, where the motion reward is constant, the
-  per-frame normalisation would otherwise turn its tiny differences into unit advantages. --brightness
-  trains on a control reward instead, each frame's mean intensity (``brightness_reward``), which is smooth
-  in the frames and rises within minutes: it shows what the loop does with a learnable reward.
+  frames); ``GRPOConfig.tracker`` takes only a name. --aesthetic-weight 0 (the default) keeps the random
+  head's score out of the advantages (it is still logged): in frame 0, where the motion reward is
+  constant, the per-frame normalisation would otherwise turn its tiny differences into unit advantages.
+  --brightness trains on a control reward instead, each frame's mean intensity (``brightness_reward``),
+  which is smooth in the frames and rises within minutes: it shows what the loop does with a learnable
+  reward.
 - **Figures** from the run's ``losses.jsonl``: the motion and aesthetic rewards (means over the G rollouts and
   the latent frames of each step) averaged over the first and the last 10 % of the steps, raw and EMA-smoothed
   (TensorBoard's debiased EMA, the curves of ``rewards.png``), the KL to the starting student and the clip

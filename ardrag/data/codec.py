@@ -1,16 +1,27 @@
 """Video bytes: H.264 mp4 encoding (PyAV), and one decoder interface with decord (default) and PyAV.
 
 Clips are stored as constant-frame-rate H.264 in mp4, yuv420p (plays in browsers, which Label Studio
-needs). The encoder's thread count is fixed in the config so that the same frames give
-the same bytes on any machine (x264's output depends on its thread count), which keeps dataset
-versions (content hashes of shards) reproducible.
+needs). The same frames and settings give the same bytes, which keeps dataset versions (content hashes
+of shards) reproducible:
+
+* the encoder's thread count is a setting (``threads``), never the machine's core count: x264's output
+  depends on its thread count, and with a fixed count it is deterministic;
+* x264's AVX-512 code is turned off. With it, x264 (the build in PyAV 18's wheel) reads memory it has not
+  written when the frame width is not a multiple of 64 (480, 400 and 368 px buckets): encoding the same
+  frames twice in one process gave different bytes, and decoded pixels up to 32 levels apart. Without
+  AVX-512 (AVX2 and below stay on) ten encodes of each bucket size gave one result, at the same speed.
+  :func:`x264_cpu_flags` reads the CPU's flags (Linux, x86-64) and passes x264 the ones it uses, less
+  AVX-512; elsewhere x264 detects the CPU itself.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
+import platform
 from fractions import Fraction
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -26,6 +37,41 @@ class EncodeConfig(Config):
     crf: int = Field(default=16, ge=0, le=51, description="x264 constant rate factor: lower is better")
     preset: str = Field(default="medium", description="x264 speed/size preset")
     threads: int = Field(default=2, ge=1, le=64, description="fixed for byte-reproducible output")
+
+
+# x264's names of the x86 instruction sets it uses, with the /proc/cpuinfo flag that says the CPU has each
+# ("abm" is how Linux names LZCNT). AVX-512 is left out on purpose (see the module docstring).
+_X264_X86 = (
+    ("MMX2", "sse"),
+    ("SSE", "sse"),
+    ("SSE2", "sse2"),
+    ("SSE3", "pni"),
+    ("SSSE3", "ssse3"),
+    ("SSE4.1", "sse4_1"),
+    ("SSE4.2", "sse4_2"),
+    ("AVX", "avx"),
+    ("FMA3", "fma"),
+    ("BMI1", "bmi1"),
+    ("BMI2", "bmi2"),
+    ("AVX2", "avx2"),
+    ("LZCNT", "abm"),
+)
+
+
+@functools.cache
+def x264_cpu_flags() -> str | None:
+    """x264's ``asm`` setting: the CPU's instruction sets less AVX-512, comma-separated; None where the
+    CPU's flags cannot be read (not Linux on x86-64), leaving x264 to detect them."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    have = set(line.partition(":")[2].split())
+    names = [name for name, flag in _X264_X86 if flag in have]
+    return ",".join(names) if names else None
 
 
 def encode_mp4(video: np.ndarray, fps: float, config: EncodeConfig | None = None) -> bytes:
@@ -45,7 +91,10 @@ def encode_mp4(video: np.ndarray, fps: float, config: EncodeConfig | None = None
         stream.width, stream.height = w, h
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = cfg.threads
-        stream.options = {"crf": str(cfg.crf), "preset": cfg.preset}
+        options = {"crf": str(cfg.crf), "preset": cfg.preset}
+        if (flags := x264_cpu_flags()) is not None:
+            options["x264-params"] = f"asm={flags}"
+        stream.options = options
         for i in range(t):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(video[i]), format="rgb24")
             frame.pts = i

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 from annotation.settings import AnnotationSettings, credentials
@@ -142,4 +142,6 @@ def labeling_config(interface: str) -> str:
     """The XML of a labeling interface shipped in ``annotation/interfaces/``."""
     if interface not in INTERFACES:
         raise ValueError(f"labeling interface {interface!r} is unknown; expected one of {INTERFACES}")
-    return (resources.files("annotation") / "interfaces" / f"{interface}.xml").read_text(encoding="utf-8")
+    # beside this module: resources.files("annotation") can resolve to the tests' folder of the same name
+    # (a namespace package) when a test module is run on its own
+    return (Path(__file__).resolve().parent / "interfaces" / f"{interface}.xml").read_text(encoding="utf-8")

@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ardrag.data.codec import encode_mp4
-from ardrag.data.overlay import draw_tracks
+from ardrag.data.overlay import overlay_mp4
 from ardrag.data.sample import Sample
 from ardrag.fsutil import atomic_write
 
@@ -29,4 +28,4 @@ def write_media(directory: str | os.PathLike[str], name: str, data: bytes) -> Pa
 
 
 def preview_bytes(sample: Sample) -> bytes:
-    return encode_mp4(draw_tracks(sample.video, sample.tracks, sample.visible), sample.fps)
+    return overlay_mp4(sample)

@@ -29,7 +29,7 @@ from annotation.settings import AnnotationSettings
 from ardrag.curation.pipeline import shard_accepted
 from ardrag.curation.store import CurationStore
 from ardrag.data.codec import get_decoder
-from ardrag.data.sample import AnnotationInfo, Provenance
+from ardrag.data.sample import AnnotationInfo, PromptInfo, Provenance
 from ardrag.data.shards import read_sample_file, revise_members, sample_file_bytes
 from ardrag.fsutil import atomic_write
 
@@ -69,8 +69,10 @@ def accept(store: CurationStore, key: str, decision: Decision, status: str, anno
     if decision.prompt is not None:
         changes["prompt"] = decision.prompt
     provenance = Provenance.model_validate(json.loads(members["json"])["provenance"])
-    annotation = AnnotationInfo(status=status, annotator=annotator, time=time)
-    changes["provenance"] = provenance.model_copy(update={"annotation": annotation})
+    update: dict[str, Any] = {"annotation": AnnotationInfo(status=status, annotator=annotator, time=time)}
+    if decision.prompt is not None:
+        update["prompt"] = PromptInfo(source="person", detail=annotator)
+    changes["provenance"] = provenance.model_copy(update=update)
     _, revised = revise_members(key, members, get_decoder("pyav"), **changes)
     data = sample_file_bytes(key, revised)
     atomic_write(store.reviewed_sample_path(key), data)
@@ -149,6 +151,8 @@ def _review(
     note = ""
     try:
         decision = decide(interface, _get(annotation, "result") or [], data)
+        if decision.verdict != "reject" and not (decision.prompt or data.get("prompt") or "").strip():
+            raise AnnotationInvalid(["the clip has no prompt: write one in the prompt box, then submit"])
     except AnnotationInvalid as err:
         review.update(state="invalid", problems=err.problems)
         note = f"ardrag could not use annotation {_get(annotation, 'id')}: {err}. Fix it and update."

@@ -34,6 +34,13 @@ log = logging.getLogger(__name__)
 INTERFACE_OF = {"awaiting_verification": "verify", "awaiting_annotation": "annotate"}
 
 
+def routing_note(decision: dict[str, Any]) -> str:
+    """What sent the clip to a person, as one line: the rule, its measured value and the threshold."""
+    if "value" not in decision:
+        return decision.get("reason", "")
+    return f"{decision['reason']}: measured {decision['value']:g}, threshold {decision['threshold']:g}"
+
+
 def dataset_name(store_dir: str | os.PathLike[str]) -> str:
     """A name for the dataset's projects and media folder: the curation folder's name."""
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(store_dir).resolve().name).strip("-")
@@ -76,6 +83,8 @@ def make_task(
         "height": h,
         "num_points": meta["num_points"],
         "reason": clip.get("reason"),
+        "routing": routing_note(clip.get("decision") or {}),
+        "prompt_source": (meta["provenance"].get("prompt") or {}).get("source", "none"),
         "review_note": "",
         ("preview" if interface == "verify" else "video"): f"/data/local-files/?d={relative / name}",
     }

@@ -100,7 +100,9 @@ DEMO: dict[str, Any] = {
     "curation": {
         "source": "procedural",
         "preset": "tiny",
-        "source_config": {"num_clips": 24},
+        # half the clips have a sprite that bursts at 24-32 px a frame, past what routing leaves to a
+        # quick check (20 px a frame, calibrated on real footage): those wait for a person
+        "source_config": {"num_clips": 24, "fast_prob": 0.5, "min_fast_speed": 24.0, "max_fast_speed": 32.0},
         "config": {"auto_accept": True},  # easy clips accepted by rule (labelled auto-accept)
     },
     "train": {"save_every": 50, "log_every": 1},

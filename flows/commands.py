@@ -20,25 +20,39 @@ def _local_api_defaults() -> None:
 
 def _curate(args: argparse.Namespace) -> int:
     _local_api_defaults()
-    from ardrag.config import build_config, load_config
-    from ardrag.curation.pipeline import CurationConfig, source_overrides
+    from ardrag.config import build_config
+    from ardrag.curation.pipeline import CurationConfig, load_curation_file, source_overrides
+    from ardrag.data.sources import build_source
     from ardrag.presets import preset
     from flows.curate import run
 
     source_config: dict[str, Any] = {}
     if args.preset:
         source_config.update(preset(args.source, args.preset))
+    if args.config:
+        config, from_file = load_curation_file(args.config)
+        source_config.update(from_file)
+    else:
+        config = build_config(CurationConfig, {})
     source_config.update(source_overrides(args.source, input=args.input, num=args.num, seed=args.seed))
-    config = load_config(CurationConfig, args.config) if args.config else build_config(CurationConfig, {})
+    origin = f"the {args.source} source's settings ({args.config}, source:)" if args.config else None
+    build_source(args.source, source_config, origin)  # every setting checked before Prefect starts
     if args.auto_accept:
         config = config.model_copy(update={"auto_accept": True})
-    summary = run(args.source, source_config, args.out, config.to_dict(), runner=args.runner)
+    summary = run(
+        args.source, source_config, args.out, config.to_dict(), runner=args.runner, previews=args.previews
+    )
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"{summary['inputs']} inputs, {summary['clips']} clips curated into {args.out}")
-        for group in ("states", "reasons", "buckets"):
-            print(f"  {group}: " + ", ".join(f"{k} {v}" for k, v in summary[group].items()))
+        for group in ("states", "reasons", "buckets", "skipped_reasons"):
+            print(
+                f"  {group.replace('_reasons', '')}: "
+                + ", ".join(f"{k} {v}" for k, v in summary[group].items())
+            )
+        if args.previews:
+            print(f"  previews: {args.out}/previews/ (linked from the Prefect artifact 'curation-previews')")
     return 0 if not summary["inputs_missing"] else 1
 
 
@@ -50,7 +64,12 @@ def register_curate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="base seed (procedural)")
     p.add_argument("--preset", help="named source preset (ardrag.presets), e.g. tiny")
     p.add_argument("--out", required=True, help="curation output directory")
-    p.add_argument("--config", help="YAML file parsed into CurationConfig")
+    p.add_argument(
+        "--config", help="YAML file: CurationConfig fields, and the source's settings under 'source:'"
+    )
+    p.add_argument(
+        "--previews", action="store_true", help="write previews/<clip>.mp4 with the control points"
+    )
     p.add_argument("--runner", default=os.environ.get("ARDRAG_RUNNER", "local"), choices=["local", "dask"])
     p.add_argument("--auto-accept", action="store_true", help="accept easy clips without a person (labelled)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -24,7 +24,12 @@ import json
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.concurrency.sync import concurrency
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -63,8 +68,10 @@ TASK_OPTIONS: dict[str, Any] = {
 
 
 @task(name="list-inputs", **TASK_OPTIONS)
-def list_inputs(source: str, source_config: dict[str, Any]) -> list[dict[str, Any]]:
-    return [i.__dict__ for i in _source(source, json.dumps(source_config, sort_keys=True)).inputs()]
+def list_inputs(source: str, source_config: dict[str, Any], out: str) -> list[dict[str, Any]]:
+    """Clean up after killed runs, list the inputs, record the skipped files (``pipeline.start_run``)."""
+    src = _source(source, json.dumps(source_config, sort_keys=True))
+    return [i.__dict__ for i in pipeline.start_run(src, CurationStore(out))]
 
 
 @task(name="extract-clips", **TASK_OPTIONS)
@@ -92,20 +99,51 @@ def shard_accepted(out: str, config: dict[str, Any], items: list[dict[str, Any]]
     return {k: manifest[k] for k in ("version", "samples", "buckets")}
 
 
+@task(name="write-previews", **TASK_OPTIONS)
+def write_previews(out: str, items: list[dict[str, Any]]) -> list[str]:
+    return pipeline.write_previews(CurationStore(out), [SourceInput(**i) for i in items])
+
+
 @task(name="summarize", **TASK_OPTIONS)
-def summarize(out: str, items: list[dict[str, Any]], failed: dict[str, str]) -> dict[str, Any]:
+def summarize(
+    out: str, items: list[dict[str, Any]], failed: dict[str, str], previews: list[str] | None = None
+) -> dict[str, Any]:
     store = CurationStore(out)
     summary = store.summary([SourceInput(**i) for i in items], failed)
     store.write_summary(summary)
     rows = [{"kind": "state", "name": k, "count": v} for k, v in summary["states"].items()]
     rows += [{"kind": "reason", "name": k, "count": v} for k, v in summary["reasons"].items()]
     rows += [{"kind": "accepted in bucket", "name": k, "count": v} for k, v in summary["buckets"].items()]
+    rows += [{"kind": "skipped file", "name": k, "count": v} for k, v in summary["skipped_reasons"].items()]
     create_table_artifact(
         key="curation-summary",
         table=rows,
         description=f"{summary['inputs']} inputs, {summary['clips']} clips in {out}",
     )
+    if previews is not None:
+        create_markdown_artifact(key="curation-previews", markdown=previews_markdown(store, previews))
     return summary
+
+
+def previews_markdown(store: CurationStore, keys: list[str]) -> str:
+    """A table of the clips with their state, reason and a link to each preview (file URLs: the
+    curation folder is on the machine that ran the flow)."""
+    rows = {c["key"]: c for r in store.records() for c in r["clips"]}
+    lines = [
+        f"# Previews: {len(keys)} clips in {store.root.resolve()}",
+        "",
+        "| clip | state | reason | measured | preview |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for key in keys:
+        c = rows.get(key, {})
+        d = c.get("decision") or {}
+        measured = f"{d['value']:g} (threshold {d['threshold']:g})" if "value" in d else ""
+        url = store.preview_path(key).resolve().as_uri()
+        lines.append(
+            f"| {key} | {c.get('state', '')} | {c.get('reason', '')} | {measured} | [{key}.mp4]({url}) |"
+        )
+    return "\n".join(lines)
 
 
 @flow(name="curate", task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -116,10 +154,12 @@ def curate(
     config: dict[str, Any] | None = None,
     gpu_slots: int = 1,
     announce: bool = True,
+    previews: bool = False,
 ) -> dict[str, Any]:
     """Curate every input of ``source`` into ``out``; returns the summary (also ``out/summary.json``).
     ``announce``: emit ``ardrag.dataset.version.created`` when the dataset's version changed (the retrain
-    flow turns it off and announces the version itself)."""
+    flow turns it off and announces the version itself). ``previews``: write ``previews/<clip>.mp4`` (the
+    clip with its control points drawn) and a markdown artifact that links them."""
     logger = get_run_logger()
     cfg = CurationConfig.model_validate(config or {})
     store = CurationStore(out)
@@ -131,7 +171,7 @@ def curate(
         with get_client(sync_client=True) as client:
             client.upsert_global_concurrency_limit_by_name(GPU_LIMIT, gpu_slots)
 
-    items = list_inputs(source, source_config)
+    items = list_inputs(source, source_config, out)
     todo = [i for i in items if store.done(SourceInput(**i), digest) is None]
     logger.info("%d inputs: %d already done, %d to process", len(items), len(items) - len(todo), len(todo))
     progress = create_progress_artifact(0.0, description=f"curating {len(todo)} inputs into {out}")
@@ -165,7 +205,8 @@ def curate(
     dataset = shard_accepted(out, cfg_dict, items)
     if announce and dataset["version"] != before:
         emit_dataset_version(store.root / "dataset", dataset, producer="curate")
-    summary = summarize(out, items, failed)
+    shown = write_previews(out, items) if previews else None
+    summary = summarize(out, items, failed, shown)
     summary["dataset"] = dataset
     logger.info(
         "states %s; reasons %s; accepted per bucket %s",
@@ -195,9 +236,10 @@ def run(
     config: dict[str, Any] | None = None,
     runner: str = "local",
     workers: int = 2,
+    previews: bool = False,
 ) -> dict[str, Any]:
     """Run the flow with the chosen task runner (on the API named by PREFECT_API_URL, else a temporary
     local one)."""
     return curate.with_options(task_runner=task_runner(runner, workers))(
-        source, source_config, str(out), config, gpu_slots=1
+        source, source_config, str(out), config, gpu_slots=1, previews=previews
     )

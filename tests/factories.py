@@ -44,3 +44,9 @@ def make_sample(
         prompt=prompt,
         provenance=Provenance(source=SourceInfo(kind="test", params={"seed": seed}, seed=seed)),
     ).with_hashes()
+
+
+# Procedural settings whose clips include hard cases for the annotation tests: a sprite that bursts at
+# 24-32 px a frame in most clips, past what routing leaves to a quick check (``hard_speed_px``, 20).
+# (The generator's default bursts, 10-18 px a frame, are tracked well enough to be verified.)
+HARD_CASES = {"fast_prob": 0.8, "min_fast_speed": 24.0, "max_fast_speed": 32.0}

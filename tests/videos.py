@@ -22,6 +22,8 @@ import av
 import cv2
 import numpy as np
 
+from ardrag.data.codec import x264_cpu_flags
+
 RED = (230, 30, 30)
 GREEN = (30, 210, 30)
 VFR_PATTERN = (1.0, 0.5, 1.5, 1.0, 2.0, 0.5, 0.5, 1.0)  # frame intervals, in units of 1 / fps
@@ -141,8 +143,13 @@ def write_video(
         rate = Fraction(fps).limit_denominator(1001)
         time_base = Fraction(1, 1000) if vfr else 1 / rate
         stream.codec_context.time_base = time_base
-        if codec == "libx264":
-            stream.options = {"preset": "ultrafast", "crf": "16"}
+        if codec == "libx264":  # without AVX-512, as ardrag's encoder: the same frames give the same file
+            flags = x264_cpu_flags()
+            stream.options = {
+                "preset": "ultrafast",
+                "crf": "16",
+                **({"x264-params": f"asm={flags}"} if flags else {}),
+            }
         elif codec == "libvpx-vp9":
             stream.options = {"deadline": "realtime", "cpu-used": "8", "crf": "20", "b": "0"}
         else:

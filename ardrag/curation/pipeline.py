@@ -15,14 +15,16 @@ import os
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from ardrag.config import Config
-from ardrag.curation.routing import RoutingConfig, assess, route
+from ardrag.curation.routing import Check, Decision, RoutingConfig, assess, decide
 from ardrag.curation.store import CurationStore
 from ardrag.data.build import ShardConfig, dataset_writer
 from ardrag.data.clip import Clip, InputRejected, SourceInput
@@ -36,8 +38,17 @@ from ardrag.data.shards import (
 from ardrag.data.trackers import TRACKERS, Tracker
 from ardrag.data.trackers import get_tracker as make_tracker
 from ardrag.data.trackers.base import TrackResult
-from ardrag.data.trackers.select import SelectionConfig, query_points, reseed_queries, select_trajectories
+from ardrag.data.trackers.camera import CameraMotion, independent_paths
+from ardrag.data.trackers.foreground import ForegroundConfig, find_foreground
+from ardrag.data.trackers.select import (
+    SelectionConfig,
+    corner_queries,
+    query_points,
+    reseed_queries,
+    select_trajectories,
+)
 from ardrag.errors import ConfigError, ShardError
+from ardrag.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +57,8 @@ class CurationConfig(Config):
     tracker: str = Field("opencv", description="name in ardrag.data.trackers.TRACKERS")
     tracker_config: dict[str, Any] = Field(default_factory=dict)
     candidate_points: int = Field(64, ge=1, le=512, description="query points per clip before selection")
-    min_motion_px: float = Field(2.0, ge=0, description="motion over 4 frames that makes a point 'moving'")
     reseed_points: int = Field(16, ge=0, le=512, description="extra queries on later frames where lost")
+    foreground: ForegroundConfig = ForegroundConfig()  # camera motion, moving content, the static test
     selection: SelectionConfig = SelectionConfig()  # K = selection.max_trajectories (1-8)
     routing: RoutingConfig = RoutingConfig()
     intensity: float = Field(1.0, ge=0, le=1, description="touch force given to tracked points")
@@ -62,12 +73,20 @@ class CurationConfig(Config):
         return name
 
 
-@functools.cache
+_TRACKERS: dict[tuple[str, str], Tracker] = {}
+_TRACKERS_LOCK = threading.Lock()
+
+
 def _tracker(name: str, config_json: str) -> Tracker:
-    """One tracker per process and settings, set up once (models load in setup())."""
-    tracker = make_tracker(name, json.loads(config_json))
-    tracker.setup()
-    return tracker
+    """One tracker per process and settings, set up once (models load in setup()), under a lock: the
+    flow's worker threads that start together wait for one model instead of loading one each."""
+    with _TRACKERS_LOCK:
+        tracker = _TRACKERS.get((name, config_json))
+        if tracker is None:
+            tracker = make_tracker(name, json.loads(config_json))
+            tracker.setup()
+            _TRACKERS[(name, config_json)] = tracker
+        return tracker
 
 
 @functools.cache
@@ -89,6 +108,38 @@ def get_tracker(config: CurationConfig) -> Tracker:
 
 def tracker_uses_gpu(config: CurationConfig) -> bool:
     return str(config.tracker_config.get("device", "cpu")).startswith("cuda")
+
+
+# Source settings that name files: relative paths in a curation file are relative to that file.
+SOURCE_PATH_FIELDS = ("folder", "prompts", "tmp_dir", "jobs", "images")
+
+
+def load_curation_file(path: str | os.PathLike[str]) -> tuple[CurationConfig, dict[str, Any]]:
+    """A curation YAML file: the :class:`CurationConfig` fields, plus an optional ``source:`` mapping of
+    the source's own settings (for the folder source: clip length, stride, extensions, prompts,
+    captioner, ...; checked when the source is built). Relative paths among the source's file settings
+    (``SOURCE_PATH_FIELDS``) are taken relative to the file's folder. Errors name the file and field."""
+    from ardrag.config import build_config
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist (expected a YAML file)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} holds a {type(data).__name__}; expected a mapping")
+    source = data.pop("source", None) or {}
+    if not isinstance(source, dict):
+        raise ConfigError(
+            f"config file {str(path)!r}: source = {source!r}; expected a mapping of the source's settings"
+        )
+    for name in SOURCE_PATH_FIELDS:
+        value = source.get(name)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            source[name] = str(path.parent / value)
+    return build_config(CurationConfig, data, source=str(path)), source
 
 
 # What `--input`, `--num` and `--seed` set in each source's config.
@@ -128,22 +179,51 @@ def extract(source: Any, item: SourceInput, store: CurationStore) -> list[str] |
 
 
 # -- stage 2: clip -> tracked, routed sample ---------------------------------------------------------
+def in_frame(result: TrackResult, width: int, height: int) -> TrackResult:
+    """The result with every point held inside the frame and visible only where it lies in it: whatever
+    the tracker, no sample has a visible point outside its frame (pixel centres at integers)."""
+    tracks = np.asarray(result.tracks, np.float32)
+    inside = (
+        (tracks[..., 0] >= -0.5) & (tracks[..., 0] <= width - 0.5)
+        & (tracks[..., 1] >= -0.5) & (tracks[..., 1] <= height - 0.5)
+    )  # fmt: skip
+    held = np.stack([np.clip(tracks[..., 0], 0, width - 1), np.clip(tracks[..., 1], 0, height - 1)], -1)
+    visible = np.asarray(result.visible, bool) & inside
+    return TrackResult(
+        held.astype(np.float32), visible, np.where(visible, result.confidence, 0).astype(np.float32)
+    )
+
+
 def track_clip(clip_path: str, store: CurationStore, config: CurationConfig) -> dict[str, Any]:
     """Track one clip, route it, store its sample (unless rejected); returns the clip's row."""
     clip = store.load_clip(clip_path)
-    row: dict[str, Any] = {"key": clip.key, "bucket": clip.bucket, "num_frames": int(clip.video.shape[0])}
+    T, H, W = clip.video.shape[:3]
+    row: dict[str, Any] = {"key": clip.key, "bucket": clip.bucket, "num_frames": int(T)}
     if clip.truth is not None and "labels" in clip.truth:
         row["truth_labels"] = clip.truth["labels"]
-    seed = int(hashlib.sha256(clip.key.encode()).hexdigest()[:8], 16)
-    queries = query_points(clip.video, config.candidate_points, min_motion_px=config.min_motion_px, seed=seed)
     store.sample_path(clip.key).unlink(missing_ok=True)  # a rerun may route it differently
-    if len(queries) == 0:
-        row.update(state="rejected", reason="static", selected=0)
+    store.preview_path(clip.key).unlink(missing_ok=True)
+    fg = find_foreground(clip.video, clip.fps, config.foreground)
+    row["motion"] = fg.summary()
+    if fg.static:
+        static = Decision("rejected", "static", [
+            Check("static", fg.moving_points, config.foreground.min_moving_points, True, "<"),
+        ])  # fmt: skip
+        row.update(state="rejected", reason="static", selected=0, decision=static.to_dict())
         return row
+    seed = int(hashlib.sha256(clip.key.encode()).hexdigest()[:8], 16)
+    queries = query_points(clip.video, config.candidate_points, foreground=fg, seed=seed)
+    if len(queries) == 0:  # only the camera moves: points anywhere show its motion
+        queries = corner_queries(clip.video, config.candidate_points, seed=seed)
     tracker = get_tracker(config)
     with exclusive(tracker):
         result = tracker.track(clip.video, queries)
-    if config.reseed_points and len(more := reseed_queries(clip.video, result, config.reseed_points)):
+    more = (
+        reseed_queries(clip.video, result, config.reseed_points, foreground=fg)
+        if config.reseed_points
+        else []
+    )
+    if len(more):
         with exclusive(tracker):
             extra = tracker.track(clip.video, more)
         result = TrackResult(
@@ -151,29 +231,56 @@ def track_clip(clip_path: str, store: CurationStore, config: CurationConfig) -> 
             np.concatenate([result.visible, extra.visible], 1),
             np.concatenate([result.confidence, extra.confidence], 1),
         )
-    difficulty = assess(result, clip.video.shape[2], clip.video.shape[1], config.routing)
-    selection = select_trajectories(result, config=config.selection)
+    result = in_frame(result, W, H)
+    new_frames = fg.camera.new_frames()
+    selection = select_trajectories(result, config=config.selection, camera=fg.camera, frames=new_frames)
     chosen = [int(i) for i in selection.indices]
-    state, reason = route(difficulty, len(chosen), config.routing)
-    row.update(difficulty=difficulty.to_dict(), selected=len(chosen), state=state, reason=reason)
+    judged = chosen or _fallback_tracks(result, config.selection, fg.camera, new_frames)
+    own = independent_paths(result.tracks, result.visible, fg.camera)
+    # tracks left out as erratic that moved farther than every control: fast motion (a burst, a throw)
+    # reads as erratic to the selection, and the controls would hide it from the routing
+    most = max((float(selection.displacement[i]) for i in judged), default=0.0)
+    passed_over = [
+        i for i, why in selection.reasons.items()
+        if why.startswith("erratic") and selection.displacement[i] > most
+    ]  # fmt: skip
+    difficulty = assess(
+        result, W, H, config.routing, controls=judged, jitter_tracks=own, frames=new_frames, fast=passed_over
+    )
+    decision = decide(difficulty, len(chosen), config.routing, has_prompt=bool(clip.prompt.strip()))
+    state = decision.state
+    row.update(
+        difficulty=difficulty.to_dict(),
+        selected=len(chosen),
+        motion_kind=selection.kind,
+        state=state,
+        reason=decision.reason,
+        decision=decision.to_dict(),
+    )
     if state == "rejected":
         return row
     if not chosen:  # a hard clip whose tracks all failed selection: best guesses for the annotator
-        chosen = _fallback_tracks(result, config.selection)
+        chosen = judged
         row.update(selected=len(chosen), fallback=True)
-    if state == "awaiting_verification" and config.auto_accept:
+    if state == "awaiting_verification" and decision.reason == "auto-tracked" and config.auto_accept:
         state = row["state"] = "accepted"
-    sample = _sample(clip, result, chosen, config, tracker, accepted_by_rule=state == "accepted")
+    sample = _sample(
+        clip, result, chosen, config, tracker, accepted_by_rule=state == "accepted", decision=decision
+    )
     path, row["sample_sha256"] = write_sample_file(store.sample_path(clip.key), sample, config.shards.encode)
     row["sample"] = str(path.relative_to(store.root))
     return row
 
 
-def _fallback_tracks(result: TrackResult, selection: SelectionConfig) -> list[int]:
+def _fallback_tracks(
+    result: TrackResult, selection: SelectionConfig, camera: CameraMotion, frames: np.ndarray
+) -> list[int]:
     """Selection without the jitter limit (stutter from frame-rate upsampling, fast motion) and with a
     lower visibility bar; failing that, the most visible tracks."""
     relaxed = selection.model_copy(update={"max_jitter_px": 1e9, "min_visible_fraction": 0.25})
-    chosen = [int(i) for i in select_trajectories(result, config=relaxed).indices]
+    chosen = [
+        int(i) for i in select_trajectories(result, config=relaxed, camera=camera, frames=frames).indices
+    ]
     if chosen:
         return chosen
     order = np.argsort(-result.visible.mean(0), kind="stable")
@@ -187,6 +294,7 @@ def _sample(
     config: CurationConfig,
     tracker: Tracker,
     accepted_by_rule: bool,
+    decision: Decision,
 ) -> Sample:
     n = len(chosen)
     annotation = AnnotationInfo(status="auto", annotator="auto-accept" if accepted_by_rule else None)
@@ -201,9 +309,14 @@ def _sample(
             source=clip.source,
             tracker=TrackerInfo(name=tracker.name, version=tracker.version),
             annotation=annotation,
+            prompt=clip.prompt_info,
         ),
         fps=clip.fps,
-        extra={**clip.extra, "confidence_mean": float(result.confidence[:, chosen].mean())},
+        extra={
+            **clip.extra,
+            "confidence_mean": float(result.confidence[:, chosen].mean()),
+            "routing": {k: v for k, v in decision.to_dict().items() if k != "checks"},
+        },
     ).with_hashes()
 
 
@@ -321,12 +434,27 @@ def process_input(
     return track_and_record(item, extract(source, item, store), store, config, digest)
 
 
+def start_run(source: Any, store: CurationStore) -> list[SourceInput]:
+    """What every run does first: remove what killed runs left behind (the source's temporary folders),
+    list the inputs and record the files that are not inputs (``skipped.json``)."""
+    if (recover := getattr(source, "recover", None)) is not None:
+        recover()
+    items = source.inputs()  # models load lazily, on the first input that needs them
+    skipped = getattr(source, "skipped", None)
+    store.write_skipped(skipped() if skipped is not None else [])
+    return items
+
+
 def run_local(
-    source: Any, out: str | os.PathLike[str], config: CurationConfig, progress: bool = True
+    source: Any,
+    out: str | os.PathLike[str],
+    config: CurationConfig,
+    progress: bool = True,
+    previews: bool = False,
 ) -> dict[str, Any]:
     """Curate every input of ``source`` into ``out`` without Prefect (same calls as the flow)."""
     store = CurationStore(out)
-    items = source.inputs()  # models load lazily, on the first input that needs them
+    items = start_run(source, store)
     digest = config_digest(settings_digest(source), config)
     failed: dict[str, str] = {}
     for item in tqdm(items, desc="curating", unit="input", disable=not progress):
@@ -336,6 +464,34 @@ def run_local(
             log.exception("input %s failed", item.id)
             failed[item.id] = f"{type(err).__name__}: {err}"
     shard_accepted(store, config.shards, items)
+    if previews:
+        write_previews(store, items)
     summary = store.summary(items, failed)
     store.write_summary(summary)
     return summary
+
+
+def write_previews(store: CurationStore, items: list[SourceInput] | None = None) -> list[str]:
+    """``previews/<key>.mp4`` for every sample of ``items`` (all records when None): the clip with each
+    control point's path in blue and its position in red (:func:`~ardrag.data.overlay.overlay_video`).
+    A preview newer than its sample is kept; returns the keys written or kept."""
+    from ardrag.data.codec import get_decoder
+    from ardrag.data.overlay import overlay_mp4
+    from ardrag.data.shards import decode_sample
+
+    wanted = None if items is None else {i.id for i in items}
+    keys = []
+    for r in store.records():
+        if wanted is not None and r["id"] not in wanted:
+            continue
+        for c in r["clips"]:
+            if not c.get("sample"):
+                continue
+            sample_file, preview = store.root / c["sample"], store.preview_path(c["key"])
+            if not preview.is_file() or preview.stat().st_mtime_ns < sample_file.stat().st_mtime_ns:
+                key, members = read_sample_file(sample_file)
+                sample = decode_sample(key, members, get_decoder("pyav"))
+                preview.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(preview, overlay_mp4(sample))
+            keys.append(c["key"])
+    return keys

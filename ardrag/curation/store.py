@@ -9,6 +9,8 @@ Layout of a curation output directory::
     reviewed/<clip key>.tar   the sample as the person accepted it (corrected tracks, prompt, provenance)
     dataset/                  shards of the accepted samples (issue 2's format), rebuilt when they change
     sharding.json             the inputs and shard settings of the last run, so a pull reshards alike
+    skipped.json              files of the last run's source that are not inputs, each with its reason
+    previews/<clip key>.mp4   with ``--previews``: the clip with its control points drawn
     summary.json              counts per state, reason and bucket, written at the end of a run
 
 A clip waiting for a person (``awaiting_verification``, ``awaiting_annotation``) leaves the queue when a
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ardrag.data.clip import Clip, SourceInput
-from ardrag.data.sample import SourceInfo
+from ardrag.data.sample import PromptInfo, SourceInfo
 from ardrag.errors import ShardError
 from ardrag.fsutil import atomic_write
 
@@ -85,6 +87,7 @@ class CurationStore:
             "source": clip.source.to_dict(),
             "extra": clip.extra,
             "truth_labels": (clip.truth or {}).get("labels"),
+            "prompt_info": clip.prompt_info.to_dict() if clip.prompt_info is not None else None,
         }
         arrays = {"video": clip.video, "meta": np.array(json.dumps(meta))}
         for name in ("tracks", "visible", "intensity"):
@@ -114,6 +117,7 @@ class CurationStore:
             bucket=meta["bucket"],
             truth=truth or None,
             extra=meta["extra"],
+            prompt_info=PromptInfo.model_validate(meta["prompt_info"]) if meta.get("prompt_info") else None,
         )
 
     def sample_path(self, key: str) -> Path:
@@ -179,6 +183,20 @@ class CurationStore:
             raise ShardError(f"{self.root} has no sharding.json: run the curation into it first")
         return json.loads(path.read_text(encoding="utf-8"))
 
+    def write_skipped(self, skipped: list[dict[str, str]]) -> None:
+        """The files of the source that are not inputs (e.g. an unsupported extension), with reasons."""
+        data = json.dumps(sorted(skipped, key=lambda r: r["path"]), indent=1, sort_keys=True)
+        path = self.root / "skipped.json"
+        if not path.is_file() or path.read_text(encoding="utf-8") != data:
+            atomic_write(path, data)
+
+    def skipped(self) -> list[dict[str, str]]:
+        path = self.root / "skipped.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+
+    def preview_path(self, key: str) -> Path:
+        return self.root / "previews" / f"{key}.mp4"
+
     def write_summary(self, summary: dict[str, Any]) -> Path:
         return atomic_write(self.root / "summary.json", json.dumps(summary, indent=1))
 
@@ -190,7 +208,8 @@ class CurationStore:
         exactly once; clips that people reviewed count in the state they decided.
 
         ``states`` counts clips, plus each quarantined input (it has no clip) once; ``input_states``
-        counts inputs: processed, quarantined, or failed (an error this run; retried by the next)."""
+        counts inputs: processed, quarantined, or failed (an error this run; retried by the next).
+        ``skipped`` lists the source's files that are not inputs (``skipped.json``), with their reasons."""
         records = self.records()
         if items is not None:
             wanted = {getattr(i, "id", i) for i in items}
@@ -215,6 +234,7 @@ class CurationStore:
         input_states = Counter(r["state"] for r in records)
         if failed:
             input_states["failed"] = len(failed)
+        skipped = self.skipped()
         return {
             "inputs": len(records),
             "inputs_missing": missing,
@@ -224,4 +244,6 @@ class CurationStore:
             "states": dict(sorted(states.items())),
             "reasons": dict(sorted(reasons.items())),
             "buckets": dict(sorted(buckets.items())),
+            "skipped": skipped,
+            "skipped_reasons": dict(sorted(Counter(r["reason"] for r in skipped).items())),
         }

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ardrag.data.sample import KEY_PATTERN, MAX_KEY_LENGTH, SourceInfo
+from ardrag.data.sample import KEY_PATTERN, MAX_KEY_LENGTH, PromptInfo, SourceInfo
 from ardrag.errors import SampleValidationError
 from ardrag.fsutil import file_sha256
 
@@ -67,6 +67,7 @@ class Clip:
     bucket: str = ""
     truth: dict[str, Any] | None = None  # procedural: {"tracks", "visible", "intensity", "labels"}
     extra: dict[str, Any] = field(default_factory=dict)
+    prompt_info: PromptInfo | None = None  # where ``prompt`` came from, when the source says
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not KEY_PATTERN.fullmatch(self.key):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ardrag.data.codec import EncodeConfig, encode_mp4
+from ardrag.data.sample import Sample
 from ardrag.errors import SampleValidationError
 
 PATH_COLOUR = (40, 110, 255)  # RGB blue: the whole path
@@ -42,3 +44,9 @@ def draw_tracks(video: np.ndarray, tracks: np.ndarray, visible: np.ndarray) -> n
             cv2.putText(frame, f"p{i}", label_at, cv2.FONT_HERSHEY_SIMPLEX, 0.35 * scale, POINT_COLOUR, scale)
         out[t] = frame
     return out
+
+
+def overlay_mp4(sample: Sample, encode: EncodeConfig | None = None) -> bytes:
+    """The sample's clip with its control points drawn (:func:`draw_tracks`), as mp4 bytes: the
+    annotation preview and curation's ``--previews``."""
+    return encode_mp4(draw_tracks(sample.video, sample.tracks, sample.visible), sample.fps, encode)

@@ -33,6 +33,10 @@ input never sits in memory), ``src_index.npy`` and ``scores.npy`` (per output fr
   of HSV values (0-255 scale) between it and the previous output frame, on a quarter-size copy (the
   "content value" of PySceneDetect's ContentDetector); the parent decides the cuts.
 
+Work folders are named ``ardrag-probe-<parent pid>-<random>``: a parent killed with ``kill -9`` cannot
+remove its folder, so :func:`clean_stale_workdirs` (called when a run starts) removes the folders whose
+parent process no longer runs.
+
 The parent kills the child after ``timeout_s`` without progress (a new output frame) or past
 ``timeout_s + timeout_per_s * duration``; a child killed by a signal is "decoder-crashed"; a child that
 has written its result but does not exit within :data:`EXIT_GRACE_S` is killed and its result used.
@@ -71,6 +75,7 @@ from ardrag.errors import ArdragError
 logger = logging.getLogger(__name__)
 
 TEST_HOOK_ENV = "ARDRAG_PROBE_TEST_HOOK"
+WORKDIR_PREFIX = "ardrag-probe-"
 TIME_SLACK = Fraction(1, 1000)  # seconds: containers with a millisecond time base round timestamps
 EXIT_GRACE_S = 5.0  # seconds a child that has written its result gets to exit
 SCENE_DOWNSCALE = 4  # scene scores are computed on frames this many times smaller than the bucket
@@ -141,7 +146,7 @@ def decode_video(
         raise ValueError(f"timeout_s = {timeout_s} must be > 0 and timeout_per_s = {timeout_per_s} >= 0")
     if not request.buckets:
         raise ValueError("ProbeRequest.buckets is empty; resolve the bucket names before decoding")
-    workdir = Path(tempfile.mkdtemp(prefix="ardrag-probe-", dir=tmp_dir))
+    workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=tmp_dir))
     try:
         data = {**asdict(request), "path": os.path.abspath(request.path)}  # the child runs in workdir
         (workdir / "request.json").write_text(json.dumps(data), encoding="utf-8")
@@ -161,6 +166,38 @@ def decode_video(
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, and not ours to clean up after
+        return True
+    return True
+
+
+def clean_stale_workdirs(tmp_dir: str | None = None) -> list[str]:
+    """Remove the work folders in ``tmp_dir`` (None: the system's temporary folder) whose parent process
+    is gone (a killed run's); returns what was removed. Folders of running processes stay, as do the
+    unnamed ones of older versions (``ardrag-probe-<random>``) younger than a day."""
+    root = Path(tmp_dir or tempfile.gettempdir())
+    removed = []
+    for path in sorted(root.glob(f"{WORKDIR_PREFIX}*")):
+        if not path.is_dir() or path.is_symlink():
+            continue
+        pid_text = path.name[len(WORKDIR_PREFIX) :].split("-", 1)[0]
+        if pid_text.isdigit():
+            stale = not _alive(int(pid_text))
+        else:
+            stale = time.time() - path.stat().st_mtime > 86400
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+    if removed:
+        logger.info("removed %d temporary folder(s) of killed runs, e.g. %s", len(removed), removed[0])
+    return removed
 
 
 def _child_env() -> dict[str, str]:

@@ -49,12 +49,22 @@ class AnnotationInfo(Config):
     time: str | None = None
 
 
+class PromptInfo(Config):
+    """Where a sample's prompt came from: a ``sidecar`` text file or a ``prompts-file`` beside the video
+    (``detail``: the file), a ``captioner`` (``detail``: the model), a synthesis ``job``, a ``person``
+    (an annotator's correction), or ``none`` (no prompt yet)."""
+
+    source: Literal["sidecar", "prompts-file", "captioner", "job", "person", "none"]
+    detail: str = ""
+
+
 class Provenance(Config):
     """Where a sample came from; ``hashes`` is filled by :meth:`Sample.with_hashes`."""
 
     source: SourceInfo
     tracker: TrackerInfo | None = None
     annotation: AnnotationInfo = AnnotationInfo()
+    prompt: PromptInfo | None = None  # None: the source does not say (procedural clips, older samples)
     hashes: dict[str, str] = Field(default_factory=dict)
 
 

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from factories import HARD_CASES
 
 from annotation.client import Client
 from annotation.pull import pull
@@ -16,7 +17,7 @@ from ardrag.data.shards import decode_sample, read_manifest, read_sample_file, r
 
 pytestmark = pytest.mark.slow
 
-SOURCE = {"num_clips": 8, "num_frames": 25, "seed": 1}  # 6 clips to annotate, 2 to verify
+SOURCE = {"num_clips": 8, "num_frames": 25, "seed": 1, **HARD_CASES}  # 6 clips to annotate, 2 to verify
 OFFSET = np.array([6.0, -4.0])  # px, the scripted correction of one point
 
 

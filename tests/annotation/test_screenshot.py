@@ -4,6 +4,7 @@ import shutil
 
 import cv2
 import pytest
+from factories import HARD_CASES
 
 from annotation.client import Client
 from annotation.push import push
@@ -19,7 +20,7 @@ def test_screenshot_of_the_annotate_editor(tmp_path, ls_settings, ls_server, art
 
     out = tmp_path / "screenshot-queue"
     run_local(
-        build_source("procedural", {"num_clips": 2, "num_frames": 33, "seed": 4}),
+        build_source("procedural", {"num_clips": 2, "num_frames": 33, "seed": 4, **HARD_CASES}),
         out,
         CurationConfig(),
         progress=False,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from factories import HARD_CASES
 
 from annotation.client import Client, LabelStudioUnavailable
 from annotation.pull import pull
@@ -45,7 +46,7 @@ def midpush(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("resilience") / "midpush"
     run_local(
-        build_source("procedural", {"num_clips": 8, "num_frames": 25, "seed": 1}),
+        build_source("procedural", {"num_clips": 8, "num_frames": 25, "seed": 1, **HARD_CASES}),
         out,
         CurationConfig(),
         progress=False,

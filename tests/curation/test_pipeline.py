@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from ardrag.config import build_config
 from ardrag.curation.pipeline import CurationConfig, run_local
@@ -149,10 +150,40 @@ def test_settings_digest_follows_what_changes_clips(tmp_path):
     base = digest()
     assert digest(decode_threads=1, decode_timeout_s=5) == base  # how, not what
     assert digest(clip_frames=41) != base
+    # the prompt text is part of each input's content hash instead: editing one redoes that input alone
+    (tmp_path / "v" / "a.mp4").write_bytes(b"not decoded here")
+    (tmp_path / "v" / "b.mp4").write_bytes(b"nor this")
+
+    def hashes():
+        src = build_source("folder", {"folder": str(tmp_path / "v"), "prompts": str(prompts)})
+        return {i.params["path"]: i.content_hash for i in src.inputs()}
+
+    before = hashes()
     prompts.write_text("a.mp4: a blue square\n")
-    assert digest() != base  # the prompt text itself
+    after = hashes()
+    assert digest() == base and after["a.mp4"] != before["a.mp4"] and after["b.mp4"] == before["b.mp4"]
     cfg = CurationConfig()
     assert config_digest("s", cfg) == config_digest(
         "s", cfg.model_copy(update={"shards": cfg.shards.model_copy(update={"shard_samples": 3})})
     )
     assert config_digest("s", cfg) != config_digest("s", cfg.model_copy(update={"intensity": 0.5}))
+
+
+def test_a_curation_file_holds_the_source_settings_with_paths_relative_to_it(tmp_path):
+    from ardrag.curation.pipeline import load_curation_file
+    from ardrag.errors import ConfigError
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    path = conf / "curation.yaml"
+    source = {"clip_frames": 33, "prompts": "prompts.jsonl", "tmp_dir": "/abs/spool"}
+    path.write_text(yaml.safe_dump({"source": source, "routing": {"hard_speed_px": 12}}))
+    config, source = load_curation_file(path)
+    assert config.routing.hard_speed_px == 12
+    assert source == {"clip_frames": 33, "prompts": str(conf / "prompts.jsonl"), "tmp_dir": "/abs/spool"}
+    path.write_text("source: [1, 2]\n")
+    with pytest.raises(ConfigError, match=r"curation.yaml': source = \[1, 2\]; expected a mapping"):
+        load_curation_file(path)
+    path.write_text("routing:\n  hard_speed_px: -1\n")
+    with pytest.raises(ConfigError, match=r"curation.yaml:\n  - routing.hard_speed_px = -1"):
+        load_curation_file(path)

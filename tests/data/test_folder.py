@@ -23,10 +23,17 @@ from ardrag.data.clip import Clip, InputRejected
 from ardrag.data.probe import TEST_HOOK_ENV, CfrTimeline
 from ardrag.data.sample import KEY_PATTERN
 from ardrag.data.sources import VideoSource
-from ardrag.data.sources.folder import FolderConfig, FolderSource, detect_cuts, plan_clips
+from ardrag.data.sources.folder import (
+    CLIP_LENGTHS,
+    FolderConfig,
+    FolderSource,
+    detect_cuts,
+    fitting_length,
+    plan_clips,
+)
 from ardrag.errors import ArdragError, ConfigError
 
-CLIP = 16  # short clips keep the videos short and the tests fast
+CLIP = 17  # the shortest clip (4k+1 frames): short videos keep the tests fast
 FPS = 16.0
 TOLERANCE_PX = 1.5
 
@@ -120,7 +127,14 @@ def test_odd_size_tiny_and_huge_frames(tmp_path):
     clips = clips_of(tmp_path, "odd.mp4")
     assert clips[0].bucket == "640x368" and clips[0].source.params["size"] == [1297, 721]
     assert_square_follows(clips, odd)
-    tiny = clips_of(tmp_path, "tiny.mp4")
+    with pytest.raises(InputRejected) as err:  # the default refuses what would be upscaled 25 times
+        clips_of(tmp_path, "tiny.mp4")
+    assert (
+        err.value.reason == "too-small"
+        and "16x16" in err.value.detail
+        and "min_side = 64" in err.value.detail
+    )
+    tiny = clips_of(tmp_path, "tiny.mp4", min_side=16)
     assert [c.bucket for c in tiny] == ["400x400"]
     huge = clips_of(tmp_path, "huge.mp4")  # 1.5 s at 2 fps: 24 output frames, each a repeat
     assert [c.bucket for c in huge] == ["640x368"] and huge[0].extra["input"]["frames"] == 24
@@ -128,9 +142,6 @@ def test_odd_size_tiny_and_huge_frames(tmp_path):
     with pytest.raises(InputRejected) as err:
         clips_of(tmp_path, "huge.mp4", max_pixels=3840 * 2160 - 1)
     assert err.value.reason == "too-large" and "3840x2160" in err.value.detail
-    with pytest.raises(InputRejected) as err:
-        clips_of(tmp_path, "tiny.mp4", min_side=32)
-    assert err.value.reason == "too-small"
     with pytest.raises(InputRejected) as err:
         clips_of(tmp_path, "odd.mp4", max_duration_s=0.5)
     assert err.value.reason == "too-long"
@@ -309,13 +320,19 @@ def test_detect_cuts_and_plan_clips_rules():
     assert detect_cuts(scores, src, threshold=50, ratio=3, window=2) == []
     motion = np.array([0, 20, 22, 18, 25, 21], np.float32)  # steady fast motion: no cut
     assert detect_cuts(motion, np.arange(6), threshold=15, ratio=3, window=2) == []
-    windows, dropped = plan_clips([(0, 40), (40, 50)], clip_frames=16, stride=16, min_frames=16)
-    assert windows == [(0, 16, 0), (16, 32, 0)]
-    assert dropped == [{"scene": 0, "start": 32, "frames": 8}, {"scene": 1, "start": 40, "frames": 10}]
-    windows, dropped = plan_clips([(0, 40)], clip_frames=16, stride=8, min_frames=6)
-    assert windows == [(0, 16, 0), (8, 24, 0), (16, 32, 0), (24, 40, 0)] and dropped == []
-    windows, dropped = plan_clips([(0, 42)], clip_frames=16, stride=16, min_frames=10)
-    assert windows == [(0, 16, 0), (16, 32, 0), (32, 42, 0)] and dropped == []
+    windows, dropped = plan_clips([(0, 40), (40, 50)], clip_frames=17, stride=17, min_frames=17)
+    assert windows == [(0, 17, 0), (17, 34, 0)]
+    assert dropped == [{"scene": 0, "start": 34, "frames": 6}, {"scene": 1, "start": 40, "frames": 10}]
+    windows, dropped = plan_clips([(0, 41)], clip_frames=17, stride=8, min_frames=17)
+    assert windows == [(0, 17, 0), (8, 25, 0), (16, 33, 0), (24, 41, 0)] and dropped == []
+    # a window cut short keeps the longest 4k+1 length that fits: 80 frames give 77, not nothing
+    windows, dropped = plan_clips([(0, 80)], clip_frames=81, stride=81, min_frames=17)
+    assert windows == [(0, 77, 0)] and dropped == [{"scene": 0, "start": 77, "frames": 3}]
+    windows, dropped = plan_clips([(0, 160)], clip_frames=81, stride=81, min_frames=17)
+    assert windows == [(0, 81, 0), (81, 158, 0)]
+    windows, _ = plan_clips([(0, 100)], clip_frames=81, stride=81, min_frames=33)
+    assert windows == [(0, 81, 0)]  # the 19 frames left are under min_frames
+    assert fitting_length(16) == 0 and fitting_length(17) == 17 and fitting_length(52) == 49
 
 
 # -- (d) inputs are deterministic and keyed by content ------------------------------------------------
@@ -354,13 +371,86 @@ def test_prompts_file_and_unicode_names(tmp_path):
     by_path = {i.params["path"]: i for i in src.inputs()}
     clip = next(src.clips(by_path["vidéo clip ✓.mp4"]))
     assert clip.prompt == "a red square slides right" and KEY_PATTERN.fullmatch(clip.key)
+    assert clip.prompt_info.source == "prompts-file" and clip.prompt_info.detail == "prompts.json"
     assert clip.key.startswith("vid-o-clip-")
-    assert next(src.clips(by_path["other.mp4"])).prompt == ""
-    (tmp_path / "p.yaml").write_text("other.mp4: a square\n", encoding="utf-8")
-    assert source(tmp_path, prompts=str(tmp_path / "p.yaml")).prompt_for("other.mp4") == "a square"
+    other = next(src.clips(by_path["other.mp4"]))
+    assert other.prompt == "" and other.prompt_info.source == "none"
     (tmp_path / "bad.yaml").write_text("- a list\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="mapping"):
         source(tmp_path, prompts=str(tmp_path / "bad.yaml"))
+
+
+def test_prompts_come_from_a_sidecar_then_the_folders_prompts_file(tmp_path):
+    for name, seed in (("walk.mp4", 1), ("sub/run.mp4", 2), ("jump.mp4", 3), ("none.mp4", 4)):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        videos.write_video(tmp_path / name, frames=20, seed=seed)
+    (tmp_path / "walk.txt").write_text("  a man\nwalks a dog \n", encoding="utf-8")
+    rows = [
+        {"file": "walk.mp4", "prompt": "loses to the sidecar"},
+        {"file": "sub/run.mp4", "prompt": "a run"},
+        {"file": "jump.mp4", "prompt": "a jump"},
+    ]
+    (tmp_path / "prompts.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    src = source(tmp_path)
+    by_path = {i.params["path"]: i for i in src.inputs()}
+    got = {p: (c.prompt, c.prompt_info.source, c.prompt_info.detail)
+           for p, item in by_path.items() for c in [next(src.clips(item))]}  # fmt: skip
+    assert got == {
+        "walk.mp4": ("a man walks a dog", "sidecar", "walk.txt"),
+        "sub/run.mp4": ("a run", "prompts-file", "prompts.jsonl"),
+        "jump.mp4": ("a jump", "prompts-file", "prompts.jsonl"),
+        "none.mp4": ("", "none", ""),
+    }
+    assert src.skipped() == []  # the sidecar and the prompts file are not inputs, nor skipped
+    # the prompt is part of the input's content: editing it redoes that input alone
+    (tmp_path / "walk.txt").write_text("a man walks a cat", encoding="utf-8")
+    again = {i.params["path"]: i for i in source(tmp_path).inputs()}
+    assert again["walk.mp4"].content_hash != by_path["walk.mp4"].content_hash
+    assert again["walk.mp4"].id == by_path["walk.mp4"].id
+    assert again["jump.mp4"].content_hash == by_path["jump.mp4"].content_hash
+    # CSV, in the folder when there is no JSONL
+    (tmp_path / "prompts.jsonl").unlink()
+    (tmp_path / "prompts.csv").write_text('file,prompt,notes\njump.mp4,"a jump, high",x\n', encoding="utf-8")
+    csv_src = source(tmp_path)
+    jump = {i.params["path"]: i for i in csv_src.inputs()}["jump.mp4"]
+    assert next(csv_src.clips(jump)).prompt == "a jump, high"
+
+
+def test_unsupported_files_are_listed_as_skipped_with_their_reason(tmp_path):
+    videos.write_video(tmp_path / "v.mp4", frames=20)
+    videos.write_audio_only(tmp_path / "song.m4a")
+    (tmp_path / "readme.md").write_text("notes", encoding="utf-8")
+    (tmp_path / ".DS_Store").write_bytes(b"\0")
+    src = source(tmp_path)
+    assert [i.params["path"] for i in src.inputs()] == ["v.mp4"]
+    skipped = {r["path"]: r for r in src.skipped()}
+    assert set(skipped) == {"song.m4a", "readme.md"}  # hidden files are not the user's content
+    assert skipped["song.m4a"]["reason"] == "unsupported-extension"
+    assert ".m4a" in skipped["song.m4a"]["detail"] and "mp4" in skipped["song.m4a"]["detail"]
+    assert [i.params["path"] for i in source(tmp_path, extensions=["mp4", "m4a"]).inputs()] == [
+        "song.m4a",
+        "v.mp4",
+    ]
+
+
+def test_a_killed_runs_temporary_folders_are_removed_at_the_next_start(tmp_path):
+    import subprocess
+    import sys
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = spool / f"{probe.WORKDIR_PREFIX}{int(dead.stdout)}-abc"
+    live = spool / f"{probe.WORKDIR_PREFIX}{os.getpid()}-def"
+    for d in (stale, live):
+        d.mkdir()
+        (d / "frames.u8").write_bytes(b"\0" * 100)
+    videos.write_video(tmp_path / "v.mp4", frames=20)
+    src = source(tmp_path, tmp_dir=str(spool))
+    assert src.recover() == [str(stale)]
+    assert not stale.exists() and live.exists()  # a running process keeps its folder
 
 
 def test_a_file_changed_or_gone_after_listing_is_an_error_not_a_verdict(tmp_path):
@@ -377,12 +467,35 @@ def test_a_file_changed_or_gone_after_listing_is_an_error_not_a_verdict(tmp_path
 
 
 def test_config_is_validated():
-    with pytest.raises(ValueError, match="min_clip_frames"):
-        FolderConfig(folder=".", clip_frames=16, min_clip_frames=20)
-    with pytest.raises(ValueError):
-        FolderConfig(folder=".", clip_frames=1)
+    with pytest.raises(ValueError, match="min_clip_frames = 21 is larger than clip_frames = 17"):
+        FolderConfig(folder=".", clip_frames=17, min_clip_frames=21)
+    for bad in (1, 16, 32, 85):
+        with pytest.raises(ValueError, match=f"clip_frames = {bad}: expected 4k\\+1 frames from 17 to 81"):
+            FolderConfig(folder=".", clip_frames=bad)
+    assert CLIP_LENGTHS[0] == 17 and CLIP_LENGTHS[-1] == 81 and all(n % 4 == 1 for n in CLIP_LENGTHS)
+    assert FolderConfig(folder=".").clip_frames == 81 and FolderConfig(folder=".").min_clip_frames == 17
     with pytest.raises(ValueError):
         FolderConfig(folder=".", unknown=1)
     assert FolderConfig(folder=".", extensions=[".MP4", "mov"]).extensions == ["mov", "mp4"]
     with pytest.raises(ConfigError, match="not a directory"):
         FolderSource(FolderConfig(folder="/nonexistent/folder"))
+
+
+def test_a_captioner_prompts_the_clips_that_have_no_prompt_and_says_so(tmp_path):
+    videos.write_video(tmp_path / "a.mp4", frames=40, seed=1)
+    videos.write_video(tmp_path / "b.mp4", frames=40, seed=2)
+    (tmp_path / "b.txt").write_text("a square, by a person", encoding="utf-8")
+    tiny = {"captioner": "transformers", "captioner_config": {"preset": "tiny", "max_new_tokens": 6}}
+    src = source(tmp_path, **tiny)
+    by_path = {i.params["path"]: i for i in src.inputs()}
+    clips = list(src.clips(by_path["a.mp4"]))
+    assert len(clips) == 2  # 40 frames at 16 fps: two clips of 17, each captioned from its own frames
+    for clip in clips:
+        assert clip.prompt and len(clip.prompt.split()) == 6
+        assert clip.prompt_info.source == "captioner" and clip.prompt_info.detail == "tiny-llava@seed=0"
+    again = list(source(tmp_path, **tiny).clips(by_path["a.mp4"]))
+    assert [c.prompt for c in again] == [c.prompt for c in clips]  # greedy: the same frames, the same words
+    side = next(src.clips(by_path["b.mp4"]))
+    assert side.prompt == "a square, by a person" and side.prompt_info.source == "sidecar"
+    with pytest.raises(ValueError, match="captioner"):
+        FolderConfig(folder=".", captioner="no-such-captioner")

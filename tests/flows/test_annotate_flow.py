@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from factories import HARD_CASES
 
 from ardrag.curation.pipeline import CurationConfig, run_local
 
@@ -22,7 +23,7 @@ def scenario(tmp_path_factory, ls_settings, ls_server):
     from ardrag.data.sources import build_source
 
     queue = tmp_path_factory.mktemp("flows") / "flow-queue"
-    source = build_source("procedural", {"num_clips": 4, "num_frames": 25, "seed": 2})
+    source = build_source("procedural", {"num_clips": 4, "num_frames": 25, "seed": 2, **HARD_CASES})
     run_local(source, queue, CurationConfig(), progress=False)
     env = {**os.environ, "PYTHONPATH": str(HERE.parents[1])}
     env["PREFECT_LOGGING_LEVEL"] = "WARNING"

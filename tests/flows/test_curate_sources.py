@@ -93,6 +93,8 @@ def test_bad_input_corpus_runs_through_the_flow_and_every_input_is_accounted(tmp
     videos.write_video(folder / "tiny.mp4", frames=96, fps=16, size=(16, 16))
     videos.write_video(folder / "odd size.webm", frames=136, fps=24, size=(1297, 721))  # 5.7 s
     videos.write_video(folder / "rotated.mp4", frames=96, fps=16, size=(320, 240), rotation=90)
+    videos.write_audio_only(folder / "song.m4a")  # not a video extension: skipped, with its reason
+    (folder / "readme.txt").write_text("no video of this name", encoding="utf-8")
     out = tmp_path / "out"
     config = tmp_path / "curation.yaml"
     config.write_text(yaml.safe_dump({}))
@@ -106,10 +108,18 @@ def test_bad_input_corpus_runs_through_the_flow_and_every_input_is_accounted(tmp
         "audio.m4a.mp4": "no-video-stream",
         "one-frame.mp4": "too-short",
         "truncated.mp4": "unreadable",
+        "tiny.mp4": "too-small",  # 16x16: under min_side (64), it would be upscaled 25 times
     }
-    for name in ("good clip ✓.mp4", "tiny.mp4", "odd size.webm", "rotated.mp4"):
+    assert "16x16" in records["tiny.mp4"]["detail"] and "min_side = 64" in records["tiny.mp4"]["detail"]
+    for name in ("good clip ✓.mp4", "odd size.webm", "rotated.mp4"):
         assert records[name]["state"] == "processed" and records[name]["clips"], name
-    assert sum(summary["states"].values()) == summary["clips"] + 5
+    assert sum(summary["states"].values()) == summary["clips"] + 6
+    skipped = {r["path"]: r for r in summary["skipped"]}
+    assert set(skipped) == {"song.m4a", "readme.txt"} and summary["skipped_reasons"] == {
+        "unsupported-extension": 2
+    }
+    assert ".m4a is not one of" in skipped["song.m4a"]["detail"]
+    assert json.loads((out / "summary.json").read_text())["skipped"] == summary["skipped"]
 
 
 @pytest.mark.slow

@@ -41,12 +41,13 @@ SOURCES: dict[str, tuple[type, type]] = {
 }
 
 
-def build_source(name: str, config: dict[str, Any] | None = None) -> Any:
-    """A source by name from a config mapping (validated: errors name the field and the value)."""
+def build_source(name: str, config: dict[str, Any] | None = None, origin: str | None = None) -> Any:
+    """A source by name from a config mapping (validated: errors name ``origin``, e.g. a settings file,
+    the field and the value)."""
     if name not in SOURCES:
         raise ConfigError(f"source {name!r} is unknown; expected one of {sorted(SOURCES)}")
     cls, config_cls = SOURCES[name]
-    return cls(build_config(config_cls, config or {}, source=f"{name} source config"))
+    return cls(build_config(config_cls, config or {}, source=origin or f"{name} source config"))
 
 
 __all__ = [

@@ -492,6 +492,62 @@ def render(scene: Scene) -> np.ndarray:
     return video
 
 
+def point_truth(
+    scene: Scene, t: int, xy: np.ndarray, margin_px: float = 4.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The true path of any points (n, 2) seen at frame ``t``: float32 (T, n, 2), visibility (T, n), and
+    which points are ambiguous (n,): within ``margin_px`` of a sprite's outline at frame t, where a
+    tracker's window sees both sides and either answer is defensible.
+
+    Each point belongs to the frontmost sprite that covers it at frame t (alpha at least 0.5), and moves
+    with that sprite; a point on no sprite is background and stays. Visibility is as in
+    :func:`ground_truth`: inside the frame and not behind a sprite drawn in front. This scores tracks of
+    points other than the ones the generator placed (curation's own control points, say)."""
+    H, W = scene.background.shape[:2]
+    T = scene.sprites[0].path.shape[0]
+    pts = np.asarray(xy, np.float64).reshape(-1, 2)
+    tracks = np.repeat(pts[None], T, axis=0)
+    visible = np.ones((T, len(pts)), bool)
+    owner = np.full(len(pts), -1)
+    ring = np.array([[0, 0], [margin_px, 0], [-margin_px, 0], [0, margin_px], [0, -margin_px]])
+    ambiguous = np.zeros(len(pts), bool)
+    for k, s in enumerate(scene.sprites):  # back to front: the last that covers a point owns it
+        alpha = _bilinear(s.mask, pts[:, 0] - s.path[t, 0], pts[:, 1] - s.path[t, 1])
+        owner[alpha >= 0.5] = k
+        around = pts[:, None] + ring[None]
+        inside = _bilinear(s.mask, around[..., 0] - s.path[t, 0], around[..., 1] - s.path[t, 1]) >= 0.5
+        ambiguous |= inside.any(axis=1) & ~inside.all(axis=1)
+    for n, k in enumerate(owner):
+        if k >= 0:
+            s = scene.sprites[k]
+            tracks[:, n] = pts[n] + s.path - s.path[t]
+        for front in scene.sprites[k + 1 :]:
+            x, y = tracks[:, n, 0] - front.path[:, 0], tracks[:, n, 1] - front.path[:, 1]
+            visible[:, n] &= _bilinear(front.mask, x, y) < 0.5
+    x, y = tracks[..., 0], tracks[..., 1]
+    inside = (x >= -0.5) & (x <= W - 0.5) & (y >= -0.5) & (y <= H - 0.5)
+    return tracks.astype(np.float32), visible & inside, ambiguous
+
+
+def follows_truth(
+    scene: Scene, tracks: np.ndarray, visible: np.ndarray, tolerance_px: float = 3.0
+) -> tuple[int, int]:
+    """How many of the tracks (T, N, 2) follow the true path of the point each starts on (its first
+    visible frame): the 95th percentile of the error over the frames where both see it at most
+    ``tolerance_px``. Returns (following, scored); tracks that start on an outline are not scored."""
+    following = scored = 0
+    for i in range(tracks.shape[1]):
+        t0 = int(np.argmax(visible[:, i]))
+        truth, truth_visible, ambiguous = point_truth(scene, t0, tracks[t0, i][None])
+        if ambiguous[0]:
+            continue
+        both = visible[:, i] & truth_visible[:, 0]
+        error = np.linalg.norm(tracks[both, i] - truth[both, 0], axis=-1)
+        scored += 1
+        following += bool(len(error) and np.quantile(error, 0.95) <= tolerance_px)
+    return following, scored
+
+
 def ground_truth(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
     """Tracks float32 (T, N, 2) and visibility bool (T, N), from the same geometry as :func:`render`."""
     H, W = scene.background.shape[:2]

@@ -16,12 +16,15 @@ when
 
 Confidence is ``exp(-fb / fb_scale_px) * exp(-appearance / appearance_scale)``; 0 where not visible.
 
-A point that fails is *lost*: its position is predicted with its last velocity, and in every later
+A point that fails is *lost* (invisible): its position is predicted with its last velocity, which decays
+by ``lost_velocity_decay`` per frame, and is held inside the frame (a lost point is never extrapolated
+out of it: it stays where it was last seen, near the border, until it is found again). In every later
 frame it is re-acquired by matching the patch where it was last seen directly against the new frame,
 starting from the prediction with few pyramid levels (coarse levels would mix in the surroundings and
 undo a good prediction), under the same FB, frame and appearance checks. Matching the last good
 appearance rather than chaining from the prediction keeps a point from latching onto its occluder.
 After ``max_lost_frames`` frames a lost point is no longer searched for; it keeps the prediction.
+Visible points always lie inside the frame (the frame check is part of every acceptance).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class OpenCVConfig(Config):
     reacquire: bool = True  # search for lost points again (see the module docstring)
     reacquire_max_level: int = Field(1, ge=0, le=8)  # pyramid levels when re-acquiring from a prediction
     max_lost_frames: int = Field(32, ge=1)  # stop searching for a point lost this many frames ago
+    lost_velocity_decay: float = Field(0.8, ge=0, le=1)  # a lost point's predicted velocity, per frame
 
 
 class _Frames:
@@ -185,7 +189,6 @@ class OpenCVTracker:
         app_thr = np.inf if c.appearance_threshold is None else c.appearance_threshold
         lo = np.array([-0.5, -0.5], np.float32)
         hi = np.array([W - 0.5, H - 0.5], np.float32)
-        margin = np.float32(4 * max(W, H))  # predictions stay finite and near the frame
 
         def inside(p: np.ndarray) -> np.ndarray:
             return np.all((p >= lo) & (p <= hi), axis=1)
@@ -236,11 +239,13 @@ class OpenCVTracker:
                 lost = np.setdiff1d(run, g)
                 vel[g] = pg - pos[g]
                 new_pos[lost] = pos[lost] + vel[lost]  # last_step, last_pos stay at frame a
+                vel[lost] *= c.lost_velocity_decay
                 new_pos[g], new_vis[g], new_conf[g] = pg, True, conf
 
             gone = np.flatnonzero(active & ~vis)
             if gone.size:
                 new_pos[gone] = pos[gone] + vel[gone]
+                vel[gone] *= c.lost_velocity_decay
                 if c.reacquire:
                     gap = (k + 1) - last_step[gone]
                     # only away from the border: a window half outside matches too easily
@@ -256,7 +261,7 @@ class OpenCVTracker:
                         vel[g] = (pg - start_pos[np.isin(grp, g)]) / ((k + 1) - s)
                         new_pos[g], new_vis[g], new_conf[g] = pg, True, conf
 
-            np.clip(new_pos, lo - margin, hi + margin, out=new_pos)
+            np.clip(new_pos, lo + 0.5, hi - 0.5, out=new_pos)  # a lost point stays in the frame
             idx = np.flatnonzero(active)
             tracks[b, cols[idx]] = new_pos[idx]
             visible[b, cols[idx]] = new_vis[idx]

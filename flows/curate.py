@@ -115,11 +115,11 @@ def summarize(
     rows += [{"kind": "reason", "name": k, "count": v} for k, v in summary["reasons"].items()]
     rows += [{"kind": "accepted in bucket", "name": k, "count": v} for k, v in summary["buckets"].items()]
     rows += [{"kind": "skipped file", "name": k, "count": v} for k, v in summary["skipped_reasons"].items()]
-    create_table_artifact(
-        key="curation-summary",
-        table=rows,
-        description=f"{summary['inputs']} inputs, {summary['clips']} clips in {out}",
-    )
+    description = f"{summary['inputs']} inputs, {summary['clips']} clips in {out}"
+    if previews is not None:
+        folder = (store.root / "previews").resolve().as_uri()
+        description += f"; previews of {len(previews)} clips: artifact `curation-previews`, folder {folder}"
+    create_table_artifact(key="curation-summary", table=rows, description=description)
     if previews is not None:
         create_markdown_artifact(key="curation-previews", markdown=previews_markdown(store, previews))
     return summary

@@ -154,3 +154,37 @@ def test_prefect_yaml_deployments_have_valid_parameters():
         assert deployment["schedules"] and deployment["work_pool"]["name"] in ("cpu", "gpu")
     # the webhook receiver enqueues runs of this deployment by name
     assert any(d["name"] == "annotation-pull" for d in spec["deployments"])
+
+
+@pytest.mark.slow
+def test_previews_are_written_and_the_prefect_artifacts_link_them(tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, TaskRunFilter
+    from prefect.client.schemas.sorting import ArtifactSort
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.curate import run
+
+    out = tmp_path / "P"
+    with prefect_test_harness(server_startup_timeout=120):
+        summary = run("procedural", {"num_clips": 2, "num_frames": 17}, str(out), {}, previews=True)
+        with get_client(sync_client=True) as client:
+            # every field given: this client sends the ones left out as null, which the server refuses
+            found = client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=["curation-previews", "curation-summary"])
+                ),
+                flow_run_filter=FlowRunFilter(),
+                task_run_filter=TaskRunFilter(),
+                sort=ArtifactSort.CREATED_DESC,
+                limit=10,
+                offset=0,
+            )
+    by_key = {a.key: a for a in found}
+    store = CurationStore(out)
+    keys = [c["key"] for r in store.records() for c in r["clips"] if c.get("sample")]
+    assert summary["clips"] == 2 and keys
+    for key in keys:
+        preview = store.preview_path(key)
+        assert preview.is_file() and preview.resolve().as_uri() in by_key["curation-previews"].data
+    assert "artifact `curation-previews`" in by_key["curation-summary"].description

@@ -3,18 +3,17 @@
 Curation tracks a handful of points per clip and keeps at most 8 trajectories as drag controls, so
 both ends are selective:
 
-- :func:`query_points` picks corners of frame 0 that sit on *moving* content (a static background
-  point makes a useless control): Shi-Tomasi corners (at least ``min_distance`` apart) where frame 0
-  differs from a frame ``motion_frames`` later, kept when a short Lucas-Kanade run (forward-backward
-  checked) moves the corner and four neighbours ``min_distance / 2`` around it alike, by at least
-  ``min_motion_px`` (a corner on a moving outline, half on the static background, fails); then spread
-  out by farthest-point sampling.
-- :func:`reseed_queries` adds queries on later frames (every ``stride`` frames) where moving content
-  exists but no visible track is nearby: content that enters the frame, or a sprite whose points were
-  all lost. Motion there is measured over the next frames (the previous ones near the clip's end).
-- :func:`select_trajectories` keeps up to ``k`` tracks that carry the motion: it discards static,
-  erratic and mostly invisible tracks, ranks the rest by how far they move and skips a track that
-  runs too close to one already chosen. Every discarded track gets a reason (for logs and tests).
+- :func:`query_points` spreads queries over the keyframes where something moves apart from the camera
+  (:func:`~ardrag.data.trackers.foreground.find_foreground`: every 0.5 s across the whole clip), by
+  farthest-point sampling within each keyframe; :func:`corner_queries` is for a clip where only the
+  camera moves.
+- :func:`reseed_queries` adds queries at keyframes where moving content exists but no visible track is
+  nearby: content that enters the frame or starts moving late, or an object whose points were all lost.
+- :func:`select_trajectories` keeps up to ``k`` tracks that carry the clip's motion: it discards mostly
+  invisible, static (apart from the camera, when it is given), erratic (jitter) and jumping tracks
+  (:func:`abrupt_jumps`), then those that move much less than the most trusted one; tracks followed
+  (nearly) throughout come first, then by how far they move, and a track that runs too close to one
+  already chosen is skipped. Every discarded track gets a reason (for logs and tests).
 
 :func:`~ardrag.data.trackers.base.check_track_inputs` validates the ``(video, queries)`` pair.
 """

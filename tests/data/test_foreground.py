@@ -45,3 +45,22 @@ def test_foreground_points_move_and_the_threshold_is_in_pixels_over_the_window()
     assert len(pts) > 10 and (pts[:, 2] >= 3.0).all()
     strict = find_foreground(video, 16.0, ForegroundConfig(min_motion_px=1000.0))
     assert strict.static and strict.moving_points == 0
+
+
+def test_a_plain_object_gets_points_on_its_outline():
+    import cv2
+
+    # a black cup on a white wall: a disc of one flat grey on a plain background, no corner anywhere
+    frames, centres = [], []
+    for t in range(17):
+        frame = np.full((240, 320, 3), 215, np.uint8)
+        centre = (80 + 4 * t, 120)
+        cv2.circle(frame, centre, 30, (40, 40, 40), -1, cv2.LINE_AA)
+        frames.append(frame)
+        centres.append(centre)
+    fg = find_foreground(with_noise(np.stack(frames), sigma=1.0), 16.0)
+    pts = fg.points[0]
+    assert len(pts) >= 8 and not fg.static
+    distance = np.linalg.norm(pts[:, :2] - np.array(centres[0]), axis=1)
+    assert (np.abs(distance - 30) <= 4).all(), distance  # on the outline
+    np.testing.assert_allclose(pts[:, 2], 32.0, atol=1.5)  # and moving with it: 4 px a frame over 8 frames

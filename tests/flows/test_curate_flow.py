@@ -156,35 +156,48 @@ def test_prefect_yaml_deployments_have_valid_parameters():
     assert any(d["name"] == "annotation-pull" for d in spec["deployments"])
 
 
+ARTIFACTS = """
+import json, sys
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, TaskRunFilter
+from prefect.client.schemas.sorting import ArtifactSort
+from prefect.testing.utilities import prefect_test_harness
+from flows.curate import run
+
+with prefect_test_harness(server_startup_timeout=120):
+    summary = run("procedural", {"num_clips": 2, "num_frames": 17}, sys.argv[1], {}, previews=True)
+    with get_client(sync_client=True) as client:
+        # every field given: this client sends the ones left out as null, which the server refuses
+        keys = ArtifactFilterKey(any_=["curation-previews", "curation-summary"])
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=keys),
+            flow_run_filter=FlowRunFilter(), task_run_filter=TaskRunFilter(),
+            sort=ArtifactSort.CREATED_DESC, limit=10, offset=0,
+        )
+print(json.dumps({"clips": summary["clips"], "artifacts": {a.key: [a.data, a.description] for a in found}}))
+"""
+
+
 @pytest.mark.slow
 def test_previews_are_written_and_the_prefect_artifacts_link_them(tmp_path):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, TaskRunFilter
-    from prefect.client.schemas.sorting import ArtifactSort
-    from prefect.testing.utilities import prefect_test_harness
-
-    from flows.curate import run
-
+    # In a process of its own: Prefect's test harness leaves state behind that breaks spawned workers
+    # of later tests (DataLoader workers exited with code 1).
     out = tmp_path / "P"
-    with prefect_test_harness(server_startup_timeout=120):
-        summary = run("procedural", {"num_clips": 2, "num_frames": 17}, str(out), {}, previews=True)
-        with get_client(sync_client=True) as client:
-            # every field given: this client sends the ones left out as null, which the server refuses
-            found = client.read_artifacts(
-                artifact_filter=ArtifactFilter(
-                    key=ArtifactFilterKey(any_=["curation-previews", "curation-summary"])
-                ),
-                flow_run_filter=FlowRunFilter(),
-                task_run_filter=TaskRunFilter(),
-                sort=ArtifactSort.CREATED_DESC,
-                limit=10,
-                offset=0,
-            )
-    by_key = {a.key: a for a in found}
+    env = {
+        **os.environ,
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", ARTIFACTS, str(out)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
     store = CurationStore(out)
     keys = [c["key"] for r in store.records() for c in r["clips"] if c.get("sample")]
-    assert summary["clips"] == 2 and keys
+    assert result["clips"] == 2 and keys
+    previews, _ = result["artifacts"]["curation-previews"]
     for key in keys:
         preview = store.preview_path(key)
-        assert preview.is_file() and preview.resolve().as_uri() in by_key["curation-previews"].data
-    assert "artifact `curation-previews`" in by_key["curation-summary"].description
+        assert preview.is_file() and preview.resolve().as_uri() in previews
+    assert "artifact `curation-previews`" in result["artifacts"]["curation-summary"][1]

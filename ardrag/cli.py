@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
-from ardrag import __version__
+from ardrag import __version__, console
 from ardrag.errors import ArdragError
+
+VERBOSE_HELP = "every log line on the console too (Prefect, httpx, libraries), not only in the run's log file"
 
 
 def _procedural(args: argparse.Namespace) -> int:
@@ -24,6 +27,7 @@ def _procedural(args: argparse.Namespace) -> int:
     path = args.config or datasets_dir() / "procedural.yaml"
     config = load_config(ProceduralConfig, path, {**preset("procedural", args.preset), **overrides})
     shards = ShardConfig(shard_samples=args.shard_samples)
+    console.log_to_file(args.out, "procedural")
     if not args.overwrite and (manifest := existing_dataset(args.out, config, shards)) is not None:
         logging.getLogger("ardrag").info(
             "%s already holds this dataset (version %s): nothing to do", args.out, manifest["version"]
@@ -102,6 +106,9 @@ def _train(args: argparse.Namespace) -> int:
     )
     from ardrag.training.trainer import exit_process, shutdown_distributed
 
+    rank = os.environ.get("RANK", "0")  # torchrun: a log file per process
+    console.log_to_file(config.run_dir, f"train-{args.stage}" + ("" if rank == "0" else f"-rank{rank}"))
+
     summary = train(config, resume=args.resume, progress=not (args.json or args.quiet))
     # after success only: a failed process exits, and torchrun stops the others
     distributed = shutdown_distributed()
@@ -121,6 +128,7 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from ardrag.evaluation.run import evaluate
 
+    console.log_to_file(args.out, "eval")
     results = evaluate(
         args.out, preset=args.preset, checkpoint=args.checkpoint, model=args.model, benchmark=args.benchmark,
         inception=args.inception, i3d=args.i3d, aesthetic_clip=args.aesthetic_clip,
@@ -143,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ardrag", description="AR-Drag: drag-controllable autoregressive video generation and its data."
     )
     parser.add_argument("--version", action="version", version=f"ardrag {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("procedural", help="write a sharded dataset of procedural clips with known motion")
@@ -233,13 +241,23 @@ def _unavailable(hint: str) -> int:
     return 2
 
 
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    """``--verbose`` after any subcommand too (``ardrag demo --verbose``), as well as before it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if not any("--verbose" in a.option_strings for a in sub._actions):
+                    sub.add_argument(
+                        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP
+                    )
+                _add_verbose(sub)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    parser = build_parser()
+    _add_verbose(parser)
+    args = parser.parse_args(argv)
+    console.setup(verbose=args.verbose)
     try:
         return args.func(args)
     except (ArdragError, ValueError) as err:
@@ -247,6 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"ardrag: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        for line in console.closing_lines():
+            print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

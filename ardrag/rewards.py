@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ardrag.console import route_library_logs
 from ardrag.errors import ConfigError, describe
 
 RewardFn = Callable[..., np.ndarray]
@@ -85,6 +86,7 @@ class AestheticScorer:
     @classmethod
     def from_paths(cls, clip_path: str, head_path: str) -> AestheticScorer:
         """A ``CLIPVisionModelWithProjection`` folder (or a full CLIP folder) and the head's weights."""
+        route_library_logs()
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
         for path in (clip_path, head_path):
@@ -107,6 +109,7 @@ class AestheticScorer:
     @classmethod
     def tiny(cls, seed: int = 0) -> AestheticScorer:
         """Random weights at toy size (32-pixel crops, 16-dim embedding), offline."""
+        route_library_logs()
         from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
         with torch.random.fork_rng(devices=[]):

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
 from annotation.client import LabelStudioUnavailable
@@ -69,7 +69,7 @@ def annotation_push(out: str, settings: dict[str, Any] | None = None) -> dict[st
         for i in ("verify", "annotate")
     ]
     create_table_artifact(rows, key="annotation-push", description=f"tasks of {out}")
-    get_run_logger().info("push %s", json.dumps(report))
+    log.info("push %s", json.dumps(report))
     return report
 
 
@@ -89,7 +89,7 @@ def annotation_pull(
     create_table_artifact(
         [{k: report[k] for k in keys}], key="annotation-pull", description=f"reviews of {out}"
     )
-    get_run_logger().info("pull %s", json.dumps(report))
+    log.info("pull %s", json.dumps(report))
     return report
 
 

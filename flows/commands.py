@@ -13,13 +13,17 @@ from typing import Any
 def _local_api_defaults() -> None:
     """Settings for Prefect's temporary local API (when no PREFECT_API_URL is set): it is offline, so no
     usage telemetry (its heartbeat also contends for SQLite); on a busy 2-core machine it can take more
-    than Prefect's default 20 s to start."""
+    than Prefect's default 20 s to start. ardrag's own loggers also go to the Prefect UI (extra loggers;
+    their lines outside a run are for the console and the log file only)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ardrag,flows,annotation")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
 def _curate(args: argparse.Namespace) -> int:
     _local_api_defaults()
+    from ardrag import console
     from ardrag.config import build_config
     from ardrag.curation.pipeline import CurationConfig, load_curation_file, source_overrides
     from ardrag.data.sources import build_source
@@ -39,6 +43,7 @@ def _curate(args: argparse.Namespace) -> int:
     build_source(args.source, source_config, origin)  # every setting checked before Prefect starts
     if args.auto_accept:
         config = config.model_copy(update={"auto_accept": True})
+    console.log_to_file(args.out, "curate")
     summary = run(
         args.source, source_config, args.out, config.to_dict(), runner=args.runner, previews=args.previews
     )
@@ -93,6 +98,7 @@ def _webhook(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    _local_api_defaults()
     from flows.annotate import serve_deployments
 
     serve_deployments(args.out, every_s=args.every)
@@ -121,20 +127,27 @@ def register_annotate(sub: argparse._SubParsersAction) -> None:
 
 
 def _print_report(result: dict[str, Any], as_json: bool) -> None:
+    """One line per stage and the report's path (the whole report is ``report.md``)."""
     if as_json:
         slim = [{k: r.get(k) for k in ("stage", "status", "key", "summary")} for r in result["stages"]]
         print(json.dumps({"stages": slim, "report": result["report"], "out": result["out"]}))
-    else:
-        print(open(result["report"], encoding="utf-8").read())
+        return
+    for r in result["stages"]:
+        seconds = f"{r['seconds']:.0f} s" if r.get("seconds") else ""
+        print(f"  {r['stage']:<11} {r['status']:<14} {seconds:>6}  {r.get('summary', '')}")
+    print(f"report: {result['report']}")
 
 
 def _retrain(args: argparse.Namespace) -> int:
     _local_api_defaults()
+    from ardrag import console
     from ardrag.retrain import load_retrain_config
     from flows.retrain import run
 
     overrides = {"out": args.out} if args.out else {}
-    result = run(load_retrain_config(args.config, overrides))
+    config = load_retrain_config(args.config, overrides)
+    console.log_to_file(config.root, "retrain")
+    result = run(config)
     _print_report(result, args.json)
     return 0
 
@@ -153,6 +166,7 @@ def _demo(args: argparse.Namespace) -> int:
     _local_api_defaults()
     import time
 
+    from ardrag import console
     from ardrag.retrain import DEMO, load_retrain_config
     from flows.retrain import run
 
@@ -162,10 +176,12 @@ def _demo(args: argparse.Namespace) -> int:
         annotation = "label-studio" if os.environ.get("ARDRAG_LS_URL") else "none"
     overrides = {"out": args.out, "annotation": annotation}
     t0 = time.monotonic()
-    result = run(load_retrain_config(args.config, overrides, base=DEMO))
+    config = load_retrain_config(args.config, overrides, base=DEMO)
+    console.log_to_file(config.root, "demo")
+    result = run(config)
     _print_report(result, args.json)
     if not args.json:
-        print(f"demo done in {(time.monotonic() - t0) / 60:.1f} min; report: {result['report']}")
+        print(f"demo done in {(time.monotonic() - t0) / 60:.1f} min")
     return 0
 
 

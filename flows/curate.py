@@ -21,9 +21,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -34,12 +35,15 @@ from prefect.concurrency.sync import concurrency
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from ardrag.console import Progress
 from ardrag.curation import pipeline
 from ardrag.curation.pipeline import CurationConfig
 from ardrag.curation.store import CurationStore
 from ardrag.data.clip import SourceInput
 from ardrag.data.sources import build_source
 from flows.events import dataset_version, emit_dataset_version
+
+log = logging.getLogger(__name__)  # also sent to the Prefect UI (extra loggers)
 
 GPU_LIMIT = "ardrag-gpu"
 CHUNK = 8  # inputs in flight at once
@@ -160,7 +164,7 @@ def curate(
     ``announce``: emit ``ardrag.dataset.version.created`` when the dataset's version changed (the retrain
     flow turns it off and announces the version itself). ``previews``: write ``previews/<clip>.mp4`` (the
     clip with its control points drawn) and a markdown artifact that links them."""
-    logger = get_run_logger()
+    logger = log
     cfg = CurationConfig.model_validate(config or {})
     store = CurationStore(out)
     src = _source(source, json.dumps(source_config, sort_keys=True))
@@ -178,6 +182,7 @@ def curate(
 
     cfg_dict = cfg.to_dict()
     done, failed = 0, {}
+    bar = Progress(total=len(todo), desc="curating", unit="input", logger=logger)
     # In small chunks, extracts first, then their tracking (which waits on them): the runner's workers
     # stay busy, the clip files waiting on disk stay few, and one failing input stops only itself.
     for start in range(0, len(todo), CHUNK):
@@ -199,6 +204,8 @@ def curate(
                 failed[item["id"]] = f"{type(error).__name__}: {error}"
                 logger.error("input %s (%s) failed: %s", item["id"], item["description"], failed[item["id"]])
             update_progress_artifact(progress, 100.0 * (done + len(failed)) / len(todo))
+            bar.update(1)
+    bar.close()
     if not todo:
         update_progress_artifact(progress, 100.0)
     before = dataset_version(store.root / "dataset")
@@ -208,7 +215,7 @@ def curate(
     shown = write_previews(out, items) if previews else None
     summary = summarize(out, items, failed, shown)
     summary["dataset"] = dataset
-    logger.info(
+    logger.debug(
         "states %s; reasons %s; accepted per bucket %s",
         summary["states"],
         summary["reasons"],

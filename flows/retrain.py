@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from ardrag.curation import pipeline
@@ -41,14 +41,27 @@ from ardrag.retrain import (
 from flows.curate import _source, curate, task_runner
 from flows.events import emit_dataset_version
 
+log = logging.getLogger(__name__)  # also sent to the Prefect UI (extra loggers)
+
 
 def _config(config: dict[str, Any]) -> RetrainConfig:
     return RetrainConfig.model_validate(config)
 
 
 def _skipped(stage: str, entry: dict[str, Any]) -> dict[str, Any]:
-    get_run_logger().info("%s: skipped, its inputs have not changed (key %s)", stage, entry["key"])
+    log.debug("%s: skipped, its inputs have not changed (key %s)", stage, entry["key"])
     return {**entry, "status": "skipped", "seconds": 0.0}
+
+
+def _announced(stage: str, subflow: Any, *args: Any) -> dict[str, Any]:
+    """Run a stage's subflow between a start line and an end line (status, time, summary)."""
+    log.info("%s: started", stage)
+    result = subflow(*args)
+    took = f" in {result['seconds']:.0f} s" if result.get("seconds") else ""
+    if result["status"] == "skipped":
+        took = " (its inputs have not changed)"
+    log.info("%s: %s%s; %s", stage, result["status"], took, result.get("summary", ""))
+    return result
 
 
 def _source_config(cfg: RetrainConfig) -> dict[str, Any]:
@@ -60,7 +73,7 @@ def _source_config(cfg: RetrainConfig) -> dict[str, Any]:
 def curation_stage(config: dict[str, Any]) -> dict[str, Any]:
     """Curate the source's inputs into ``<out>/curation`` (the curate flow, as a subflow)."""
     cfg, t0 = _config(config), time.monotonic()
-    ledger, logger = Ledger(cfg.root), get_run_logger()
+    ledger, logger = Ledger(cfg.root), log
     source_config = _source_config(cfg)
     src = _source(cfg.curation.source, json.dumps(source_config, sort_keys=True))
     curation = CurationConfig.model_validate(cfg.curation.config)
@@ -68,7 +81,7 @@ def curation_stage(config: dict[str, Any]) -> dict[str, Any]:
     key = digest(cfg.curation.source, pipeline.config_digest(pipeline.settings_digest(src), curation), inputs)
     if entry := ledger.fresh("curation", key):
         return _skipped("curation", entry)
-    logger.info("curation: %d inputs from %s", len(inputs), cfg.curation.source)
+    logger.debug("curation: %d inputs from %s", len(inputs), cfg.curation.source)
     run = curate.with_options(task_runner=task_runner(cfg.curation.runner, cfg.curation.workers))
     out = str(cfg.curation_dir)
     summary = run(cfg.curation.source, source_config, out, curation.to_dict(), announce=False)
@@ -93,7 +106,7 @@ def annotation_stage(config: dict[str, Any], curation: dict[str, Any]) -> dict[s
     are accepted without a person, labelled so (``auto``). Its inputs: the curation's result and the
     clips waiting for people."""
     cfg, t0 = _config(config), time.monotonic()
-    ledger, logger = Ledger(cfg.root), get_run_logger()
+    ledger, logger = Ledger(cfg.root), log
     store = CurationStore(cfg.curation_dir)
     waiting = store.waiting()
     undecided = [c for c in waiting if c["review"] is None]
@@ -168,7 +181,7 @@ def dataset_stage(config: dict[str, Any]) -> dict[str, Any]:
 def training_stage(config: dict[str, Any], stage: str, upstream: dict[str, Any]) -> dict[str, Any]:
     """One training stage (teacher, distill or grpo) from the dataset and the upstream stage's model."""
     cfg, t0 = _config(config), time.monotonic()
-    ledger, logger = Ledger(cfg.root), get_run_logger()
+    ledger, logger = Ledger(cfg.root), log
     init = upstream["outputs"].get("model")
     tc = train_config(cfg, stage, str(cfg.curation_dir / "dataset"), init)
     key = stage_key(tc, upstream["key"] if init is None else upstream["model_digest"])
@@ -177,7 +190,7 @@ def training_stage(config: dict[str, Any], stage: str, upstream: dict[str, Any])
         return _skipped(stage, entry)
     run_dir = cfg.root / "train" / f"{stage}-{key}"
     tc = tc.model_copy(update={"run_dir": str(run_dir)})
-    logger.info("%s: %d steps into %s", stage, tc.steps, run_dir)
+    logger.debug("%s: %d steps into %s", stage, tc.steps, run_dir)
     summary = run_training(tc, getattr(cfg, stage).nproc_per_node, progress=cfg.progress)
     figures: dict[str, Any] = {"steps": summary["steps"], **loss_figures(run_dir)}
     outputs = {"model": str(Path(summary["export"]).resolve()), "run folder": str(run_dir),
@@ -242,33 +255,33 @@ def retrain(
 ) -> dict[str, Any]:
     """Run every stage whose inputs changed; returns the stages' results and the report's path.
     ``trigger``: what started the run (the deployment trigger passes the dataset event), for the log."""
-    logger, t0 = get_run_logger(), time.monotonic()
+    logger, t0 = log, time.monotonic()
     cfg = load_retrain_config(config_file, config or {})
     check_stage_inputs(cfg)
     if trigger:
         logger.info("started by %s", trigger)
     c = cfg.to_dict()
-    results = [curation_stage(c)]
+    results = [_announced("curation", curation_stage, c)]
     if results[-1]["status"] == "incomplete":
         logger.warning("curation is incomplete: the stages after it use what was accepted; the failed "
                        "inputs are retried by the next run (see the report)")  # fmt: skip
-    results.append(annotation_stage(c, results[0]))
-    results.append(dataset_stage(c))
+    results.append(_announced("annotation", annotation_stage, c, results[0]))
+    results.append(_announced("dataset", dataset_stage, c))
     if not results[-1].get("samples"):
         note = "the dataset has no samples yet: nothing to train on (see the annotation stage)"
         results += [{"stage": s, "status": "blocked", "summary": note} for s in (*TRAINING, "evaluation")]
     else:
         upstream = results[-1]
         for stage in TRAINING:
-            upstream = training_stage(c, stage, upstream)
+            upstream = _announced(stage, training_stage, c, stage, upstream)
             results.append(upstream)
-        results.append(evaluation_stage(c, upstream))
+        results.append(_announced("evaluation", evaluation_stage, c, upstream))
     for r, name in zip(results, STAGES, strict=True):
         r["stage"] = name
     path = write_report(cfg.root, results, time.monotonic() - t0)
     create_markdown_artifact(path.read_text(encoding="utf-8"), key="retrain-report",
                              description=f"retrain report of {cfg.root}")  # fmt: skip
-    logger.info("stages: %s; report %s", ", ".join(f"{r['stage']} {r['status']}" for r in results), path)
+    logger.debug("stages: %s; report %s", ", ".join(f"{r['stage']} {r['status']}" for r in results), path)
     return {"stages": results, "report": str(path), "out": str(cfg.root)}
 
 

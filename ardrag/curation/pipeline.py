@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import yaml
 from pydantic import Field, field_validator
-from tqdm.auto import tqdm
 
 from ardrag.config import Config
+from ardrag.console import Progress
 from ardrag.curation.routing import Check, Decision, RoutingConfig, assess, decide
 from ardrag.curation.store import CurationStore
 from ardrag.data.build import ShardConfig, dataset_writer
@@ -457,7 +457,7 @@ def run_local(
     items = start_run(source, store)
     digest = config_digest(settings_digest(source), config)
     failed: dict[str, str] = {}
-    for item in tqdm(items, desc="curating", unit="input", disable=not progress):
+    for item in Progress(items, desc="curating", unit="input", enabled=progress, logger=log):
         try:
             process_input(source, item, store, config, digest)
         except Exception as err:  # the input failed (not bad data): reported, retried by the next run

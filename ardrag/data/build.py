@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field
-from tqdm.auto import tqdm
 
 from ardrag.config import Config, write_resolved_config
+from ardrag.console import Progress
 from ardrag.data.codec import EncodeConfig
 from ardrag.data.sample import Sample
 from ardrag.data.shards import MANIFEST, DatasetWriter, read_manifest
@@ -79,7 +79,7 @@ def write_dataset(
     writer = dataset_writer(out, shards, name=name, overwrite=overwrite)
     write_resolved_config(config, out)
     with writer:  # an exception aborts: no manifest, temporary shards removed
-        for sample in tqdm(samples, total=total, desc=f"writing {name}", unit="clip", disable=not progress):
+        for sample in Progress(samples, total=total, desc=f"writing {name}", unit="clip", enabled=progress):
             writer.write(sample)
         manifest = writer.close({"config": config.to_dict(), "config_digest": _digest(config, shards)})
     log.info(

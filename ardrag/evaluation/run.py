@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from ardrag.console import Progress
 from ardrag.data.buckets import Bucket, ResizeCrop
 from ardrag.data.codec import encode_mp4, get_decoder
 from ardrag.data.overlay import draw_tracks
@@ -168,8 +168,8 @@ def evaluate(
     errors = [{"id": e.id, "line": e.line, "error": e.reason} for e in entries if isinstance(e, EntryError)]
     generated, references, latencies, warmed = [], [], [], False
     grid_rows = []
-    bar = tqdm([e for e in entries if isinstance(e, BenchmarkEntry)], desc="evaluating", unit="clip",
-               disable=not progress)  # fmt: skip
+    bar = Progress([e for e in entries if isinstance(e, BenchmarkEntry)], desc="evaluating", unit="clip",
+                   enabled=progress, logger=log)  # fmt: skip
     for entry in bar:
         try:
             inputs = _prepare(entry, cfg.width, cfg.height)
@@ -228,7 +228,7 @@ def evaluate(
     atomic_write(out / "results.md", markdown(results))
     if grid_rows:
         atomic_write(out / "grid.mp4", encode_mp4(grid(grid_rows), grid_rows[0][2].fps))
-    log.info("evaluated %d clips (%d errors) into %s", len(clips), len(errors), out)
+    log.debug("evaluated %d clips (%d errors) into %s", len(clips), len(errors), out)
     return results
 
 

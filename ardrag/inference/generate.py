@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from ardrag.console import Progress
 from ardrag.data.codec import encode_mp4
 from ardrag.data.overlay import draw_tracks
 from ardrag.errors import ConfigError
@@ -66,7 +66,7 @@ def stream_clip(
     session = StreamSession(pipe, image, prompt, seed=seed)
     t = trajectory.num_frames
     frames, first = [], 0.0
-    for start, end in tqdm(latent_chunks(t), desc="generating", unit="latent frame", disable=not progress):
+    for start, end in Progress(latent_chunks(t), desc="generating", unit="latent frame", enabled=progress):
         rows = np.minimum(np.arange(start, end), t - 1)
         frames.append(
             session.step(trajectory.tracks[rows], trajectory.visible[rows], trajectory.intensity[rows])

@@ -1,1 +1,5 @@
 """The AR-Drag model: motion-control conditioning, the bidirectional teacher, the causal student."""
+
+from ardrag.console import route_library_logs
+
+route_library_logs()  # before diffusers and transformers are imported: their warnings go to the log file

@@ -287,5 +287,5 @@ def export_model(config: TrainConfig, trainer: Any, state: dict[str, Any] | None
     model.save_pretrained(str(tmp))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)  # a killed export leaves the previous one or none, never half of one
-    log.info("exported the %s to %s", name, out)
+    log.debug("exported the %s to %s", name, out)
     return str(out)

@@ -40,9 +40,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from ardrag.config import write_resolved_config
+from ardrag.console import Progress
 from ardrag.errors import ConfigError
 from ardrag.fsutil import atomic_write
 from ardrag.training.config import TrainConfig
@@ -56,6 +56,7 @@ from ardrag.training.parallel import (
 )
 
 log = logging.getLogger(__name__)
+SHOWN = ("loss", "reward_total")  # the figures on the progress bar
 
 CHECKPOINTS = "checkpoints"
 
@@ -299,18 +300,16 @@ class Trainer:
         if self.rank == 0:
             write_resolved_config(self.config, self.run_dir)
         history, started = [], time.monotonic()
-        bar = tqdm(
-            total=self.config.steps, initial=self.step, desc=f"train {self.stage.name}", unit="step",
-            disable=not progress or self.rank != 0,
-        )  # fmt: skip
+        bar = Progress(total=self.config.steps, initial=self.step, desc=f"train {self.stage.name}",
+                       unit="step", enabled=progress and self.rank == 0, logger=log)  # fmt: skip
         while self.step < self.config.steps:
             batches = [self.stage.batch(*self._next_batch(j)) for j in range(self.config.grad_accum)]
             logs = self.train_step(batches)
             self.step += 1
             history.append({"step": self.step, **logs})
             self._log(logs)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k.endswith(SHOWN)})
             bar.update(1)
-            bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in logs.items() if k.endswith("loss")})
             if self._out_of_time(started):
                 self.stopped_early = True
                 log.info("time limit of %s min reached at step %d: saving, then stopping (--resume "
@@ -388,7 +387,7 @@ class Trainer:
             os.replace(tmp, final)
             for old in checkpoint_dirs(self.run_dir)[: -self.config.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
-            log.info("saved %s", final)
+            log.debug("saved %s", final)
         self._barrier()
         return final
 

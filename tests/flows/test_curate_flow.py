@@ -201,3 +201,30 @@ def test_previews_are_written_and_the_prefect_artifacts_link_them(tmp_path):
         preview = store.preview_path(key)
         assert preview.is_file() and preview.resolve().as_uri() in previews
     assert "artifact `curation-previews`" in result["artifacts"]["curation-summary"][1]
+
+
+@pytest.mark.slow
+def test_curate_console_a_bar_on_a_terminal_plain_lines_elsewhere_and_prefect_in_the_log(tmp_path):
+    from terminal import run_in_pty
+
+    argv = [ARDRAG, "curate", "--source", "procedural", "--num", "4", "--seed", "3"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_LOGGING")}
+    piped = subprocess.run([*argv, "--out", str(tmp_path / "P")], capture_output=True, text=True, env=env,
+                           timeout=600)  # fmt: skip
+    assert piped.returncode == 0, piped.stderr[-3000:]
+    assert "\r" not in piped.stderr and "%|" not in piped.stderr
+    assert [line.split(" ", 1)[1] for line in piped.stderr.splitlines() if "curating:" in line] == [
+        f"curating: {i}/4 input" for i in (1, 2, 3, 4)
+    ]
+    # Prefect's engine lines and the request lines: in the log file, not on the console
+    assert "httpx" not in piped.stderr and "Finished in state" not in piped.stderr
+    (log,) = (tmp_path / "P" / "logs").glob("curate-*.log")
+    assert piped.stderr.rstrip().splitlines()[-1].startswith(f"full log: {log}")
+    kept = log.read_text()
+    assert "httpx: HTTP Request:" in kept and "Finished in state Completed()" in kept
+    # on a terminal: a bar; --verbose puts the rest on the console too
+    shown = run_in_pty([*argv, "--out", str(tmp_path / "T"), "--verbose"], env=env)
+    assert "\r" in shown and "curating: 100%" in shown and "4/4" in shown
+    assert "curating: 4/4 input" not in shown  # the bar, not the plain lines
+    assert "4 inputs, 4 clips curated into" in shown
+    assert "httpx: HTTP Request:" in shown and "Finished in state Completed()" in shown

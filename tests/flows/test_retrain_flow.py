@@ -108,16 +108,29 @@ def test_demo_queues_hard_cases_for_people_and_reports_every_stage(tmp_path):
     quick.write_text(yaml.safe_dump({
         "curation": {"source_config": {"num_clips": 8}}, "teacher": {"config": {"steps": 2}},
         "distill": {"config": {"steps": 2}}, "grpo": {"config": {"steps": 2}},
-        "eval": {"procedural": {"num_clips": 2}}, "progress": False,
+        "eval": {"procedural": {"num_clips": 2}},
     }))  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "ARDRAG_LS_URL"}
-    env.update(PREFECT_LOGGING_LEVEL="WARNING", OMP_NUM_THREADS="1")
+    env = {k: v for k, v in os.environ.items() if k != "ARDRAG_LS_URL" and not k.startswith("PREFECT_LOG")}
+    env.update(OMP_NUM_THREADS="1")
     out = subprocess.run([ARDRAG, "demo", "--out", str(tmp_path / "demo"), "--config", str(quick)],
                          capture_output=True, text=True, env=env, timeout=900)  # fmt: skip
     assert out.returncode == 0, out.stderr[-4000:]
     report = (tmp_path / "demo" / "report.md").read_text()
-    assert out.stdout.startswith(report)  # printed, then the time it took
+    # the console: a line per stage start and end, a few plain progress lines, the summary; the rest
+    # (Prefect's engine lines, httpx's request lines) in the log file it names last
+    console = (out.stderr + out.stdout).splitlines()
+    assert len(console) <= 40, "\n".join(console)
+    assert "httpx" not in out.stderr and "Finished in state" not in out.stderr
+    for stage in STAGES:
+        assert re.search(rf"^\d\d:\d\d:\d\d {stage}: started$", out.stderr, re.M)
+        assert re.search(rf"^\d\d:\d\d:\d\d {stage}: (ran|skipped \(off\))[ ;]", out.stderr, re.M)
+        assert re.search(rf"^  {stage} +(ran|skipped \(off\)) ", out.stdout, re.M)  # the summary
+    assert f"report: {tmp_path / 'demo' / 'report.md'}" in out.stdout
     assert re.search(r"demo done in \d+\.\d min", out.stdout)
+    (log,) = (tmp_path / "demo" / "logs").glob("demo-*.log")
+    assert out.stderr.rstrip().splitlines()[-1].startswith(f"full log: {log}")
+    kept = log.read_text()
+    assert "httpx: HTTP Request:" in kept and "Finished in state Completed()" in kept
     store = CurationStore(tmp_path / "demo" / "curation")
     waiting = [c for c in store.waiting() if c["review"] is None]
     assert waiting  # hard cases among 8 procedural clips (occlusion, fast motion): queued, not accepted

@@ -67,3 +67,29 @@ def test_teacher_then_distill_then_generate(tmp_path):
                  cwd=tmp_path)  # fmt: skip
     assert out["frames"] == 9 and (out["width"], out["height"]) == (640, 368)
     assert get_decoder("pyav").decode((tmp_path / "o.mp4").read_bytes()).shape == (9, 368, 640, 3)
+
+
+@pytest.mark.slow
+def test_train_draws_a_progress_bar_on_a_terminal_and_plain_lines_elsewhere(tmp_path):
+    from terminal import run_in_pty
+
+    argv = [sys.executable, "-m", "ardrag.cli", "train", "teacher", "--preset", "tiny", "--steps", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    shown = run_in_pty([*argv, "--run-dir", "on-terminal"], cwd=tmp_path, env=env)
+    assert "\r" in shown and "train teacher: 100%" in shown and "4/4" in shown and "loss=" in shown
+    assert "train teacher: 4/4 step" not in shown  # the bar, not the plain lines
+    piped = subprocess.run([*argv, "--run-dir", "piped"], cwd=tmp_path, capture_output=True, text=True,
+                           env=env)  # fmt: skip
+    assert piped.returncode == 0, piped.stderr[-3000:]
+    assert "\r" not in piped.stderr and "%|" not in piped.stderr
+    plain = [line.split(" ", 1)[1] for line in piped.stderr.splitlines() if "train teacher:" in line]
+    assert [line.split(" (")[0] for line in plain] == [f"train teacher: {i}/4 step" for i in (1, 2, 3, 4)]
+    assert all("(loss " in line for line in plain)
+    (log,) = (tmp_path / "piped" / "logs").glob("train-teacher-*.log")
+    last = piped.stderr.rstrip().splitlines()[-1]
+    assert last.startswith(f"full log: {log}")
+    library_warnings = [line.split(": ", 1)[1] for line in log.read_text().splitlines()
+                        if " WARNING " in line and " ardrag." not in line]  # fmt: skip
+    assert not any(w in piped.stderr for w in library_warnings)  # in the log file only
+    n = len(library_warnings)  # (transformers warns here when torchvision is not installed)
+    assert last.endswith(f"({n} library warning{'s' * (n > 1)} in it)") if n else last == f"full log: {log}"

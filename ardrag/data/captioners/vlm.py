@@ -37,6 +37,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from ardrag.config import Config
+from ardrag.console import route_library_logs
 from ardrag.errors import describe
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ TINY_CHAT_TEMPLATE = (
 def build_tiny(seed: int = 0) -> tuple[Any, Any]:
     """The tiny preset's ``(processor, model)``: a ``LlavaProcessor`` and ``LlavaForConditionalGeneration``
     with random weights, built offline; deterministic for ``seed`` and leaves the global RNG untouched."""
+    route_library_logs()
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
@@ -215,6 +217,7 @@ def load_model(config: TransformersCaptionerConfig) -> tuple[Any, Any]:
             f"model={model_ref!r}: no such folder; point model at a local folder written by save_pretrained "
             "(processor and model) or at a hub id such as 'owner/name'"
         )
+    route_library_logs()
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     try:

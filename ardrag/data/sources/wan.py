@@ -37,6 +37,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from ardrag.config import Config, build_config
+from ardrag.console import route_library_logs
 from ardrag.data.buckets import Bucket, ResizeCrop, nearest_bucket, resolve_buckets
 from ardrag.data.clip import Clip, InputRejected, SourceInput, file_digest, safe_id
 from ardrag.data.sample import KEY_PATTERN, SourceInfo, negative_prompt
@@ -182,6 +183,8 @@ def build_tiny_pipeline(seed: int = 0) -> WanImageToVideoPipeline:
     The tokenizer is byte-level (every string tokenises; 259 ids), built in memory.
     """
     import torch
+
+    route_library_logs()
     from diffusers import (
         AutoencoderKLWan,
         WanTransformer3DModel,
@@ -233,6 +236,7 @@ def assemble_pipeline(
 ) -> Any:
     """A Wan 2.1 I2V pipeline from built components, in eval mode (UMT5's dropout would otherwise make
     two runs with one seed differ), with the scheduler Wan's diffusers pipelines use."""
+    route_library_logs()
     from diffusers import UniPCMultistepScheduler, WanImageToVideoPipeline
 
     for module in (text_encoder, image_encoder, vae, transformer):
@@ -597,6 +601,8 @@ def _read_image(path: str) -> tuple[np.ndarray, str]:
 def _load_pipeline(model: str, dtype: Any) -> WanImageToVideoPipeline:
     """The real pipeline, with the image encoder and VAE in float32 as the 14B model card loads them."""
     import torch
+
+    route_library_logs()
     from diffusers import AutoencoderKLWan, WanImageToVideoPipeline
     from transformers import CLIPVisionModel
 

@@ -54,7 +54,7 @@ def _curate(args: argparse.Namespace) -> int:
         for group in ("states", "reasons", "buckets", "skipped_reasons"):
             print(
                 f"  {group.replace('_reasons', '')}: "
-                + ", ".join(f"{k} {v}" for k, v in summary[group].items())
+                + (", ".join(f"{k} {v}" for k, v in summary[group].items()) or "none")
             )
         if args.previews:
             print(f"  previews: {args.out}/previews/ (linked from the Prefect artifact 'curation-previews')")

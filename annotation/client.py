@@ -47,20 +47,32 @@ class Client:
     def __init__(self, settings: AnnotationSettings, sdk: Any = None):
         self.settings = settings
         if sdk is None:
+            import httpx
             from label_studio_sdk import LabelStudio
 
+            connect = min(settings.connect_timeout_s, settings.timeout_s)
             sdk = LabelStudio(
-                base_url=settings.url, api_key=credentials(settings).token, timeout=settings.timeout_s
+                base_url=settings.url,
+                api_key=credentials(settings).token,
+                # the SDK's own retries (2, after 1 and 2 s, on a refused connection) are off: they hid
+                # 3 s inside each of our tries; `call` does all the retrying, with the waits it states
+                max_retries=0,
+                httpx_client=httpx.Client(
+                    timeout=httpx.Timeout(settings.timeout_s, connect=connect), follow_redirects=True
+                ),
             )
         self.sdk = sdk
         self._users: dict[int, str] = {}
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn(*args, **kwargs)``, tried ``settings.attempts`` times with doubling waits."""
+        """``fn(*args, **kwargs)``, tried ``settings.attempts`` times with the waits
+        ``settings.retry_waits_s`` between tries (1, 2, 4, 8 s by default). Each try connects within
+        ``connect_timeout_s``, so a server that is down is reported within ``settings.give_up_after_s``."""
         from label_studio_sdk.core.api_error import ApiError
 
-        wait = self.settings.backoff_s
-        for attempt in range(1, self.settings.attempts + 1):
+        attempts, waits = self.settings.attempts, self.settings.retry_waits_s
+        start = time.monotonic()
+        for attempt in range(1, attempts + 1):
             try:
                 return fn(*args, **kwargs)
             except Exception as err:
@@ -71,22 +83,23 @@ class Client:
                             f"{str(err.body)[:500]}"
                         ) from None
                     raise
-                if attempt == self.settings.attempts:
+                if attempt == attempts:
+                    tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
                     raise LabelStudioUnavailable(
-                        f"Label Studio at {self.settings.url} did not {what} after {attempt} attempts "
-                        f"({type(err).__name__}: {str(err)[:200]}); nothing done so far is lost, "
-                        "rerun the same command when the server is back"
+                        f"Label Studio at {self.settings.url} did not {what} after {tries} in "
+                        f"{time.monotonic() - start:.1f} s ({type(err).__name__}: {str(err)[:200]}); "
+                        "nothing done so far is lost, rerun the same command when the server is back"
                     ) from None
+                wait = waits[attempt - 1]
                 log.warning(
                     "Label Studio did not %s (%s); attempt %d of %d, retrying in %.1f s",
                     what,
                     type(err).__name__,
                     attempt,
-                    self.settings.attempts,
+                    attempts,
                     wait,
                 )
                 time.sleep(wait)
-                wait *= 2
         raise AssertionError("unreachable")
 
     # -- projects -----------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Where the annotation side keeps its things, and the Label Studio credentials.
 
 Settings come from the environment (``ARDRAG_DATA_DIR``, ``ARDRAG_LS_URL``, ...) with defaults for one
-machine. Credentials come from ``ARDRAG_LS_TOKEN`` (with ``ARDRAG_LS_USERNAME``, ``ARDRAG_LS_PASSWORD``)
-or from a secret file that ``ardrag annotate serve`` generates under the data directory (mode 0600;
-``data/`` is ignored by git). Neither is ever printed or logged: :class:`Credentials` hides them in its
-repr.
+machine. Credentials come from ``ARDRAG_LS_TOKEN`` (with ``ARDRAG_LS_USERNAME``, ``ARDRAG_LS_PASSWORD``,
+``ARDRAG_LS_SECRET_KEY``) or from a secret file that ``ardrag annotate serve`` generates under the data
+directory (mode 0600; ``data/`` is ignored by git). The file also keeps the server's Django
+``SECRET_KEY``, so its sessions survive a restart. None is ever printed or logged: :class:`Credentials`
+hides them in its repr.
 """
 
 from __future__ import annotations
@@ -37,11 +38,25 @@ class AnnotationSettings(Config):
     batch_size: int = Field(50, ge=1, le=1000, description="tasks per import request")
     attempts: int = Field(5, ge=1, le=20, description="tries of one request before giving up")
     backoff_s: float = Field(1.0, ge=0, description="first wait between tries; doubles each time")
+    connect_timeout_s: float = Field(5.0, gt=0, description="seconds one try may take to connect")
     timeout_s: float = Field(60.0, gt=0, description="seconds one request may take")
     box_px: float = Field(12.0, gt=0, description="side of the square that stands for a point")
     keyframe_tolerance_px: float = Field(
         0.25, gt=0, le=2, description="largest error of the pre-filled keyframes against the tracker"
     )
+
+    @property
+    def retry_waits_s(self) -> list[float]:
+        """The waits between the tries of one request: ``backoff_s`` doubling, one fewer than tries."""
+        return [self.backoff_s * 2**i for i in range(self.attempts - 1)]
+
+    @property
+    def give_up_after_s(self) -> float:
+        """The longest a request to a server that does not accept connections is tried before it is
+        reported: the waits plus each try's connect timeout (1+2+4+8 s + 5 x 5 s with the defaults; a
+        closed port refuses at once, so there it is the waits alone, 15 s). A server that accepts but
+        does not answer takes up to ``timeout_s`` per try instead of ``connect_timeout_s``."""
+        return sum(self.retry_waits_s) + self.attempts * min(self.connect_timeout_s, self.timeout_s)
 
     @property
     def ls_dir(self) -> Path:
@@ -71,20 +86,23 @@ class Credentials:
     username: str
     password: str = field(repr=False)
     token: str = field(repr=False)
+    secret_key: str = field(default="", repr=False)  # the server's Django SECRET_KEY (signs sessions)
 
     def __repr__(self) -> str:  # never show the secrets
-        return f"Credentials(username={self.username!r}, password=***, token=***)"
+        return f"Credentials(username={self.username!r}, password=***, token=***, secret_key=***)"
 
 
 def credentials(settings: AnnotationSettings, create: bool = False) -> Credentials:
-    """The admin user and API token. Each comes from the environment (``ARDRAG_LS_USERNAME``,
-    ``ARDRAG_LS_PASSWORD``, ``ARDRAG_LS_TOKEN``), else from the secret file; with ``create`` (the server
-    starting) what is still missing is generated and kept in the secret file (mode 0600)."""
+    """The admin user, API token and server secret key. Each comes from the environment
+    (``ARDRAG_LS_USERNAME``, ``ARDRAG_LS_PASSWORD``, ``ARDRAG_LS_TOKEN``, ``ARDRAG_LS_SECRET_KEY``), else
+    from the secret file; with ``create`` (the server starting) what is still missing is generated and
+    kept in the secret file (mode 0600)."""
     path = settings.credentials_file
     stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     username = os.environ.get("ARDRAG_LS_USERNAME") or stored.get("username") or "admin@ardrag.local"
     password = os.environ.get("ARDRAG_LS_PASSWORD") or stored.get("password")
     token = os.environ.get("ARDRAG_LS_TOKEN") or stored.get("token")
+    secret_key = os.environ.get("ARDRAG_LS_SECRET_KEY") or stored.get("secret_key")
     if token is not None and len(token) > 40:
         raise ConfigError(f"the Label Studio token is {len(token)} characters long; the limit is 40")
     if token is None and not create:
@@ -92,14 +110,16 @@ def credentials(settings: AnnotationSettings, create: bool = False) -> Credentia
             f"no Label Studio token: set ARDRAG_LS_TOKEN, or run `ardrag annotate serve` once, which "
             f"writes {path} (missing)"
         )
-    if create and (token is None or password is None):
+    if create and (token is None or password is None or secret_key is None):
         generated = {"username": username}
         if password is None:
             password = generated["password"] = secrets.token_urlsafe(18)
         if token is None:
             token = generated["token"] = secrets.token_hex(20)  # 40 characters, Label Studio's limit
+        if secret_key is None:
+            secret_key = generated["secret_key"] = secrets.token_urlsafe(50)
         _write_secret(path, {**stored, **generated})
-    return Credentials(username=username, password=password or "", token=token)
+    return Credentials(username=username, password=password or "", token=token, secret_key=secret_key or "")
 
 
 def _write_secret(path: Path, data: dict[str, str]) -> None:

@@ -5,6 +5,8 @@ Clips routed to ``awaiting_verification`` go to the dataset's ``verify`` project
 carries the sample key and version (the sha256 of the queued sample file); before importing, push lists
 the tasks already there, so a rerun, or a rerun after a failure halfway, creates no duplicate. A sample
 that already has a final review is not pushed again; one whose review was invalid already has its task.
+The dataset's media folder must hold folders and regular files only: push refuses to publish while it
+holds a symlink (Label Studio would serve what the link points at).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 
 from annotation.client import Client
 from annotation.convert import annotate_prediction
-from annotation.media import media_name, preview_bytes, write_media
+from annotation.media import check_media_folder, media_folder, media_name, preview_bytes, write_media
 from annotation.settings import AnnotationSettings
 from ardrag.curation.store import CurationStore
 from ardrag.data.codec import get_decoder
@@ -64,13 +66,14 @@ def make_task(
     meta = json.loads(members["json"])
     w, h, fps, frames = meta["width"], meta["height"], meta["fps"], meta["num_frames"]
     relative = Path(media_dir.name) / interface
+    folder = media_folder(media_dir, interface)
     if interface == "verify":
         sample = decode_sample(key, members, get_decoder("pyav"))
         name = media_name(key, version, "preview")
-        write_media(media_dir / interface, name, preview_bytes(sample))
+        write_media(folder, name, preview_bytes(sample))
     else:
         name = media_name(key, version, "clip")
-        write_media(media_dir / interface, name, members["mp4"])
+        write_media(folder, name, members["mp4"])
     data = {
         "key": key,
         "version": version,
@@ -113,8 +116,8 @@ def push(
     client = client or Client(settings)
     store = CurationStore(store_dir)
     name = dataset_name(store_dir)
-    media_dir = settings.media_root / name
-    media_dir.mkdir(parents=True, exist_ok=True)
+    media_dir = media_folder(settings.media_root, name)
+    check_media_folder(media_dir)  # before any task points into it
     open_clips = [c for c in store.waiting() if c["review"] is None or c["review"]["state"] == "invalid"]
     report: dict[str, Any] = {"dataset": name}
     for interface in ("verify", "annotate"):

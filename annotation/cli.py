@@ -40,10 +40,11 @@ def _serve(args: argparse.Namespace) -> int:
         server.wait_until_ready()
         print(
             f"Label Studio is up at {server.url} "
-            f"(user and token: {settings.credentials_file} or ARDRAG_LS_TOKEN)"
+            f"(user and token: {settings.credentials_file} or ARDRAG_LS_TOKEN)",
+            flush=True,
         )
-        server.process.wait()
-    except KeyboardInterrupt:
+        server.wait()  # returns only by raising ServerError (exit code or signal, the log's tail)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a requested stop
         pass
     finally:
         server.stop()

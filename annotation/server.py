@@ -3,8 +3,10 @@
 The ``label-studio`` package cannot share an environment with Prefect (conflicting pins), so it lives
 in a virtual environment of its own, created here when missing with the pinned version. The server
 listens on 127.0.0.1 unless told otherwise, keeps its database under the data directory, creates the
-admin user and API token on first boot from :func:`annotation.settings.credentials`, and serves local
-files only from the media directory (what ``push`` writes for the browser).
+admin user and API token on first boot from :func:`annotation.settings.credentials` (whose secret file
+also keeps the server's ``SECRET_KEY``), and serves local files only from the media directory (what
+``push`` writes for the browser): regular files inside it, no symlink, through the Django settings in
+``annotation/ls_overlay/`` (see there for what Label Studio's own settings cannot do).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 
 # Label Studio refuses webhooks to private and loopback addresses (SSRF protection). The pull webhook
 # receiver runs on loopback, so the default list is replaced by the same list less loopback.
+# Label Studio's Django settings plus ardrag's guards (see ardrag_ls_settings.py there)
+OVERLAY_DIR = Path(__file__).resolve().parent / "ls_overlay"
+
 _BANNED_SUBNETS = (
     "0.0.0.0/8,10.0.0.0/8,100.64.0.0/10,169.254.0.0/16,172.16.0.0/12,192.0.0.0/24,192.0.2.0/24,"
     "192.88.99.0/24,192.168.0.0/16,198.18.0.0/15,198.51.100.0/24,203.0.113.0/24,224.0.0.0/4,"
@@ -66,7 +71,12 @@ def ensure_environment(settings: AnnotationSettings) -> Path:
 
 
 def server_environment(settings: AnnotationSettings, creds: Credentials) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "ARDRAG_LS_"))}
+    # Label Studio reads NAME, LABEL_STUDIO_NAME and HEARTEX_NAME: none is inherited from this process
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LABEL_STUDIO_", "HEARTEX_", "ARDRAG_LS_")) and k != "PYTHONPATH"
+    }
     media = settings.media_root
     media.mkdir(parents=True, exist_ok=True)
     env.update(
@@ -76,8 +86,15 @@ def server_environment(settings: AnnotationSettings, creds: Credentials) -> dict
         LABEL_STUDIO_USER_TOKEN=creds.token,
         LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true",
         LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
+        SECRET_KEY=creds.secret_key,  # kept in the secret file: sessions survive a restart
+        # files are served from the media directory only (the guard in ls_overlay refuses symlinks and
+        # anything outside it); errors name no path: no debug pages, no tracebacks in answers
         LOCAL_FILES_SERVING_ENABLED="true",
         LOCAL_FILES_DOCUMENT_ROOT=str(media),
+        DJANGO_SETTINGS_MODULE="ardrag_ls_settings",
+        PYTHONPATH=str(OVERLAY_DIR),
+        DEBUG="false",
+        DEBUG_MODAL_EXCEPTIONS="false",
         LATEST_VERSION_CHECK="false",
         COLLECT_ANALYTICS="false",
         SENTRY_DSN="",  # no error reports to Label Studio's Sentry (on by default, and offline here)
@@ -110,6 +127,7 @@ class LabelStudioServer:
         self.port = port or parts.port or 8080
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = settings.ls_dir / "server.log"
+        self._log_start = 0  # where this run's lines begin in the log (it keeps earlier runs')
 
     @property
     def url(self) -> str:
@@ -125,6 +143,7 @@ class LabelStudioServer:
         cmd = [str(exe), "start", "--no-browser", "--internal-host", self.host, "--port", str(self.port)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as logfile:
+            self._log_start = logfile.tell()
             self.process = subprocess.Popen(
                 cmd,
                 env=env,
@@ -147,16 +166,52 @@ class LabelStudioServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise ServerError(
-                    f"Label Studio exited with code {self.process.returncode} while starting; "
-                    f"see {self.log_path}"
-                )
+                raise self._died("while starting")
             if self.healthy():
                 log.info("Label Studio is up at %s", self.url)
                 return
             time.sleep(1.0)
         raise ServerError(
             f"Label Studio did not answer {self.url}/health within {timeout_s:.0f} s; see {self.log_path}"
+        )
+
+    def wait(self) -> None:
+        """Block while the server runs; when it ends by itself, raise :class:`ServerError` saying how
+        (exit code or signal) with the last lines of its log."""
+        if self.process is None:
+            raise ServerError("Label Studio was not started: call start() first")
+        self.process.wait()
+        raise self._died("while serving")
+
+    def exit_description(self) -> str:
+        """How the process ended: ``exited with code N`` or ``was killed by signal N (SIGNAME)``."""
+        code = None if self.process is None else self.process.poll()
+        if code is None:
+            return "is running"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = "unknown"
+            return f"was killed by signal {-code} ({name})"
+        return f"exited with code {code}"
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines this run wrote to its log."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(self._log_start, f.seek(0, os.SEEK_END) - 64 * 1024))
+                text = f.read().decode("utf-8", errors="replace")
+        except OSError as err:
+            return f"(the log {self.log_path} cannot be read: {err})"
+        tail = text.splitlines()[-lines:]
+        return "\n".join(tail) if tail else "(the log is empty)"
+
+    def _died(self, when: str) -> ServerError:
+        pid = self.process.pid if self.process is not None else None
+        return ServerError(
+            f"Label Studio (pid {pid}, {self.url}) {self.exit_description()} {when}; "
+            f"the last lines of its log {self.log_path}:\n{self.log_tail()}"
         )
 
     def stop(self, timeout_s: float = 30.0) -> None:

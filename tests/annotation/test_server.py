@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -112,46 +113,123 @@ def test_token_appears_in_no_log_and_no_tracked_file(midpush, ls_settings, ls_se
             assert ls_token.encode() not in path.read_bytes(), name
 
 
-def test_annotate_serve_command_starts_on_loopback_and_stops_on_sigterm(tmp_path, ls_settings):
-    import signal
-    import time
-    import urllib.request
-
-    from ls_fixtures import free_port
-
-    port = free_port()
-    env = {
-        **os.environ,
-        "ARDRAG_DATA_DIR": str(tmp_path / "data"),
-        "ARDRAG_LS_VENV": str(ls_settings.server_venv),
-    }
-    env.pop("ARDRAG_LS_TOKEN", None)
+def start_serve(data_dir, venv, port):
+    """``ardrag annotate serve`` as a person runs it; returns the process and its lines until the server is up
+    (or the command ended)."""
+    env = {**os.environ, "ARDRAG_DATA_DIR": str(data_dir), "ARDRAG_LS_VENV": str(venv)}
+    for name in ("ARDRAG_LS_TOKEN", "ARDRAG_LS_PASSWORD", "ARDRAG_LS_SECRET_KEY", "ARDRAG_LS_URL"):
+        env.pop(name, None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ardrag.cli", "annotate", "serve", "--port", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    lines = []
+    while True:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if line.startswith("Label Studio is up") or not line:
+            return proc, lines
+
+
+def stop_serve(proc):
+    """SIGTERM, not SIGKILL: the command must stop the server it started (its own session)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def the_server_process(proc) -> int:
+    """The pid of the Label Studio process that ``serve`` started (its only child)."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def environment_of(pid: int) -> dict[str, str]:
+    entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(e.decode().split("=", 1) for e in entries if b"=" in e)
+
+
+def log_in(url: str, username: str, password: str) -> dict[str, str]:
+    """A browser's login form: the session cookie Label Studio sets."""
+    import httpx
+
+    with httpx.Client(base_url=url) as browser:
+        browser.get("/user/login/")
+        form = {"email": username, "password": password, "csrfmiddlewaretoken": browser.cookies["csrftoken"]}
+        r = browser.post("/user/login/", data=form, headers={"Referer": f"{url}/user/login/"})
+        assert r.status_code == 302, r.text[:500]
+        return {"sessionid": browser.cookies["sessionid"]}
+
+
+def whoami(url: str, cookies: dict[str, str]):
+    import httpx
+
+    return httpx.get(f"{url}/api/current-user/whoami", cookies=cookies, timeout=10)
+
+
+def test_annotate_serve_stops_on_sigterm_keeps_sessions_across_restarts_and_reports_a_killed_server(
+    tmp_path, ls_settings
+):
+    import urllib.request
+
+    from ls_fixtures import free_port
+
+    data, venv = tmp_path / "data", ls_settings.server_venv
+    secret_file, log_file = data / "label-studio" / "credentials.json", data / "label-studio" / "server.log"
+
+    # 1. up on loopback; the server gets the secret key kept in the 0600 secret file; a person logs in;
+    #    SIGTERM stops the command and the server with it
+    port = free_port()
+    proc, lines = start_serve(data, venv, port)
     try:
-        lines = []
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if line.startswith("Label Studio is up") or not line:
-                break
-        assert any(line.startswith("Label Studio is up at http://127.0.0.1:") for line in lines), lines
+        assert any(line.startswith(f"Label Studio is up at http://127.0.0.1:{port}") for line in lines), lines
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
             assert r.status == 200
         assert listening_addresses(port) == {"0100007F"}
-        token = json.loads((tmp_path / "data" / "label-studio" / "credentials.json").read_text())["token"]
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+        creds = json.loads(secret_file.read_text())
+        assert environment_of(the_server_process(proc))["SECRET_KEY"] == creds["secret_key"]
+        session = log_in(f"http://127.0.0.1:{port}", creds["username"], creds["password"])
+        assert whoami(f"http://127.0.0.1:{port}", session).json()["email"] == creds["username"]
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0
-        assert token not in "".join(lines) + rest
+        for secret in (creds["token"], creds["password"], creds["secret_key"]):
+            assert secret not in "".join(lines) + rest + log_file.read_text(errors="replace")
         assert listening_addresses(port) == set()  # the server went with it
-    finally:  # SIGTERM, not SIGKILL: the command must stop the server it started (its own session)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    finally:
+        stop_serve(proc)
+
+    # 2. started again: the same key, so the person's session is still valid, and Label Studio no longer
+    #    warns that it makes up a random key; then its process is killed: serve says so and fails
+    port = free_port()
+    proc, lines = start_serve(data, venv, port)
+    try:
+        assert any(line.startswith(f"Label Studio is up at http://127.0.0.1:{port}") for line in lines), lines
+        assert json.loads(secret_file.read_text()) == creds  # nothing regenerated
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+        server = the_server_process(proc)
+        assert environment_of(server)["SECRET_KEY"] == creds["secret_key"]
+        r = whoami(f"http://127.0.0.1:{port}", session)
+        assert r.status_code == 200 and r.json()["email"] == creds["username"], r.text[:300]
+        forged = {
+            "sessionid": session["sessionid"][:-4]
+            + ("AAAA" if session["sessionid"][-4:] != "AAAA" else "BBBB")
+        }
+        assert whoami(f"http://127.0.0.1:{port}", forged).status_code == 401  # the signature is checked
+        assert "SECRET_KEY not found" not in log_file.read_text(errors="replace")
+
+        os.kill(server, signal.SIGKILL)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        stop_serve(proc)
+    assert proc.returncode != 0
+    assert f"(pid {server}, http://127.0.0.1:{port}) was killed by signal 9 (SIGKILL) while serving" in rest
+    last = [line for line in log_file.read_text().splitlines() if line.strip()][-1]
+    assert f"the last lines of its log {log_file}:" in rest and last in rest, rest
+    assert '"GET /api/current-user/whoami HTTP/1.1" 200' in rest  # this run's lines, not only a banner
+    assert listening_addresses(port) == set()

@@ -6,8 +6,11 @@ visibility, prompt, provenance ``human-verified`` or ``human-annotated`` with an
 written to ``reviewed/``, then its review record. Rejected: a review record with the reason. Invalid: a
 review record listing the problems, and the problems written back onto the task (``review_note``, shown
 at the top of the task) for the annotator to fix; the sample stays waiting, never sharded. A review
-remembers which annotation (id and update time) it came from, so pulling again changes nothing until a
-person changes something. Finally the dataset is resharded when its accepted set changed.
+remembers which annotation (id and update time, to the microsecond) it came from, so pulling again
+changes nothing until a person changes something. Only an accepted sample has a ``reviewed/`` file: when
+a person changes an acceptance into a rejection (or into an answer that is invalid), the file is removed
+after the new review is written (a pull that stopped in between removes it the next time). Finally the
+dataset is resharded when its accepted set changed.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from ardrag.data.shards import read_sample_file, revise_members, sample_file_byt
 from ardrag.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
+REPORT_KEYS = (
+    "tasks", "open", "accepted", "rejected", "invalid", "stale", "reviews_written", "reviewed_removed",
+)  # fmt: skip
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -46,12 +52,19 @@ def _iso(value: Any) -> str | None:
     return str(value) if value is not None else None
 
 
+def _precise(value: Any) -> str | None:
+    """An update time to the microsecond: two changes within one second are two changes."""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat()
+    return str(value) if value is not None else None
+
+
 def latest_annotation(task: Any) -> Any | None:
     """The task's most recently updated submitted (not skipped) annotation."""
     done = [a for a in (_get(task, "annotations") or []) if not _get(a, "was_cancelled")]
     if not done:
         return None
-    return max(done, key=lambda a: (_iso(_get(a, "updated_at")) or "", _get(a, "id") or 0))
+    return max(done, key=lambda a: (_precise(_get(a, "updated_at")) or "", _get(a, "id") or 0))
 
 
 def decide(interface: str, result: list[dict[str, Any]], data: dict[str, Any]) -> Decision:
@@ -110,25 +123,32 @@ def pull(
             if annotation is None:
                 counts["open"] += 1
                 continue
-            stamp = f"{_get(annotation, 'id')}@{_iso(_get(annotation, 'updated_at'))}"
+            stamp = f"{_get(annotation, 'id')}@{_precise(_get(annotation, 'updated_at'))}"
             review = clip["review"]
-            if review is not None and review.get("stamp") == stamp:
-                counts[review["state"]] += 1
-                continue
-            review = _review(store, client, interface, task, annotation, stamp)
+            if review is None or review.get("stamp") != stamp:
+                review = _review(store, client, interface, task, annotation, stamp)
+                counts["reviews_written"] += 1
             counts[review["state"]] += 1
-            counts["reviews_written"] += 1
+            if review["state"] != "accepted" and _drop_reviewed(store, review["key"]):
+                counts["reviewed_removed"] += 1
     manifest = shard_accepted(store)
     store.write_summary(store.summary(store.sharding()["inputs"]))  # the states people changed
-    report = {
-        k: counts.get(k, 0)
-        for k in ("tasks", "open", "accepted", "rejected", "invalid", "stale", "reviews_written")
-    }
+    report = {k: counts.get(k, 0) for k in REPORT_KEYS}
     report.update(
         dataset=name, version=manifest["version"], samples=manifest["samples"], buckets=manifest["buckets"]
     )
     log.info("pulled %s", report)
     return report
+
+
+def _drop_reviewed(store: CurationStore, key: str) -> bool:
+    """Remove the accepted sample file of a sample that is no longer accepted; whether there was one."""
+    path = store.reviewed_sample_path(key)
+    if not (path.exists() or path.is_symlink()):
+        return False
+    path.unlink()
+    log.info("%s is no longer accepted: removed %s", key, path)
+    return True
 
 
 def _review(

@@ -192,6 +192,37 @@ def _latest(client, task_id):
     return max(a["id"] if isinstance(a, dict) else a.id for a in task.annotations)
 
 
+def test_an_acceptance_changed_to_a_rejection_leaves_no_reviewed_file_and_back(loop, ls_settings):
+    client, store, out = loop["client"], loop["store"], loop["out"]
+    verify = sorted(tasks_of(client, loop["state"]["projects"]["verify"]), key=lambda t: t.data["key"])
+    task = verify[1]  # accepted above
+    key, reviewed = task.data["key"], store.reviewed_sample_path(task.data["key"])
+    assert store.review(key)["state"] == "accepted" and reviewed.is_file()
+    accepted_before = pull(out, ls_settings, client, progress=False)["accepted"]
+    annotation = _latest(client, task.id)
+
+    # the person changes their mind: the same annotation, updated through the API as the editor does
+    client.sdk.annotations.update(id=annotation, result=verdict("reject", "wrong tracks"))
+    report = pull(out, ls_settings, client, progress=False)
+    assert report["reviews_written"] == 1 and report["reviewed_removed"] == 1
+    assert report["accepted"] == accepted_before - 1
+    assert store.review(key)["state"] == "rejected" and not reviewed.exists()
+    assert key not in {s.key for s in dataset_samples(out)}
+    assert key in [r["key"] for r in read_manifest(out / "dataset")["reviews"]["rejected"]]
+    again = pull(out, ls_settings, client, progress=False)  # nothing left to remove, nothing rewritten
+    assert again["reviews_written"] == 0 and again["reviewed_removed"] == 0 and not reviewed.exists()
+
+    # and back to accepted: the file is written again and the sample sharded
+    client.sdk.annotations.update(id=annotation, result=verdict("accept"))
+    report = pull(out, ls_settings, client, progress=False)
+    assert report["reviews_written"] == 1 and report["reviewed_removed"] == 0
+    assert report["accepted"] == accepted_before
+    assert store.review(key)["state"] == "accepted" and reviewed.is_file()
+    samples = {s.key: s for s in dataset_samples(out)}
+    assert samples[key].provenance.annotation.status == "human-verified"
+    assert key not in [r["key"] for r in read_manifest(out / "dataset")["reviews"]["rejected"]]
+
+
 def test_reviews_name_their_annotation(loop):
     for path in (loop["out"] / "reviews").glob("*.json"):
         review = json.loads(path.read_text())

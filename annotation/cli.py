@@ -61,14 +61,18 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
 
 def _push(args: argparse.Namespace) -> int:
     from annotation.push import push
+    from ardrag import console
 
+    console.log_to_file(args.out, "annotate-push")
     _print(push(args.out, _settings(args), progress=not args.json), args.json)
     return 0
 
 
 def _pull(args: argparse.Namespace) -> int:
     from annotation.pull import pull
+    from ardrag import console
 
+    console.log_to_file(args.out, "annotate-pull")
     _print(pull(args.out, _settings(args), progress=not args.json), args.json)
     return 0
 

@@ -23,12 +23,11 @@ import os
 from collections import Counter
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from annotation.client import Client
 from annotation.convert import AnnotationInvalid, Decision, read_annotate, read_verify
 from annotation.push import dataset_name, project_title
 from annotation.settings import AnnotationSettings
+from ardrag.console import Progress
 from ardrag.curation.pipeline import shard_accepted
 from ardrag.curation.store import CurationStore
 from ardrag.data.codec import get_decoder
@@ -110,9 +109,8 @@ def pull(
         project = client.find_project(project_title(name, interface))
         if project is None:
             continue
-        for task in tqdm(
-            client.tasks(project.id, with_annotations=True), desc=f"pull {interface}", disable=not progress
-        ):
+        tasks = client.tasks(project.id, with_annotations=True)
+        for task in Progress(tasks, desc=f"pull {interface}", unit="task", enabled=progress):
             counts["tasks"] += 1
             data = task.data
             clip = waiting.get(data.get("key"))

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from annotation.client import Client
 from annotation.convert import annotate_prediction
 from annotation.media import check_media_folder, media_folder, media_name, preview_bytes, write_media
 from annotation.settings import AnnotationSettings
+from ardrag.console import Progress
 from ardrag.curation.store import CurationStore
 from ardrag.data.codec import get_decoder
 from ardrag.data.shards import decode_sample, read_sample_file
@@ -132,7 +132,7 @@ def push(
         present = {(t.data.get("key"), t.data.get("version")) for t in client.tasks(project.id)}
         todo = [c for c in clips if (c["key"], c["sample_sha256"]) not in present]
         counts["present"] = len(clips) - len(todo)
-        bar = tqdm(total=len(todo), desc=f"push {interface}", unit="task", disable=not progress)
+        bar = Progress(total=len(todo), desc=f"push {interface}", unit="task", enabled=progress)
         for start in range(0, len(todo), settings.batch_size):
             batch = todo[start : start + settings.batch_size]
             tasks = [make_task(store, c, interface, media_dir, settings) for c in batch]

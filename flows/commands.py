@@ -13,8 +13,12 @@ from typing import Any
 def _local_api_defaults() -> None:
     """Settings for Prefect's temporary local API (when no PREFECT_API_URL is set): it is offline, so no
     usage telemetry (its heartbeat also contends for SQLite); on a busy 2-core machine it can take more
-    than Prefect's default 20 s to start. ardrag's own loggers also go to the Prefect UI (extra loggers;
-    their lines outside a run are for the console and the log file only)."""
+    than Prefect's default 20 s to start. With that local API the client's usage telemetry is off too
+    (``DO_NOT_TRACK``; it would print a notice on a terminal and send to an address an offline machine
+    cannot reach). ardrag's own loggers also go to the Prefect UI (extra loggers; their lines outside a
+    run are for the console and the log file only). Each is a default: a value set by the user wins."""
+    if not os.environ.get("PREFECT_API_URL"):
+        os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ardrag,flows,annotation")

@@ -8,7 +8,8 @@ run's log file, ``<run folder>/logs/<command>-<time>.log``, which the command na
 ``PREFECT_LOGGING_EXTRA_LOGGERS`` (:mod:`flows.commands`).
 
 Progress bars go to stderr, and only when stderr is a terminal: in a pipe or a CI log each long loop
-writes a few plain lines instead (at a quarter, a half, three quarters and the end).
+writes plain lines instead: at the half and at the end, and in between whenever ``PLAIN_EVERY_S``
+(10 minutes) passed since the last one, so a long run still shows it is alive.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 SHOWN = ("ardrag", "flows", "annotation")  # the loggers whose INFO lines a person sees
+PLAIN_EVERY_S = 600.0  # off a terminal, a progress line at least this often (and at the half and the end)
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 log = logging.getLogger(__name__)
 
@@ -182,12 +184,15 @@ class Progress:
         self.logger = logger or log
         self.bar = None
         self._marks: list[int] = []
+        self._plain = False
+        self._last = time.monotonic()
         if enabled and is_terminal():
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr,
                             dynamic_ncols=True)  # fmt: skip
-        elif enabled and total:
-            self._marks = sorted({max(1, round(total * q / 4)) for q in (1, 2, 3, 4)})
-            self._marks = [m for m in self._marks if m > initial]
+        elif enabled:
+            self._plain = True
+            if total:
+                self._marks = [m for m in sorted({max(1, round(total / 2)), total}) if m > initial]
 
     def __iter__(self) -> Iterator[Any]:
         assert self.iterable is not None, "Progress without an iterable: call update()"
@@ -202,10 +207,16 @@ class Progress:
         self.n += n
         if self.bar is not None:
             self.bar.update(n)
+        if not self._plain:
+            return
+        due = bool(self._marks) and self.n >= self._marks[0]
         while self._marks and self.n >= self._marks[0]:
             self._marks.pop(0)
+        if due or time.monotonic() - self._last >= PLAIN_EVERY_S:
+            self._last = time.monotonic()
             extra = f" ({self.postfix})" if self.postfix else ""
-            self.logger.info("%s: %d/%d %s%s", self.desc, self.n, self.total, self.unit, extra)
+            of = f"/{self.total}" if self.total else ""
+            self.logger.info("%s: %d%s %s%s", self.desc, self.n, of, self.unit, extra)
 
     def set_postfix(self, figures: dict[str, Any]) -> None:
         self.postfix = ", ".join(f"{k} {v}" for k, v in figures.items())

@@ -214,7 +214,8 @@ def test_curate_console_a_bar_on_a_terminal_plain_lines_elsewhere_and_prefect_in
     assert piped.returncode == 0, piped.stderr[-3000:]
     assert "\r" not in piped.stderr and "%|" not in piped.stderr
     assert [line.split(" ", 1)[1] for line in piped.stderr.splitlines() if "curating:" in line] == [
-        f"curating: {i}/4 input" for i in (1, 2, 3, 4)
+        "curating: 2/4 input",
+        "curating: 4/4 input",
     ]
     # Prefect's engine lines and the request lines: in the log file, not on the console
     assert "httpx" not in piped.stderr and "Finished in state" not in piped.stderr

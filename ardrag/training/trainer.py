@@ -300,6 +300,7 @@ class Trainer:
         if self.rank == 0:
             write_resolved_config(self.config, self.run_dir)
         history, started = [], time.monotonic()
+        figures: dict[str, str] = {}  # the latest of each (distillation's generator steps every few steps)
         bar = Progress(total=self.config.steps, initial=self.step, desc=f"train {self.stage.name}",
                        unit="step", enabled=progress and self.rank == 0, logger=log)  # fmt: skip
         while self.step < self.config.steps:
@@ -308,7 +309,8 @@ class Trainer:
             self.step += 1
             history.append({"step": self.step, **logs})
             self._log(logs)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k.endswith(SHOWN)})
+            figures.update({k: f"{v:.4g}" for k, v in logs.items() if k.endswith(SHOWN)})
+            bar.set_postfix(figures)
             bar.update(1)
             if self._out_of_time(started):
                 self.stopped_early = True

@@ -104,10 +104,10 @@ def test_progress_off_a_terminal_also_writes_a_line_when_minutes_pass(tmp_path):
         import time
         from ardrag import console
         console.setup()
-        console.PLAIN_EVERY_S = 0.5  # 10 minutes in a real run
+        console.PLAIN_EVERY_S = 2.0  # 10 minutes in a real run
         bar = console.Progress(desc="streaming", unit="frame")  # no total: lines by time only
         bar.update(1)  # too soon: no line
-        time.sleep(0.6)
+        time.sleep(2.2)
         bar.update(1)  # the time has come
         bar.update(1)
         """,

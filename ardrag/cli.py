@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
@@ -253,11 +255,19 @@ def _add_verbose(parser: argparse.ArgumentParser) -> None:
                 _add_verbose(sub)
 
 
+def _stopped(*_: object) -> None:
+    """SIGTERM as Ctrl-C: the process unwinds and exits normally, so exit handlers run (Prefect's
+    temporary API server is stopped by one; killed outright, it outlived the command)."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     _add_verbose(parser)
     args = parser.parse_args(argv)
     console.setup(verbose=args.verbose)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stopped)
     try:
         return args.func(args)
     except (ArdragError, ValueError) as err:
@@ -265,6 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"ardrag: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: exit cleanly, so that what the run started stops
+        print("ardrag: stopped", file=sys.stderr)
+        return 130
     finally:
         for line in console.closing_lines():
             print(line, file=sys.stderr)

@@ -1,5 +1,6 @@
 """The curation flow for real: Prefect's temporary local API, the real `ardrag curate` command."""
 
+import contextlib
 import io
 import json
 import os
@@ -229,3 +230,34 @@ def test_curate_console_a_bar_on_a_terminal_plain_lines_elsewhere_and_prefect_in
     assert "curating: 4/4 input" not in shown  # the bar, not the plain lines
     assert "4 inputs, 4 clips curated into" in shown
     assert "httpx: HTTP Request:" in shown and "Finished in state Completed()" in shown
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_run_and_the_temporary_prefect_server_it_started(tmp_path):
+    import re
+    import socket
+
+    out = tmp_path / "S"
+    argv = [ARDRAG, "curate", "--source", "procedural", "--num", "16", "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not list((out / "records").glob("*.json")):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)  # the command alone, as `kill PID` or a scheduler does
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left in its group (a failing test's)
+    assert proc.returncode == 130 and "ardrag: stopped" in stderr, stderr[-3000:]
+    (log,) = (out / "logs").glob("curate-*.log")
+    port = int(re.search(r"Starting temporary server on http://127\.0\.0\.1:(\d+)", log.read_text()).group(1))
+    deadline = time.time() + 30
+    while time.time() < deadline:  # the server is gone: nothing listens on its port
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"Prefect's temporary server still answers on port {port} after SIGTERM")

@@ -18,7 +18,7 @@ from pathlib import Path
 from ardrag.data.overlay import overlay_mp4
 from ardrag.data.sample import Sample
 from ardrag.errors import ArdragError
-from ardrag.fsutil import publish
+from ardrag.fsutil import atomic_write
 
 
 class MediaError(ArdragError):
@@ -83,13 +83,7 @@ def write_media(directory: str | os.PathLike[str], name: str, data: bytes) -> Pa
             raise _refuse(path, st, "regular file")
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{name}.partial")
-    tmp.unlink(missing_ok=True)  # a leftover (or a link: unlink removes the link, not its target)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    publish(tmp, path)
-    return path
+    return atomic_write(path, data)  # never writes through a link at its temporary name
 
 
 def preview_bytes(sample: Sample) -> bytes:

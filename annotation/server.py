@@ -27,11 +27,11 @@ from ardrag.errors import ArdragError
 
 log = logging.getLogger(__name__)
 
-# Label Studio refuses webhooks to private and loopback addresses (SSRF protection). The pull webhook
-# receiver runs on loopback, so the default list is replaced by the same list less loopback.
 # Label Studio's Django settings plus ardrag's guards (see ardrag_ls_settings.py there)
 OVERLAY_DIR = Path(__file__).resolve().parent / "ls_overlay"
 
+# Label Studio refuses webhooks to private and loopback addresses (SSRF protection). The pull webhook
+# receiver runs on loopback, so the default list is replaced by the same list less loopback.
 _BANNED_SUBNETS = (
     "0.0.0.0/8,10.0.0.0/8,100.64.0.0/10,169.254.0.0/16,172.16.0.0/12,192.0.0.0/24,192.0.2.0/24,"
     "192.88.99.0/24,192.168.0.0/16,198.18.0.0/15,198.51.100.0/24,203.0.113.0/24,224.0.0.0/4,"

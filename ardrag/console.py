@@ -70,7 +70,7 @@ class _ConsoleFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(message)s", datefmt="%H:%M:%S")
-        self.full = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+        self.full = logging.Formatter(_FORMAT, datefmt="%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
         if record.levelno == logging.INFO and _ours(record.name):
@@ -180,7 +180,6 @@ class Progress:
             total = len(iterable)  # type: ignore[arg-type]
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
         self.n, self.postfix = initial, ""
-        self.enabled = enabled
         self.logger = logger or log
         self.bar = None
         self._marks: list[int] = []

@@ -27,10 +27,14 @@ def publish(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` atomically (through ``.<name>.partial`` beside it)."""
+    """Write ``data`` to ``path`` atomically (through ``.<name>.partial`` beside it). A link left at the
+    temporary name is replaced, never written through."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    tmp.unlink(missing_ok=True)  # a leftover, or a link (unlink removes the link, not its target)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
     publish(tmp, path)
     return path
 

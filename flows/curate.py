@@ -164,7 +164,6 @@ def curate(
     ``announce``: emit ``ardrag.dataset.version.created`` when the dataset's version changed (the retrain
     flow turns it off and announces the version itself). ``previews``: write ``previews/<clip>.mp4`` (the
     clip with its control points drawn) and a markdown artifact that links them."""
-    logger = log
     cfg = CurationConfig.model_validate(config or {})
     store = CurationStore(out)
     src = _source(source, json.dumps(source_config, sort_keys=True))
@@ -177,12 +176,12 @@ def curate(
 
     items = list_inputs(source, source_config, out)
     todo = [i for i in items if store.done(SourceInput(**i), digest) is None]
-    logger.info("%d inputs: %d already done, %d to process", len(items), len(items) - len(todo), len(todo))
+    log.info("%d inputs: %d already done, %d to process", len(items), len(items) - len(todo), len(todo))
     progress = create_progress_artifact(0.0, description=f"curating {len(todo)} inputs into {out}")
 
     cfg_dict = cfg.to_dict()
     done, failed = 0, {}
-    bar = Progress(total=len(todo), desc="curating", unit="input", logger=logger)
+    bar = Progress(total=len(todo), desc="curating", unit="input", logger=log)
     # In small chunks, extracts first, then their tracking (which waits on them): the runner's workers
     # stay busy, the clip files waiting on disk stay few, and one failing input stops only itself.
     for start in range(0, len(todo), CHUNK):
@@ -202,7 +201,7 @@ def curate(
             else:  # an error, not a verdict: reported, and the input is retried by the next run
                 error = outcome
                 failed[item["id"]] = f"{type(error).__name__}: {error}"
-                logger.error("input %s (%s) failed: %s", item["id"], item["description"], failed[item["id"]])
+                log.error("input %s (%s) failed: %s", item["id"], item["description"], failed[item["id"]])
             update_progress_artifact(progress, 100.0 * (done + len(failed)) / len(todo))
             bar.update(1)
     bar.close()
@@ -215,7 +214,7 @@ def curate(
     shown = write_previews(out, items) if previews else None
     summary = summarize(out, items, failed, shown)
     summary["dataset"] = dataset
-    logger.debug(
+    log.debug(
         "states %s; reasons %s; accepted per bucket %s",
         summary["states"],
         summary["reasons"],

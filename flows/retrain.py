@@ -73,7 +73,7 @@ def _source_config(cfg: RetrainConfig) -> dict[str, Any]:
 def curation_stage(config: dict[str, Any]) -> dict[str, Any]:
     """Curate the source's inputs into ``<out>/curation`` (the curate flow, as a subflow)."""
     cfg, t0 = _config(config), time.monotonic()
-    ledger, logger = Ledger(cfg.root), log
+    ledger = Ledger(cfg.root)
     source_config = _source_config(cfg)
     src = _source(cfg.curation.source, json.dumps(source_config, sort_keys=True))
     curation = CurationConfig.model_validate(cfg.curation.config)
@@ -81,7 +81,7 @@ def curation_stage(config: dict[str, Any]) -> dict[str, Any]:
     key = digest(cfg.curation.source, pipeline.config_digest(pipeline.settings_digest(src), curation), inputs)
     if entry := ledger.fresh("curation", key):
         return _skipped("curation", entry)
-    logger.debug("curation: %d inputs from %s", len(inputs), cfg.curation.source)
+    log.debug("curation: %d inputs from %s", len(inputs), cfg.curation.source)
     run = curate.with_options(task_runner=task_runner(cfg.curation.runner, cfg.curation.workers))
     out = str(cfg.curation_dir)
     summary = run(cfg.curation.source, source_config, out, curation.to_dict(), announce=False)
@@ -95,7 +95,7 @@ def curation_stage(config: dict[str, Any]) -> dict[str, Any]:
     }
     if summary["inputs_failed"] or summary["inputs_missing"]:  # not done: the next run retries them
         failed = {**summary["inputs_failed"], **{i: "missing" for i in summary["inputs_missing"]}}
-        logger.error("curation: %d inputs failed, retried by the next run: %s", len(failed), failed)
+        log.error("curation: %d inputs failed, retried by the next run: %s", len(failed), failed)
         return {**result, "status": "incomplete", "note": f"inputs that failed (retried next run): {failed}"}
     return {**ledger.put("curation", result), "status": "ran"}
 
@@ -106,7 +106,7 @@ def annotation_stage(config: dict[str, Any], curation: dict[str, Any]) -> dict[s
     are accepted without a person, labelled so (``auto``). Its inputs: the curation's result and the
     clips waiting for people."""
     cfg, t0 = _config(config), time.monotonic()
-    ledger, logger = Ledger(cfg.root), log
+    ledger = Ledger(cfg.root)
     store = CurationStore(cfg.curation_dir)
     waiting = store.waiting()
     undecided = [c for c in waiting if c["review"] is None]
@@ -118,7 +118,7 @@ def annotation_stage(config: dict[str, Any], curation: dict[str, Any]) -> dict[s
             f"{len(undecided)} clips wait for a person: start Label Studio (`ardrag annotate serve`) and "
             f"run `ardrag annotate push --out {cfg.curation_dir}`, or rerun with annotation `auto`."
         )
-        logger.info("annotation: off; %s", note)
+        log.info("annotation: off; %s", note)
         return {**base, "status": "skipped (off)", "summary": f"{len(undecided)} clips wait", "note": note,
                 "seconds": 0.0}  # fmt: skip
     if cfg.annotation == "auto":
@@ -129,7 +129,7 @@ def annotation_stage(config: dict[str, Any], curation: dict[str, Any]) -> dict[s
         report = auto_annotate(cfg.curation_dir)
         note = (f"{report['accepted']} clips accepted WITHOUT a person: provenance status `auto-annotated`, "
                 f"annotator `{AUTO_ANNOTATOR}`.")  # fmt: skip
-        logger.warning("annotation: %s", note)
+        log.warning("annotation: %s", note)
         result = {**base, "summary": f"{report['accepted']} auto-annotated", "note": note,
                   "figures": {**counts, **report}, "seconds": time.monotonic() - t0}  # fmt: skip
         return {**ledger.put("annotation", result), "status": "ran"}
@@ -181,7 +181,7 @@ def dataset_stage(config: dict[str, Any]) -> dict[str, Any]:
 def training_stage(config: dict[str, Any], stage: str, upstream: dict[str, Any]) -> dict[str, Any]:
     """One training stage (teacher, distill or grpo) from the dataset and the upstream stage's model."""
     cfg, t0 = _config(config), time.monotonic()
-    ledger, logger = Ledger(cfg.root), log
+    ledger = Ledger(cfg.root)
     init = upstream["outputs"].get("model")
     tc = train_config(cfg, stage, str(cfg.curation_dir / "dataset"), init)
     key = stage_key(tc, upstream["key"] if init is None else upstream["model_digest"])
@@ -190,7 +190,7 @@ def training_stage(config: dict[str, Any], stage: str, upstream: dict[str, Any])
         return _skipped(stage, entry)
     run_dir = cfg.root / "train" / f"{stage}-{key}"
     tc = tc.model_copy(update={"run_dir": str(run_dir)})
-    logger.debug("%s: %d steps into %s", stage, tc.steps, run_dir)
+    log.debug("%s: %d steps into %s", stage, tc.steps, run_dir)
     summary = run_training(tc, getattr(cfg, stage).nproc_per_node, progress=cfg.progress)
     figures: dict[str, Any] = {"steps": summary["steps"], **loss_figures(run_dir)}
     outputs = {"model": str(Path(summary["export"]).resolve()), "run folder": str(run_dir),
@@ -255,15 +255,15 @@ def retrain(
 ) -> dict[str, Any]:
     """Run every stage whose inputs changed; returns the stages' results and the report's path.
     ``trigger``: what started the run (the deployment trigger passes the dataset event), for the log."""
-    logger, t0 = log, time.monotonic()
+    t0 = time.monotonic()
     cfg = load_retrain_config(config_file, config or {})
     check_stage_inputs(cfg)
     if trigger:
-        logger.info("started by %s", trigger)
+        log.info("started by %s", trigger)
     c = cfg.to_dict()
     results = [_announced("curation", curation_stage, c)]
     if results[-1]["status"] == "incomplete":
-        logger.warning("curation is incomplete: the stages after it use what was accepted; the failed "
+        log.warning("curation is incomplete: the stages after it use what was accepted; the failed "
                        "inputs are retried by the next run (see the report)")  # fmt: skip
     results.append(_announced("annotation", annotation_stage, c, results[0]))
     results.append(_announced("dataset", dataset_stage, c))
@@ -281,7 +281,7 @@ def retrain(
     path = write_report(cfg.root, results, time.monotonic() - t0)
     create_markdown_artifact(path.read_text(encoding="utf-8"), key="retrain-report",
                              description=f"retrain report of {cfg.root}")  # fmt: skip
-    logger.debug("stages: %s; report %s", ", ".join(f"{r['stage']} {r['status']}" for r in results), path)
+    log.debug("stages: %s; report %s", ", ".join(f"{r['stage']} {r['status']}" for r in results), path)
     return {"stages": results, "report": str(path), "out": str(cfg.root)}
 
 

@@ -56,7 +56,7 @@ from ardrag.training.parallel import (
 )
 
 log = logging.getLogger(__name__)
-SHOWN = ("loss", "reward_total")  # the figures on the progress bar
+BAR_FIGURES = ("loss", "reward_total")  # the figures on the progress bar
 
 CHECKPOINTS = "checkpoints"
 
@@ -309,7 +309,7 @@ class Trainer:
             self.step += 1
             history.append({"step": self.step, **logs})
             self._log(logs)
-            figures.update({k: f"{v:.4g}" for k, v in logs.items() if k.endswith(SHOWN)})
+            figures.update({k: f"{v:.4g}" for k, v in logs.items() if k.endswith(BAR_FIGURES)})
             bar.set_postfix(figures)
             bar.update(1)
             if self._out_of_time(started):

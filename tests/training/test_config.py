@@ -1,9 +1,10 @@
-"""Bad training configurations fail before any compute, with the field, the value and what was expected."""
+"""Bad training configurations (ardrag.training.config, and the checks of ardrag.training.run.check_config
+against the files a configuration names) fail before any compute, with the field, the value and what
+was expected."""
 
 import json
 
 import pytest
-import torch
 import yaml
 from diffusers import WanTransformer3DModel
 
@@ -81,46 +82,17 @@ def test_clip_length_and_frames(tmp_path):
         resolve_config("teacher")
 
 
-def test_a_vae_folder_replaces_the_presets_vae(tmp_path):
-    from ardrag.data.sources.wan import build_tiny_pipeline
-    from ardrag.training.run import build_models
-
-    other = build_tiny_pipeline(7).vae  # another seed: other weights
-    other.save_pretrained(str(tmp_path / "vae"))
-    pipe, _ = build_models(
-        resolve_config("teacher", preset="tiny", overrides={"model": {"vae": str(tmp_path / "vae")}})
-    )
-    theirs, ours = other.state_dict(), pipe.vae.state_dict()
-    assert all(torch.equal(theirs[k], ours[k]) for k in theirs)
-    config = resolve_config("teacher", preset="tiny", overrides={"model": {"vae": str(tmp_path / "none")}})
-    with pytest.raises(ConfigError, match="model.vae .* is not a folder"):
-        check_config(config)
-
-
-def test_a_time_limit_saves_and_stops_and_resume_goes_on(tmp_path):
-    limited = {"run_dir": str(tmp_path), "steps": 4, "time_limit_minutes": 1e-6}
-    summary = train(resolve_config("teacher", preset="tiny", overrides=limited), progress=False)
-    assert summary["stopped_early"] and summary["steps"] == 1  # the limit is checked after each step
-    assert (tmp_path / "checkpoints" / "step-1").is_dir() and (tmp_path / "teacher").is_dir()
-    rest = train(resolve_config("teacher", preset="tiny", overrides={"run_dir": str(tmp_path), "steps": 4}),
-                 resume=True, progress=False)  # fmt: skip
-    assert not rest["stopped_early"] and rest["steps"] == 4
-    steps = [json.loads(x)["step"] for x in (tmp_path / "losses.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4]
-
-
-def test_gradient_checkpointing_gives_the_same_distillation(tmp_path):
-    """The critic recomputes its blocks in backward; the generator phase freezes it around the losses
-    and their backward, so the recomputation sees the forward's flags (a CheckpointError otherwise)."""
-    runs = []
-    for flag in (False, True):
-        overrides = {
-            "run_dir": str(tmp_path / str(flag)),
-            "steps": 3,
-            "model": {"gradient_checkpointing": flag},
-        }
-        train(resolve_config("distill", preset="tiny", overrides=overrides), progress=False)
-        runs.append([json.loads(x) for x in (tmp_path / str(flag) / "losses.jsonl").read_text().splitlines()])
-    assert "generator/adv" in runs[0][0]
-    for plain, checkpointed in zip(*runs, strict=True):
-        assert checkpointed == pytest.approx(plain, rel=1e-6)
+def test_grpo_configuration_errors(tmp_path):
+    real = {"model": {"preset": None, "init": str(tmp_path)}}
+    with pytest.raises(ConfigError, match="grpo.aesthetic_clip and grpo.aesthetic_head are not set"):
+        check_config(resolve_config("grpo", preset="tiny", overrides=real))
+    with pytest.raises(ConfigError, match="GRPO starts from the distilled student"):
+        check_config(resolve_config("grpo", preset="tiny", overrides={"model": {"preset": None}}))
+    with pytest.raises(ConfigError, match=r"rewards \['beauty'\]; expected a mapping of names in"):
+        resolve_config("grpo", preset="tiny", overrides={"grpo": {"reward_weights": {"beauty": 1.0}}})
+    with pytest.raises(ConfigError, match="grpo.group_size"):
+        resolve_config("grpo", preset="tiny", overrides={"grpo": {"group_size": 1}})
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"grpo": {"latent_frames": 5}}))
+    with pytest.raises(ConfigError, match="grpo.latent_frames = 5, but clips of data.max_frames = 9 have 3"):
+        check_config(resolve_config("grpo", str(path), preset="tiny"))

@@ -1,5 +1,6 @@
-"""`ardrag train` end to end on the tiny preset: teacher, then distillation from its export, then the
-student drives `ardrag generate` through the real loading path (a saved Wan folder + --checkpoint)."""
+"""`ardrag train` (ardrag.training.run) end to end on the tiny preset: teacher, then distillation from its
+export, then the student drives `ardrag generate` through the real loading path (a saved Wan folder +
+--checkpoint); GRPO's reward curves; a time limit, then resume; a VAE folder in place of the preset's."""
 
 import json
 import os
@@ -15,7 +16,9 @@ from safetensors.torch import load_file
 
 from ardrag.data.codec import get_decoder
 from ardrag.data.sources.wan import build_tiny_pipeline
+from ardrag.errors import ConfigError
 from ardrag.model.transformer_ardrag import ARDragTransformer, CausalARDragTransformer
+from ardrag.training.run import build_models, check_config, resolve_config, train
 
 
 def ardrag(*args, cwd):
@@ -93,3 +96,47 @@ def test_train_draws_a_progress_bar_on_a_terminal_and_plain_lines_elsewhere(tmp_
     assert not any(w in piped.stderr for w in library_warnings)  # in the log file only
     n = len(library_warnings)  # (transformers warns here when torchvision is not installed)
     assert last.endswith(f"({n} library warning{'s' * (n > 1)} in it)") if n else last == f"full log: {log}"
+
+
+@pytest.mark.slow
+def test_grpo_runs_logs_rewards_and_plots_the_curves(tmp_path):
+    config = resolve_config("grpo", preset="tiny", overrides={
+        "run_dir": str(tmp_path), "steps": 3, "grpo": {"updates_per_rollout": 2},
+    })  # fmt: skip
+    summary = train(config, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "losses.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert {"grpo/reward_motion", "grpo/reward_aesthetic", "grpo/reward_total", "grpo/kl"} <= set(r)
+        assert r["grpo/ratio_max_dev"] == 0.0  # the first update: no change since the rollout
+        assert "grpo_update1/loss" in r and "grpo_update1/reward_motion" not in r
+    assert any(r["grpo_update1/ratio_max_dev"] > 0 for r in rows)  # the second update moved the policy
+    plot = Image.open(summary["rewards_plot"])
+    assert plot.size[0] > 400 and plot.size[1] > 200
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tb").iterdir())
+    assert (tmp_path / "student" / "config.json").is_file()
+
+
+def test_a_time_limit_saves_and_stops_and_resume_goes_on(tmp_path):
+    limited = {"run_dir": str(tmp_path), "steps": 4, "time_limit_minutes": 1e-6}
+    summary = train(resolve_config("teacher", preset="tiny", overrides=limited), progress=False)
+    assert summary["stopped_early"] and summary["steps"] == 1  # the limit is checked after each step
+    assert (tmp_path / "checkpoints" / "step-1").is_dir() and (tmp_path / "teacher").is_dir()
+    rest = train(resolve_config("teacher", preset="tiny", overrides={"run_dir": str(tmp_path), "steps": 4}),
+                 resume=True, progress=False)  # fmt: skip
+    assert not rest["stopped_early"] and rest["steps"] == 4
+    steps = [json.loads(x)["step"] for x in (tmp_path / "losses.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_a_vae_folder_replaces_the_presets_vae(tmp_path):
+    other = build_tiny_pipeline(7).vae  # another seed: other weights
+    other.save_pretrained(str(tmp_path / "vae"))
+    pipe, _ = build_models(
+        resolve_config("teacher", preset="tiny", overrides={"model": {"vae": str(tmp_path / "vae")}})
+    )
+    theirs, ours = other.state_dict(), pipe.vae.state_dict()
+    assert all(torch.equal(theirs[k], ours[k]) for k in theirs)
+    config = resolve_config("teacher", preset="tiny", overrides={"model": {"vae": str(tmp_path / "none")}})
+    with pytest.raises(ConfigError, match="model.vae .* is not a folder"):
+        check_config(config)

@@ -14,20 +14,26 @@ from importlib.metadata import entry_points
 
 from ardrag import __version__, console
 from ardrag.errors import ArdragError
+from ardrag.presets import DEFAULT_WAN
+from ardrag.training.stages import STAGES
 
 VERBOSE_HELP = "every log line on the console too (Prefect, httpx, libraries), not only in the run's log file"
 
 
 def _procedural(args: argparse.Namespace) -> int:
-    from ardrag.config import datasets_dir, load_config
+    from ardrag.config import datasets_dir, load_config, merge, read_config_file
     from ardrag.data.build import ShardConfig, existing_dataset, write_dataset
     from ardrag.data.sources.procedural import ProceduralConfig, ProceduralSource
     from ardrag.presets import preset
 
     overrides = {"num_clips": args.num, "seed": args.seed, "num_frames": args.frames}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    path = args.config or datasets_dir() / "procedural.yaml"
-    config = load_config(ProceduralConfig, path, {**preset("procedural", args.preset), **overrides})
+    base = preset("procedural", args.preset)
+    if args.config is None:  # the preset adjusts the project's default dataset definition
+        default = datasets_dir() / "procedural.yaml"
+        config = load_config(ProceduralConfig, None, overrides, base=merge(read_config_file(default), base),
+                             source=str(default))  # fmt: skip
+    else:
+        config = load_config(ProceduralConfig, args.config, overrides, base=base)
     shards = ShardConfig(shard_samples=args.shard_samples)
     console.log_to_file(args.out, "procedural")
     if not args.overwrite and (manifest := existing_dataset(args.out, config, shards)) is not None:
@@ -106,7 +112,7 @@ def _train(args: argparse.Namespace) -> int:
     config = resolve_config(
         args.stage, args.config, args.preset, {k: v for k, v in overrides.items() if v is not None}
     )
-    from ardrag.training.trainer import exit_process, shutdown_distributed
+    from ardrag.training.parallel import exit_process, shutdown_distributed
 
     rank = os.environ.get("RANK", "0")  # torchrun: a log file per process
     console.log_to_file(config.run_dir, f"train-{args.stage}" + ("" if rank == "0" else f"-rank{rank}"))
@@ -185,11 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--traj", required=True, help="trajectory JSON (see the README)")
     p.add_argument("--prompt", required=True, help="what the video shows")
     p.add_argument("--out", required=True, help="mp4 to write")
-    p.add_argument("--preset", help="'tiny': random weights at toy size, offline")
+    p.add_argument("--preset", help="a model preset with random weights, offline: tiny (toy size) or toy")
     p.add_argument(
         "--checkpoint", help="folder of a trained ardrag transformer (default: Wan with zero controls)"
     )
-    p.add_argument("--model", default="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", help="Wan I2V hub id or folder")
+    p.add_argument("--model", default=DEFAULT_WAN, help=f"Wan I2V hub id or folder (default {DEFAULT_WAN})")
     p.add_argument("--overlay", action="store_true", help="also write <out>.overlay.mp4 with the drag drawn")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -197,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="generate a benchmark's clips and score the paper's six metrics")
     p.add_argument("--out", required=True, help="folder for results.json, results.md, grid.mp4")
-    p.add_argument("--preset", help="'tiny': random toy model and metric networks, offline")
+    p.add_argument(
+        "--preset", help="a random model preset (tiny, toy): random model and metric networks, offline"
+    )
     p.add_argument("--checkpoint", help="folder of a trained ardrag student")
     p.add_argument("--model", help="Wan I2V hub id or folder (encoders, VAE)")
     p.add_argument(
@@ -214,9 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train", help="retrain: teacher fine-tune, distillation, GRPO (torchrun for several processes)"
     )
-    p.add_argument("stage", choices=["teacher", "distill", "grpo"])
+    p.add_argument("stage", choices=list(STAGES), help="a stage of the registry (ardrag.training.stages)")
     p.add_argument("--config", help="YAML file parsed into TrainConfig (ardrag.training.config)")
-    p.add_argument("--preset", help="'tiny': random tiny models, procedural data, a few steps on CPU")
+    p.add_argument(
+        "--preset", help="a training preset: tiny (random tiny models, procedural data, a few steps on CPU)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     p.add_argument("--run-dir", help="run folder (checkpoints, logs, exported model)")
     p.add_argument("--steps", type=int, help="train to this step")

@@ -56,8 +56,16 @@ def build_config(cls: type[C], data: dict[str, Any] | None, source: str = "<argu
         raise ConfigError(format_validation_error(err, source)) from None
 
 
-def load_config(cls: type[C], path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> C:
-    """Parse a YAML (or JSON) file into ``cls``; ``overrides`` (e.g. from the CLI) win over the file."""
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``: mappings merge key by key, at every depth; any other value replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping a YAML (or JSON) config file holds; a clear error when it is missing or not one."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist (expected a YAML file)")
@@ -66,13 +74,32 @@ def load_config(cls: type[C], path: str | os.PathLike[str], overrides: dict[str,
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, dict):
         raise ConfigError(
             f"config file {str(path)!r} holds a {type(data).__name__}; expected a mapping of field: value"
         )
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return build_config(cls, data, source=str(path))
+    return data
+
+
+def load_config(
+    cls: type[C],
+    path: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    base: dict[str, Any] | None = None,
+    source: str | None = None,
+) -> C:
+    """The one way a config is resolved: ``base`` (a preset's fields), then the YAML file at ``path``,
+    then ``overrides`` (e.g. the command line's; a None value is left out), merged key by key and
+    validated into ``cls``. ``source`` names the origin in errors (default: the file, else the preset or
+    the arguments)."""
+    data = dict(base or {})
+    if path is not None:
+        data = merge(data, read_config_file(path))
+    data = merge(data, {k: v for k, v in (overrides or {}).items() if v is not None})
+    origin = source or (str(path) if path is not None else "<arguments>")
+    return build_config(cls, data, source=origin)
 
 
 def repo_root() -> Path:

@@ -1,24 +1,61 @@
-"""Named presets, in one place: family -> preset name -> field overrides of that family's config."""
+"""Named presets, in one place: family -> preset name -> field overrides of that family's config.
+
+Families:
+
+- ``procedural`` and ``wan``: the data sources' configs (:class:`~ardrag.data.sources.procedural.
+  ProceduralConfig`, :class:`~ardrag.data.sources.wan.WanConfig`).
+- ``model``: the models ardrag builds or loads. A preset with ``transformer`` is built in memory with
+  random weights by :mod:`ardrag.model.tiny` (its value: fields over the tiny Wan transformer's config);
+  one with ``hub_id`` is a diffusers Wan I2V model loaded by id (or from a local folder of it).
+- ``train``: a whole training config (:class:`~ardrag.training.config.TrainConfig`), under the file and
+  the command line's values.
+
+Every lookup goes through :func:`preset`, so an unknown name gets one clear error listing the known ones.
+"""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from ardrag.errors import ConfigError
 
+TINY = "tiny"  # random weights at toy size, offline: tests and quick looks on a CPU
+TOY = "toy"  # the tiny encoders with a wider transformer: the toy benchmarks that learn on a CPU
+WAN_I2V_14B_480P = "wan2.1-i2v-14b-480p"  # the real model, the paper's base
+DEFAULT_MODEL = WAN_I2V_14B_480P
+DEFAULT_WAN = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"  # its hub id: the Wan I2V model loaded by default
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # ardrag.data.sources.procedural.ProceduralConfig
     "procedural": {
         "default": {},
         # Short clips for tests and quick looks.
-        "tiny": {"num_frames": 9},
+        TINY: {"num_frames": 9},
     },
-    # ardrag.data.sources.wan.WanConfig
+    # ardrag.data.captioners.vlm.VLMConfig: a random-weight LLaVA built in memory (tests, CPU)
+    "captioner": {TINY: {}},
+    "model": {
+        # ardrag.model.tiny.TINY_TRANSFORMER_CONFIG as it is: 2 layers, 2 heads x 12.
+        TINY: {"transformer": {}},
+        # 4 layers, 4 heads x 32, ffn 256 (1.1 M parameters): the tiny preset's 24-wide tokens cannot hold
+        # the 64 latent values of the patch they predict, and its teacher learns nothing visible.
+        TOY: {
+            "transformer": {
+                "num_attention_heads": 4,
+                "attention_head_dim": 32,
+                "num_layers": 4,
+                "ffn_dim": 256,
+                "added_kv_proj_dim": 128,  # the inner dim, heads x head_dim
+            }
+        },
+        WAN_I2V_14B_480P: {"hub_id": DEFAULT_WAN},
+        "wan2.1-i2v-14b-720p": {"hub_id": "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"},
+    },
     "wan": {
         # Random-weight pipeline built in memory: offline, ~0.3 s per clip on CPU; it makes noise.
         # Renders at 1/8 of the bucket (640x368 -> 80x48) and resizes up to the bucket.
-        "tiny": {
-            "preset": "tiny",
+        TINY: {
+            "preset": TINY,
             "num_frames": 9,
             "num_inference_steps": 2,
             "dtype": "float32",
@@ -26,7 +63,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         # Wan 2.1 I2V 14B 480P with the reference sampler's settings: 81 frames at 16 fps, 40 steps, CFG 5.
         "14b": {
-            "model": "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+            "model": DEFAULT_WAN,
             "num_frames": 81,
             "fps": 16.0,
             "num_inference_steps": 40,
@@ -34,15 +71,57 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "dtype": "bfloat16",
         },
     },
+    # The whole training recipe at toy size, offline, a few seconds per step on CPU (`--preset tiny`).
+    "train": {
+        TINY: {
+            "run_dir": "runs/tiny",
+            "steps": 4,
+            "batch_size": 1,
+            "save_every": 2,
+            "mixed_precision": "no",
+            "data": {"procedural_clips": 4, "scale": 0.125, "max_frames": 9, "loader": {"decoder": "pyav"}},
+            "model": {"preset": TINY},
+            "optim": {"lr": 1e-4},
+            "distill": {"latent_frames": 3, "cache_window": 2, "generator_every": 2},
+            "grpo": {"group_size": 2, "latent_frames": 3, "cache_window": 2},
+        },
+    },
 }
 
 
 def preset(family: str, name: str) -> dict[str, Any]:
-    """The overrides of preset ``name`` in ``family``; a clear error lists the known names."""
+    """The overrides of preset ``name`` in ``family`` (a copy); a clear error lists the known names."""
     if family not in PRESETS:
         raise ConfigError(f"no presets for {family!r}; known families: {sorted(PRESETS)}")
     if name not in PRESETS[family]:
         raise ConfigError(
             f"preset {name!r} is unknown for {family}; expected one of {sorted(PRESETS[family])}"
         )
-    return dict(PRESETS[family][name])
+    return copy.deepcopy(PRESETS[family][name])
+
+
+def check_preset(family: str, name: str | None) -> str | None:
+    """``name`` when it names a preset of ``family`` (or is None); a pydantic field validator's body."""
+    if name is not None and name not in PRESETS.get(family, {}):
+        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS.get(family, {}))}")
+    return name
+
+
+def random_models() -> list[str]:
+    """The model presets built in memory with random weights (no download, no folder)."""
+    return sorted(k for k, v in PRESETS["model"].items() if "transformer" in v)
+
+
+def check_random_model(name: str | None) -> str | None:
+    """``name`` when it names a model preset built with random weights (or is None); else ValueError."""
+    if name is not None and name not in random_models():
+        raise ValueError(f"unknown model preset {name!r}; expected one of {random_models()}")
+    return name
+
+
+def hub_id(name: str = DEFAULT_MODEL) -> str:
+    """The diffusers hub id of a real model preset."""
+    entry = preset("model", name)
+    if "hub_id" not in entry:
+        raise ConfigError(f"model preset {name!r} is built in memory; it has no hub id")
+    return entry["hub_id"]

@@ -34,7 +34,8 @@ import torch
 import yaml
 
 from ardrag.config import build_config
-from ardrag.data.sources.wan import WanConfig, WanSource, assemble_pipeline, byte_tokenizer
+from ardrag.data.sources.wan import WanConfig, WanSource
+from ardrag.model.tiny import assemble_pipeline, byte_tokenizer
 from ardrag.presets import preset
 
 TRANSFORMER_14B = {

@@ -1,13 +1,14 @@
 """Helpers of the training tests (tests/training): the tiny config and a batch of procedural clips."""
 
+from ardrag.config import merge
 from ardrag.data.loader import collate
 from ardrag.data.sources.procedural import ProceduralConfig, ProceduralSource
-from ardrag.training.config import TINY, TrainConfig
-from ardrag.training.run import _merge
+from ardrag.presets import TINY, preset
+from ardrag.training.config import TrainConfig
 
 
 def tiny_config(stage="distill", **overrides):
-    return TrainConfig.model_validate(_merge(TINY, {"stage": stage, **overrides}))
+    return TrainConfig.model_validate(merge(preset("train", TINY), {"stage": stage, **overrides}))
 
 
 def procedural_batch(n=2, frames=9, seed=0):

@@ -19,9 +19,9 @@ Writes to ``--out``: ``results.json`` (columns, per-clip scores, errors, setting
 table and the per-clip table) and ``grid.mp4`` (per clip, generated | reference side by side, each with
 the drag drawn: whole path blue, current point red).
 
-Networks: ``--preset tiny`` uses the tiny random networks for every metric (numbers that exercise the
-pipeline, not judgements). Otherwise the Inception, I3D, CLIP and aesthetic-head weights come from
-local paths, checked before any compute.
+Networks: ``--preset NAME`` (a random model preset, e.g. tiny) uses tiny random networks for every metric
+(numbers that exercise the pipeline, not judgements). Otherwise the Inception, I3D, CLIP and
+aesthetic-head weights come from local paths, checked before any compute.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class Networks:
         from ardrag.metrics import I3DFeatures, InceptionFeatures
         from ardrag.rewards import AestheticScorer
 
-        if preset == "tiny":
+        if preset is not None:  # a random model preset: random metric networks too
             self.inception = InceptionFeatures.tiny(seed) if inception is None else None
             self.i3d = I3DFeatures.tiny(seed) if i3d is None else None
             self.scorer = AestheticScorer.tiny(seed) if aesthetic_clip is None else None
@@ -78,7 +78,7 @@ class Networks:
                 raise ConfigError(
                     f"{', '.join(missing)} not given: FID, FVD and the aesthetic score need local weights "
                     "(Inception-v3 pt_inception-2015-12-05 .pth, I3D rgb_imagenet.pt, CLIP ViT-L/14 folder, "
-                    "LAION aesthetic head); --preset tiny uses random toy networks instead"
+                    "LAION aesthetic head); a random model preset (--preset) uses random toy networks instead"
                 )
             self.inception = self.i3d = self.scorer = None
         if inception is not None:
@@ -144,7 +144,7 @@ def evaluate(
     already built :class:`ARDragPipeline` (then ``preset``, ``checkpoint`` and ``model`` only name it).
     ``clip_fn(pipe, image, trajectory, prompt, seed=)`` -> (video, seconds to its first frame) replaces
     the student's streaming generation (e.g. the teacher's full sampler, for comparison)."""
-    from ardrag.inference.generate import DEFAULT_MODEL, load_pipeline, stream_clip
+    from ardrag.inference.generate import load_pipeline, stream_clip
     from ardrag.metrics import (
         acceleration_smoothness_scores,
         aesthetic_scores,
@@ -153,6 +153,7 @@ def evaluate(
         fvd,
         motion_consistency,
     )
+    from ardrag.presets import DEFAULT_WAN
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +162,7 @@ def evaluate(
     entries = load_benchmark(benchmark)
     nets = Networks(preset, inception, i3d, aesthetic_clip, aesthetic_head, seed)  # before any generation
     if pipe is None:
-        pipe = load_pipeline(preset, checkpoint, model or DEFAULT_MODEL, seed)
+        pipe = load_pipeline(preset, checkpoint, model or DEFAULT_WAN, seed)
     cfg = pipe.config
     clip_fn = clip_fn or stream_clip
     clips: list[dict[str, Any]] = []

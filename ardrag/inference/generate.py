@@ -24,10 +24,9 @@ from ardrag.fsutil import atomic_write
 from ardrag.inference.session import StreamSession
 from ardrag.inference.trajectory import Trajectory, fit_to_resolution, load_reference, load_trajectory
 from ardrag.model.pipeline import ARDragPipeline
+from ardrag.presets import DEFAULT_WAN, check_random_model
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
 
 
 def latent_chunks(num_frames: int) -> list[tuple[int, int]]:
@@ -41,12 +40,18 @@ def latent_chunks(num_frames: int) -> list[tuple[int, int]]:
 
 
 def load_pipeline(preset: str | None, checkpoint: str | None, model: str, seed: int) -> ARDragPipeline:
-    if preset == "tiny":
+    """The student to generate with: a random model preset (``preset``), or the Wan encoders of ``model``
+    with the transformer of ``checkpoint`` (or Wan's own with zero control weights)."""
+    if preset is not None:
+        try:
+            check_random_model(preset)
+        except ValueError as err:
+            raise ConfigError(f"--preset: {err}") from None
         if checkpoint is not None:
-            raise ConfigError("--checkpoint and --preset tiny exclude each other: tiny is random weights")
-        return ARDragPipeline.tiny(seed)
-    if preset not in (None, "default"):
-        raise ConfigError(f"--preset {preset!r} is unknown; expected 'tiny' or none")
+            raise ConfigError(
+                f"--checkpoint and --preset {preset} exclude each other: the preset is random weights"
+            )
+        return ARDragPipeline.tiny(seed, preset)
     return ARDragPipeline.from_pretrained(model, checkpoint=checkpoint)
 
 
@@ -84,7 +89,7 @@ def generate(
     *,
     preset: str | None = None,
     checkpoint: str | None = None,
-    model: str = DEFAULT_MODEL,
+    model: str = DEFAULT_WAN,
     overlay: bool = False,
     seed: int = 0,
     progress: bool = True,

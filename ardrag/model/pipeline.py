@@ -29,6 +29,7 @@ from ardrag.data.sample import negative_prompt
 from ardrag.errors import ConfigError
 from ardrag.model.transformer_ardrag import CausalARDragTransformer
 from ardrag.model.vae import normalize_latents
+from ardrag.presets import TINY
 
 
 class GenerationConfig(Config):
@@ -61,13 +62,13 @@ class ARDragPipeline:
         return self.wan.vae
 
     @classmethod
-    def tiny(cls, seed: int = 0, **overrides: Any) -> ARDragPipeline:
-        """Random weights at toy size, offline (the components of ``ardrag.data.sources.wan``'s tiny
-        preset); default resolution 64x96. The control embedding is random too, as after training: a
-        zero one would make the controls inert."""
-        from ardrag.data.sources.wan import build_tiny_pipeline
+    def tiny(cls, seed: int = 0, name: str = TINY, **overrides: Any) -> ARDragPipeline:
+        """Random weights at toy size, offline: the components of model preset ``name``
+        (:mod:`ardrag.model.tiny`); default resolution 64x96. The control embedding is random too, as
+        after training: a zero one would make the controls inert."""
+        from ardrag.model.tiny import build_tiny_pipeline
 
-        wan = build_tiny_pipeline(seed)
+        wan = build_tiny_pipeline(seed, name)
         config = GenerationConfig(**{"height": 64, "width": 96, **overrides})
         student = CausalARDragTransformer.from_wan(wan.transformer)
         with torch.random.fork_rng(devices=[]), torch.no_grad():

@@ -38,29 +38,9 @@ from ardrag.errors import ConfigError, describe
 if TYPE_CHECKING:
     from diffusers import AutoencoderKLWan
 
-# The toy VAE of ardrag's tiny Wan pipeline (ardrag.data.sources.wan.build_tiny_pipeline).
-TINY_VAE_CONFIG = {
-    "base_dim": 8,
-    "z_dim": 16,
-    "dim_mult": [1, 1, 1, 1],
-    "num_res_blocks": 1,
-    "temperal_downsample": [False, True, True],
-}
-
 CacheEntry = (
     torch.Tensor | str | None
 )  # diffusers stores the string "Rep" for a temporal upsampler's first frame
-
-
-def tiny_vae(seed: int = 0) -> AutoencoderKLWan:
-    """A Wan 2.1 VAE at toy size with random weights, for tests: deterministic for ``seed``, leaves the
-    global RNG untouched, eval mode, float32."""
-    from diffusers import AutoencoderKLWan
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        vae = AutoencoderKLWan(**TINY_VAE_CONFIG)
-    return vae.float().eval()  # .float(), not .to(dtype): the latter warns about fp32 modules
 
 
 def _latent_stats(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,21 +1,23 @@
 """Training configuration: one YAML file per run, checked as a whole before any compute.
 
-``ardrag train teacher|distill --config FILE`` parses the file into :class:`TrainConfig`; ``--preset
-tiny`` starts from :data:`TINY` (random tiny models, a procedural dataset written on the fly, a few
-steps). :func:`check_config` then looks at everything that can be wrong without computing: the dataset
-exists and has samples, checkpoints to start from exist and fit the model, the run folder's earlier
-checkpoints fit this config when resuming.
+``ardrag train STAGE --config FILE`` parses the file into :class:`TrainConfig` (``STAGE``: a name in
+:mod:`ardrag.training.stages`); ``--preset NAME`` starts from a training preset of :mod:`ardrag.presets`
+(the tiny one: random tiny models, a procedural dataset written on the fly, a few steps).
+:func:`~ardrag.training.run.check_config` then looks at everything that can be wrong without computing:
+the dataset exists and has samples, checkpoints to start from exist and fit the model, the run folder's
+earlier checkpoints fit this config when resuming.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ardrag.config import Config
 from ardrag.data.loader import LoaderConfig
+from ardrag.presets import DEFAULT_WAN, check_random_model
 
 
 class DataConfig(Config):
@@ -47,10 +49,10 @@ class DataConfig(Config):
 
 
 class ModelConfig(Config):
-    preset: Literal["tiny"] | None = Field(None, description="'tiny': random weights at toy size")
-    wan: str = Field(
-        "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", description="Wan I2V hub id or folder (encoders, VAE, base)"
+    preset: str | None = Field(
+        None, description="a model preset built with random weights (ardrag.presets), instead of wan"
     )
+    wan: str = Field(DEFAULT_WAN, description="Wan I2V hub id or folder (encoders, VAE, base)")
     init: str | None = Field(
         None,
         description="teacher: ardrag transformer folder to start from (default: the Wan transformer "
@@ -60,6 +62,11 @@ class ModelConfig(Config):
         None, description="an AutoencoderKLWan folder replacing the Wan model's (or the tiny preset's) VAE"
     )
     gradient_checkpointing: bool = False
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, name: str | None) -> str | None:
+        return check_random_model(name)
 
 
 class OptimConfig(Config):
@@ -136,7 +143,7 @@ class GRPOConfig(Config):
 
 
 class TrainConfig(Config):
-    stage: Literal["teacher", "distill", "grpo"]
+    stage: str = Field(description="a name in the stage registry (ardrag.training.stages)")
     run_dir: str = Field("runs/train", description="checkpoints, TensorBoard logs, resolved config")
     seed: int = Field(0, ge=0)
     steps: int = Field(1000, ge=1)
@@ -160,6 +167,15 @@ class TrainConfig(Config):
     distill: DistillConfig = DistillConfig()
     grpo: GRPOConfig = GRPOConfig()
 
+    @field_validator("stage")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from ardrag.training.stages import STAGES
+
+        if name not in STAGES:
+            raise ValueError(f"unknown stage {name!r}; expected one of {list(STAGES)}")
+        return name
+
     @model_validator(mode="after")
     def _fsdp_without_ema(self) -> TrainConfig:
         if self.distributed == "fsdp" and self.ema_decay > 0:
@@ -169,18 +185,3 @@ class TrainConfig(Config):
     @property
     def run_path(self) -> Path:
         return Path(self.run_dir)
-
-
-# --preset tiny: the whole recipe at toy size, offline, a few seconds per step on CPU.
-TINY: dict[str, Any] = {
-    "run_dir": "runs/tiny",
-    "steps": 4,
-    "batch_size": 1,
-    "save_every": 2,
-    "mixed_precision": "no",
-    "data": {"procedural_clips": 4, "scale": 0.125, "max_frames": 9, "loader": {"decoder": "pyav"}},
-    "model": {"preset": "tiny"},
-    "optim": {"lr": 1e-4},
-    "distill": {"latent_frames": 3, "cache_window": 2, "generator_every": 2},
-    "grpo": {"group_size": 2, "latent_frames": 3, "cache_window": 2},
-}

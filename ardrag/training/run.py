@@ -1,4 +1,4 @@
-"""``ardrag train teacher|distill``: check the configuration, build models and data, run the loop.
+"""``ardrag train STAGE``: check the configuration, build models and data, run the stage's loop.
 
 Everything that can be wrong without computing is checked first (:func:`check_config`), so a bad run
 fails in seconds with a message naming the field, the value and what was expected. At the end the
@@ -18,48 +18,27 @@ from typing import Any
 
 import torch
 
-from ardrag.config import build_config
+from ardrag import presets
+from ardrag.config import load_config
 from ardrag.errors import ConfigError
-from ardrag.training.config import TINY, TrainConfig
+from ardrag.presets import PRESETS
+from ardrag.training.config import TrainConfig
+from ardrag.training.stages import get_stage
 
 log = logging.getLogger(__name__)
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def resolve_config(stage: str, path: str | None = None, preset: str | None = None,
                    overrides: dict[str, Any] | None = None) -> TrainConfig:  # fmt: skip
-    """The run's config: the preset, then the file, then ``overrides`` (e.g. ``run_dir``)."""
-    if preset not in (None, "tiny"):
-        raise ConfigError(f"--preset {preset!r} is unknown; expected 'tiny' or none")
-    data: dict[str, Any] = dict(TINY) if preset == "tiny" else {}
-    source = "--preset tiny" if preset else "<arguments>"
-    if path is not None:
-        data = _merge(data, _read_yaml(path))
-        source = str(path)
-    data = _merge(data, {"stage": stage, **(overrides or {})})
+    """The run's config: the training preset, then the file, then ``overrides`` (e.g. ``run_dir``)."""
     if path is None and preset is None:
-        raise ConfigError("no configuration: pass --config FILE, --preset tiny, or both")
-    return build_config(TrainConfig, data, source=source)
-
-
-def _read_yaml(path: str) -> dict[str, Any]:
-    import yaml
-
-    if not Path(path).is_file():
-        raise ConfigError(f"config file {path!r} does not exist (expected a YAML file)")
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path!r} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path!r} holds a {type(data).__name__}; expected a mapping")
-    return data
+        raise ConfigError(
+            f"no configuration: pass --config FILE, --preset NAME ({', '.join(sorted(PRESETS['train']))}), "
+            "or both"
+        )
+    base = presets.preset("train", preset) if preset is not None else None
+    source = None if path is not None or preset is None else f"--preset {preset}"
+    return load_config(TrainConfig, path, {"stage": stage, **(overrides or {})}, base=base, source=source)
 
 
 def check_config(config: TrainConfig, world: int = 1, resume: bool = False) -> None:
@@ -81,37 +60,20 @@ def check_config(config: TrainConfig, world: int = 1, resume: bool = False) -> N
         )
     if config.model.init is not None and not Path(config.model.init).is_dir():
         raise ConfigError(f"model.init {config.model.init!r} is not a folder (expected an exported teacher)")
+    spec = get_stage(config.stage)
+    if spec.init_required and config.model.init is None and config.model.preset is None:
+        raise ConfigError(f"model.init is not set: {spec.init_required}")
     frames = 1 + (d.max_frames - 1) // 4
-    if config.stage == "distill":
-        if config.model.init is None and config.model.preset is None:
-            raise ConfigError(
-                "model.init is not set: distillation starts from the fine-tuned teacher; set it to the "
-                "folder teacher training exported (<run_dir>/teacher)"
-            )
-        if config.distill.latent_frames > frames:
-            raise ConfigError(
-                f"distill.latent_frames = {config.distill.latent_frames}, but clips of data.max_frames = "
-                f"{d.max_frames} have {frames} latent frames"
-            )
-    if config.stage == "grpo":
-        g = config.grpo
-        if config.model.init is None and config.model.preset is None:
-            raise ConfigError(
-                "model.init is not set: GRPO starts from the distilled student; set it to the folder the "
-                "distillation exported (<run_dir>/student)"
-            )
-        if config.model.preset is None and (g.aesthetic_clip is None or g.aesthetic_head is None):
-            raise ConfigError(
-                "grpo.aesthetic_clip and grpo.aesthetic_head are not set: the aesthetic reward needs a CLIP "
-                "ViT-L/14 folder and LAION's aesthetic MLP weights (local paths)"
-            )
-        if g.latent_frames > frames:
-            raise ConfigError(
-                f"grpo.latent_frames = {g.latent_frames}, but clips of data.max_frames = {d.max_frames} "
-                f"have {frames} latent frames"
-            )
+    settings = spec.settings(config)
+    if getattr(settings, "latent_frames", 0) > frames:
+        raise ConfigError(
+            f"{spec.section}.latent_frames = {settings.latent_frames}, but clips of data.max_frames = "
+            f"{d.max_frames} have {frames} latent frames"
+        )
+    if spec.check is not None:
+        spec.check(config)
     if resume:
-        from ardrag.training.trainer import checkpoint_dirs
+        from ardrag.training.checkpoint import checkpoint_dirs
 
         dirs = checkpoint_dirs(config.run_dir)
         if dirs:
@@ -122,56 +84,79 @@ def check_config(config: TrainConfig, world: int = 1, resume: bool = False) -> N
                 )
 
 
-def build_models(config: TrainConfig) -> tuple[Any, Any]:
+def build_models(config: TrainConfig, transformer: Any = None, vae: Any = None) -> tuple[Any, Any]:
     """(pipeline with encoders and VAE, the model the stage starts from: the teacher to train or distil
-    from, or for GRPO the distilled student)."""
+    from, or for GRPO the distilled student).
+
+    The encoders and VAE come from ``model.preset`` (random weights) or ``model.wan``, the VAE from
+    ``model.vae`` when set; the model from ``model.init``, else the Wan transformer with zero control
+    weights. Overrides replace them with built models: ``transformer`` an ``ARDragTransformer``, or a
+    diffusers ``WanTransformer3DModel`` (then with zero control weights); ``vae`` an ``AutoencoderKLWan``.
+    """
     from ardrag.model.pipeline import ARDragPipeline
     from ardrag.model.transformer_ardrag import ARDragTransformer
 
-    if config.model.preset == "tiny":
-        pipe = ARDragPipeline.tiny(config.seed)
-    else:
-        pipe = ARDragPipeline.from_pretrained(config.model.wan)
-    _load_vae(config, pipe)
-    if config.model.init is not None:
+    m = config.model
+    pipe = (
+        ARDragPipeline.tiny(config.seed, m.preset)
+        if m.preset is not None
+        else ARDragPipeline.from_pretrained(m.wan)
+    )
+    if vae is not None:
+        _set_vae(pipe, vae, "the vae override")
+    elif m.vae is not None:
+        _set_vae(pipe, _read_vae(m.vae), f"model.vae {m.vae!r}")
+    if transformer is not None:
+        teacher = (
+            transformer
+            if isinstance(transformer, ARDragTransformer)
+            else ARDragTransformer.from_wan(transformer)
+        )
+        _check_fits(teacher, pipe, config, "the transformer override", ENCODER_FIELDS)
+    elif m.init is not None:
         try:
-            teacher = ARDragTransformer.from_pretrained(config.model.init)
+            teacher = ARDragTransformer.from_pretrained(m.init)
         except (OSError, ValueError, RuntimeError) as err:
-            raise ConfigError(
-                f"model.init {config.model.init!r} could not be loaded as a teacher: {err}"
-            ) from None
-        base = pipe.wan.transformer.config
-        for key in ("num_layers", "num_attention_heads", "attention_head_dim", "in_channels", "text_dim"):
-            if teacher.config[key] != base[key]:
-                raise ConfigError(
-                    f"model.init {config.model.init!r} does not fit "
-                    f"{config.model.preset or config.model.wan}: "
-                    f"{key} is {teacher.config[key]}, the encoders' model has {base[key]}"
-                )
+            raise ConfigError(f"model.init {m.init!r} could not be loaded as a teacher: {err}") from None
+        _check_fits(teacher, pipe, config, f"model.init {m.init!r}", ENCODER_FIELDS + ARCHITECTURE_FIELDS)
     else:
         teacher = ARDragTransformer.from_wan(pipe.wan.transformer)
     return pipe, teacher.to(pipe.device)
 
 
-def _load_vae(config: TrainConfig, pipe: Any) -> None:
-    """Put the VAE of ``model.vae`` (e.g. one fitted for a toy run) into ``pipe``, when set."""
-    if config.model.vae is not None:
-        from diffusers import AutoencoderKLWan
+ENCODER_FIELDS = ("in_channels", "text_dim", "image_dim")  # what the encoders and the VAE fix
+ARCHITECTURE_FIELDS = ("num_layers", "num_attention_heads", "attention_head_dim")
 
-        try:
-            vae = AutoencoderKLWan.from_pretrained(config.model.vae)
-        except (OSError, ValueError) as err:
+
+def _check_fits(model: Any, pipe: Any, config: TrainConfig, what: str, keys: tuple[str, ...]) -> None:
+    """``model``'s config has the ``keys`` of the pipeline's own Wan transformer."""
+    base = pipe.wan.transformer.config
+    for key in keys:
+        if model.config[key] != base[key]:
             raise ConfigError(
-                f"model.vae {config.model.vae!r} could not be loaded as a Wan VAE: {err}"
-            ) from None
-        if vae.config.z_dim != pipe.vae.config.z_dim:
-            raise ConfigError(
-                f"model.vae {config.model.vae!r} has z_dim {vae.config.z_dim}; the transformer expects "
-                f"{pipe.vae.config.z_dim}"
+                f"{what} does not fit {config.model.preset or config.model.wan}: "
+                f"{key} is {model.config[key]}, the encoders' model has {base[key]}"
             )
-        pipe.wan.vae = (
-            (vae if vae.dtype == pipe.vae.dtype else vae.to(dtype=pipe.vae.dtype)).to(pipe.vae.device).eval()
+
+
+def _read_vae(folder: str) -> Any:
+    from diffusers import AutoencoderKLWan
+
+    try:
+        return AutoencoderKLWan.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"model.vae {folder!r} could not be loaded as a Wan VAE: {err}") from None
+
+
+def _set_vae(pipe: Any, vae: Any, what: str) -> None:
+    """Put ``vae`` (e.g. one fitted for a toy run) into ``pipe``, in its dtype and on its device."""
+    if vae.config.z_dim != pipe.vae.config.z_dim:
+        raise ConfigError(
+            f"{what} has z_dim {vae.config.z_dim}; the transformer expects {pipe.vae.config.z_dim}"
         )
+    pipe.wan.vae = (
+        (vae if vae.dtype == pipe.vae.dtype else vae.to(dtype=pipe.vae.dtype)).to(pipe.vae.device).eval()
+    )
 
 
 def trained_pipeline(config: TrainConfig, export: str) -> Any:
@@ -180,12 +165,13 @@ def trained_pipeline(config: TrainConfig, export: str) -> Any:
     from ardrag.model.pipeline import ARDragPipeline
     from ardrag.model.transformer_ardrag import CausalARDragTransformer
 
-    if config.model.preset == "tiny":
-        pipe = ARDragPipeline.tiny(config.seed)
+    if config.model.preset is not None:
+        pipe = ARDragPipeline.tiny(config.seed, config.model.preset)
         pipe.transformer = CausalARDragTransformer.from_pretrained(export).eval()
     else:
         pipe = ARDragPipeline.from_pretrained(config.model.wan, checkpoint=export)
-    _load_vae(config, pipe)
+    if config.model.vae is not None:
+        _set_vae(pipe, _read_vae(config.model.vae), f"model.vae {config.model.vae!r}")
     return pipe
 
 
@@ -214,28 +200,20 @@ def _shards(cfg: Any, world: int) -> Any:
     return ShardConfig(shard_samples=max(1, cfg.num_clips // 2))
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run a stage; returns a summary (steps, last losses, checkpoint and export folders)."""
+def train(config: TrainConfig, resume: bool = False, progress: bool = True, **models: Any) -> dict[str, Any]:
+    """Run a stage; returns a summary (steps, last losses, checkpoint and export folders). ``models``: the
+    overrides of :func:`build_models` (a ``transformer``, a ``vae``)."""
     from ardrag.data.loader import ShardedVideoDataset
-    from ardrag.training.trainer import Trainer, init_distributed
+    from ardrag.training.parallel import init_distributed
+    from ardrag.training.trainer import Trainer
 
     rank, world, device = init_distributed()
     check_config(config, world, resume)
+    spec = get_stage(config.stage)
     torch.manual_seed(config.seed)
-    pipe, teacher = build_models(config)
+    pipe, teacher = spec.build_models(config, **models)
     pipe.transformer.to(device), teacher.to(device), pipe.wan.to(device)
-    if config.stage == "teacher":
-        from ardrag.training.teacher import TeacherStage
-
-        stage: Any = TeacherStage(config, pipe, teacher)
-    elif config.stage == "distill":
-        from ardrag.training.distill import DistillStage
-
-        stage = DistillStage(config, pipe, teacher)
-    else:
-        from ardrag.training.grpo import GRPOStage
-
-        stage = GRPOStage(config, pipe, teacher)
+    stage = spec.build_stage(config, pipe, teacher)
     root = config.data.root or procedural_data(config, rank, world)
     loader_cfg = config.data.loader.model_copy(update={"batch_size": config.batch_size})
     dataset = ShardedVideoDataset(root, loader_cfg, rank=rank, world_size=world)
@@ -254,12 +232,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     whole = full_state_dict(main) if is_sharded(main) else None  # collective: every process gathers
     if rank == 0:
         export = export_model(config, trainer, whole)
-        if config.stage == "grpo":
-            from ardrag.training.grpo import plot_rewards
-
-            path = plot_rewards(config.run_path / "losses.jsonl", config.run_path / "rewards.png",
-                                config.grpo.smoothing)  # fmt: skip
-            plot = None if path is None else str(path)
+        plot = spec.plot(config) if spec.plot is not None else None
     return {
         "stage": config.stage, "steps": trainer.step, "run_dir": str(config.run_path),
         "last": history[-1] if history else None, "export": export, "rewards_plot": plot,
@@ -270,7 +243,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
 def export_model(config: TrainConfig, trainer: Any, state: dict[str, Any] | None = None) -> str:
     """Save the trained model (EMA weights when kept) as a diffusers folder; ``state``: the whole state
     dict of a sharded model (gathered by every process beforehand)."""
-    name = "teacher" if config.stage == "teacher" else "student"
+    name = get_stage(config.stage).export
     model = trainer.modules[trainer.stage.main]
     if state is not None:  # sharded: an unsharded copy carries the gathered weights
         whole = type(model).from_config(model.config)

@@ -17,8 +17,9 @@ from ardrag.config import build_config
 from ardrag.data.buckets import Bucket
 from ardrag.data.clip import Clip, InputRejected
 from ardrag.data.sources import VideoSource
-from ardrag.data.sources.wan import WanConfig, WanSource, build_tiny_pipeline, render_size
+from ardrag.data.sources.wan import WanConfig, WanSource, render_size
 from ardrag.errors import ConfigError
+from ardrag.model.tiny import build_tiny_pipeline
 from ardrag.presets import preset
 
 pytest.importorskip("diffusers")  # the 'models' extra

@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import WanTransformer3DModel
 
-from ardrag.data.sources.wan import TINY_TRANSFORMER_CONFIG
+from ardrag.model.tiny import TINY_TRANSFORMER_CONFIG
 from ardrag.model.transformer_ardrag import ARDragTransformer, CausalARDragTransformer
 
 TINY = {**TINY_TRANSFORMER_CONFIG, "rope_max_seq_len": 16}

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ardrag.model.vae import StreamingVaeDecoder, denormalize_latents, tiny_vae
+from ardrag.model.tiny import tiny_vae
+from ardrag.model.vae import StreamingVaeDecoder, denormalize_latents
 
 Z, H, W = 16, 6, 8
 # The bound the streaming decoder and encoder promise. Not bitwise: they run the first frame's causal

@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from ardrag.data.codec import get_decoder
-from ardrag.data.sources.wan import build_tiny_pipeline
+from ardrag.model.tiny import build_tiny_pipeline
 from ardrag.errors import ConfigError
 from ardrag.model.transformer_ardrag import ARDragTransformer, CausalARDragTransformer
 from ardrag.training.run import build_models, check_config, resolve_config, train

@@ -2,7 +2,7 @@
 
 Curation asks a captioner for a clip's prompt when no sidecar file gives one. ``transformers`` runs a
 vision-language model (a hub id or a local folder) on one frame of the clip
-(:class:`~ardrag.data.captioners.vlm.TransformersCaptioner`); its ``preset="tiny"`` is a random-weight
+(:class:`~ardrag.data.captioners.vlm.TransformersCaptioner`); its tiny preset is a random-weight
 LLaVA for tests. Captioners load models in ``setup()``, so they pickle to workers before loading.
 """
 

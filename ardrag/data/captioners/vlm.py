@@ -16,11 +16,12 @@ Decoding is greedy (``do_sample=False``, one beam), so the same frame gives the 
 new tokens are decoded (a decoder-only model echoes its prompt first), special tokens are skipped and
 whitespace is collapsed to one line; "" means the model wrote nothing (the caller reads it as no prompt).
 
-``preset="tiny"`` builds LLaVA (a 2-layer CLIP vision tower, a 2-layer Llama, a word-level tokenizer and a
-chat template) with random weights in memory: offline, seeded, well under a second on CPU, and it writes
-word salad. Its generation config suppresses every special token (EOS included), so it always writes
-``max_new_tokens`` vocabulary words and never an empty caption. :func:`save_tiny` writes it with
-``save_pretrained`` so tests load it through the same ``from_pretrained`` path as a real model.
+``preset`` (the tiny captioner preset of :mod:`ardrag.presets`) builds LLaVA (a 2-layer CLIP vision tower,
+a 2-layer Llama, a word-level tokenizer and a chat template) with random weights in memory: offline,
+seeded, well under a second on CPU, and it writes word salad. Its generation config suppresses every
+special token (EOS included), so it always writes ``max_new_tokens`` vocabulary words and never an empty
+caption. :func:`save_tiny` writes it with ``save_pretrained`` so tests load it through the same
+``from_pretrained`` path as a real model.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pydantic import Field, field_validator, model_validator
 from ardrag.config import Config
 from ardrag.console import route_library_logs
 from ardrag.errors import describe
+from ardrag.presets import TINY, check_preset
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +53,18 @@ class TransformersCaptionerConfig(Config):
     """Which vision-language model captions, what it is asked and where it runs."""
 
     model: str | None = None  # hub id or local folder (save_pretrained); required unless preset is set
-    preset: Literal["tiny"] | None = None  # "tiny": random-weight LLaVA built in memory (tests, CPU)
+    preset: str | None = None  # a captioner preset (ardrag.presets): random-weight LLaVA built in memory
     instruction: str = Field(DEFAULT_INSTRUCTION, min_length=1)  # asked of chat-template models only
     frames: Literal["first", "middle"] = "first"  # which frame is captioned; "middle": frame T // 2
     max_new_tokens: int = Field(48, ge=1, le=512)
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", ...
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     seed: int = Field(0, ge=0, lt=2**63)  # seeds the tiny preset's random weights; unused with model
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, name: str | None) -> str | None:
+        return check_preset("captioner", name)
 
     @field_validator("model")
     @classmethod
@@ -70,7 +77,8 @@ class TransformersCaptionerConfig(Config):
     def _check(self) -> TransformersCaptionerConfig:
         if self.model is None and self.preset is None:
             raise ValueError(
-                "no model: set model (a hub id or a local folder saved with save_pretrained) or preset='tiny'"
+                "no model: set model (a hub id or a local folder saved with save_pretrained) or "
+                f"preset={TINY!r}"
             )
         if self.model is not None and self.preset is not None:
             raise ValueError(f"model={self.model!r} and preset={self.preset!r} are both set; set one of them")
@@ -199,7 +207,7 @@ def load_model(config: TransformersCaptionerConfig) -> tuple[Any, Any]:
     import torch
 
     dtype = getattr(torch, config.dtype)
-    if config.preset == "tiny":
+    if config.preset is not None:
         processor, model = build_tiny(config.seed)
         return processor, model.to(device=config.device, dtype=dtype)
     model_ref = str(config.model)
@@ -246,12 +254,12 @@ class TransformersCaptioner:
     def __init__(self, config: TransformersCaptionerConfig):
         _require_models()
         self.config = config
-        if config.preset == "tiny":
-            self.version = f"tiny-llava@seed={config.seed}"
+        if config.preset is not None:
+            self.version = f"{config.preset}-llava@seed={config.seed}"
         else:
             self.version = str(config.model)
             if "seed" in config.model_fields_set:
-                logger.warning("seed=%r is ignored: it only seeds preset 'tiny'", config.seed)
+                logger.warning("seed=%r is ignored: it only seeds a preset's random weights", config.seed)
         self._processor: Any = None
         self._model: Any = None
         self._chat = False

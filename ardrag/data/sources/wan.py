@@ -6,8 +6,9 @@ prompt; ``prompts.yaml`` in the folder by default; the seed then derives from th
 conditions Wan on the image resized and centre-cropped to the job's bucket (nearest to the image when
 not given), so the clip starts at the reference frame and no padding reaches the training data.
 
-``preset="tiny"`` builds the same diffusers pipeline class from a small config with random weights
-(:func:`build_tiny_pipeline`): offline, seeded, about a second per clip on CPU, and it makes noise.
+``preset`` names a model preset built in memory by :mod:`ardrag.model.tiny` (the same diffusers pipeline
+class from a small config with random weights): offline, seeded, about a second per clip on CPU, and it
+makes noise.
 Decision on resolution: every config renders at the bucket size divided by ``render_downscale``
 (rounded to a multiple of 16, which Wan needs) and resizes the frames up to the bucket with
 :class:`~ardrag.data.buckets.ResizeCrop`. The tiny preset sets ``render_downscale: 8`` (640x368 renders
@@ -42,16 +43,16 @@ from ardrag.data.buckets import Bucket, ResizeCrop, nearest_bucket, resolve_buck
 from ardrag.data.clip import Clip, InputRejected, SourceInput, file_digest, safe_id
 from ardrag.data.sample import KEY_PATTERN, SourceInfo, negative_prompt
 from ardrag.errors import ConfigError
+from ardrag.model.tiny import TEXT_TOKENS, build_tiny_pipeline
+from ardrag.presets import DEFAULT_WAN, check_random_model
 
 if TYPE_CHECKING:
     from diffusers import WanImageToVideoPipeline
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 PROMPTS_FILES = ("prompts.yaml", "prompts.yml", "prompts.json")  # looked for in an images folder
-TEXT_TOKENS = 512  # diffusers' Wan I2V attention takes the last 512 context tokens as text
 INSTALL_HINT = (
     "pip install 'ardrag[models]' (diffusers, transformers, accelerate, safetensors, ftfy, tokenizers)"
 )
@@ -94,8 +95,8 @@ class WanJob(Config):
 class WanConfig(Config):
     """Where jobs come from and how Wan renders them; the defaults are the real 14B I2V model's."""
 
-    model: str = DEFAULT_MODEL  # hub id or local folder of a diffusers WanImageToVideoPipeline
-    preset: Literal["tiny"] | None = None  # "tiny": random-weight pipeline built in memory (tests, CPU)
+    model: str = DEFAULT_WAN  # hub id or local folder of a diffusers WanImageToVideoPipeline
+    preset: str | None = None  # a random-weight model preset (ardrag.presets), built in memory (tests, CPU)
     jobs: str | None = None  # YAML/JSON list of jobs (see WanJob)
     images: str | None = None  # folder of images ...
     prompts: str | None = None  # ... and a YAML/JSON mapping: file name -> prompt; None: prompts.yaml there
@@ -112,6 +113,11 @@ class WanConfig(Config):
     max_sequence_length: int = TEXT_TOKENS
     render_downscale: int = Field(1, ge=1, le=64)  # render at bucket / this, then resize up to the bucket
     progress_bar: bool = False  # diffusers' per-step bar on stderr
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, name: str | None) -> str | None:
+        return check_random_model(name)
 
     @field_validator("buckets")
     @classmethod
@@ -152,138 +158,7 @@ class WanConfig(Config):
     @property
     def model_key(self) -> str:
         """What identifies the generator in input ids and provenance."""
-        return "tiny" if self.preset == "tiny" else self.model
-
-
-# The toy Wan 2.1 I2V transformer of the tiny preset (also the model tests' base).
-TINY_TRANSFORMER_CONFIG: dict[str, Any] = {
-    "patch_size": (1, 2, 2),
-    "num_attention_heads": 2,
-    "attention_head_dim": 12,
-    "in_channels": 36,  # 16 noise + 16 image-condition latents + 4 mask channels
-    "out_channels": 16,
-    "text_dim": 32,
-    "freq_dim": 256,
-    "ffn_dim": 32,
-    "num_layers": 2,
-    "cross_attn_norm": True,
-    "qk_norm": "rms_norm_across_heads",
-    "eps": 1e-6,
-    "image_dim": 32,
-    "added_kv_proj_dim": 24,  # the inner dim, as in the 14B model (5120)
-    "rope_max_seq_len": 1024,
-}
-
-
-def build_tiny_pipeline(seed: int = 0) -> WanImageToVideoPipeline:
-    """A ``WanImageToVideoPipeline`` with random weights from a small config, built offline.
-
-    Same classes as the 14B pipeline (UMT5 text encoder, CLIP vision encoder, Wan VAE and transformer,
-    UniPC flow scheduler) at toy sizes; deterministic for ``seed`` and leaves the global RNG untouched.
-    The tokenizer is byte-level (every string tokenises; 259 ids), built in memory.
-    """
-    import torch
-
-    route_library_logs()
-    from diffusers import (
-        AutoencoderKLWan,
-        WanTransformer3DModel,
-    )
-    from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
-
-    tokenizer = byte_tokenizer()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        text_encoder = UMT5EncoderModel(
-            UMT5Config(
-                vocab_size=len(tokenizer),
-                d_model=32,
-                d_kv=8,
-                d_ff=64,
-                num_layers=2,
-                num_heads=4,
-                relative_attention_num_buckets=8,
-                relative_attention_max_distance=32,
-                dropout_rate=0.0,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                decoder_start_token_id=tokenizer.pad_token_id,
-            )
-        )
-        image_encoder = CLIPVisionModel(
-            CLIPVisionConfig(
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,  # the pipeline reads hidden_states[-2]
-                num_attention_heads=4,
-                image_size=32,
-                patch_size=8,
-            )
-        )
-        vae = AutoencoderKLWan(
-            base_dim=8,
-            z_dim=16,
-            dim_mult=[1, 1, 1, 1],
-            num_res_blocks=1,
-            temperal_downsample=[False, True, True],
-        )
-        transformer = WanTransformer3DModel(**TINY_TRANSFORMER_CONFIG)
-    return assemble_pipeline(tokenizer, text_encoder, image_encoder, vae, transformer, image_size=32)
-
-
-def assemble_pipeline(
-    tokenizer: Any, text_encoder: Any, image_encoder: Any, vae: Any, transformer: Any, image_size: int
-) -> Any:
-    """A Wan 2.1 I2V pipeline from built components, in eval mode (UMT5's dropout would otherwise make
-    two runs with one seed differ), with the scheduler Wan's diffusers pipelines use."""
-    route_library_logs()
-    from diffusers import UniPCMultistepScheduler, WanImageToVideoPipeline
-
-    for module in (text_encoder, image_encoder, vae, transformer):
-        module.eval()
-    return WanImageToVideoPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=vae,
-        scheduler=UniPCMultistepScheduler(
-            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
-        ),
-        image_processor=clip_image_processor(size=image_size),
-        image_encoder=image_encoder,
-        transformer=transformer,
-    )
-
-
-def byte_tokenizer() -> Any:
-    """A byte-level tokenizer with UMT5's special ids (pad 0, eos 1, unk 2), no hub access needed."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    for char in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        vocab[char] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<pad>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        model_max_length=TEXT_TOKENS,
-    )
-
-
-def clip_image_processor(size: int) -> Any:
-    """CLIP preprocessing; the PIL backend, since transformers' default one needs torchvision."""
-    try:
-        from transformers import CLIPImageProcessorPil as Processor
-    except ImportError:  # transformers < 5 has only the PIL-based class, under the plain name
-        from transformers import CLIPImageProcessor as Processor
-    return Processor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        return self.preset or self.model
 
 
 def cast_weights(model: Any, dtype: Any) -> None:
@@ -413,8 +288,10 @@ class WanSource:
         self.buckets = resolve_buckets(config.buckets)
         self.pipe: WanImageToVideoPipeline | None = None
         self.device: str | None = None
-        if config.preset == "tiny" and config.model != DEFAULT_MODEL:
-            logger.warning("model=%r is ignored: preset 'tiny' builds a random-weight pipeline", config.model)
+        if config.preset is not None and config.model != DEFAULT_WAN:
+            logger.warning(
+                "model=%r is ignored: preset %r builds a random-weight pipeline", config.model, config.preset
+            )
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "pipe": None, "device": None}  # workers call setup() themselves
@@ -484,8 +361,8 @@ class WanSource:
         t0 = time.perf_counter()
         if pipeline is not None:
             pipe = pipeline
-        elif c.preset == "tiny":
-            pipe = build_tiny_pipeline(seed=0)
+        elif c.preset is not None:
+            pipe = build_tiny_pipeline(seed=0, name=c.preset)
         else:
             pipe = _load_pipeline(c.model, dtype)
         # the model card's dtypes (no-ops after from_pretrained, which already loads them so)

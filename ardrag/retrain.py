@@ -14,28 +14,53 @@ evaluation. Each has a *key*, a digest of exactly what its result depends on:
 A stage whose key equals the one in its ledger entry (``<out>/stages/<stage>.json``, written last,
 atomically) is skipped. A training stage's run folder is named by its key, so a killed run resumes from
 its checkpoints, and a run with new inputs starts afresh beside the old one (nothing is overwritten).
+
+Every stage is a plain function here (``curation_stage`` ... ``evaluation_stage``: key, skip rule,
+result, summary, figures, notes), :func:`run_stages` holds their order, and :func:`run_local` runs them
+all in this process. What the library may not import comes in as hooks: the annotation package's calls
+(``annotators``, by annotation mode) and the dataset-version event (``on_dataset_version``). The flow
+passes its subflows and Prefect's event; the local runner (``ardrag retrain --local``) the plain calls.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from ardrag.config import Config, build_config
+from ardrag.config import Config, build_config, load_config, merge
 from ardrag.errors import ConfigError
 from ardrag.fsutil import atomic_write, file_sha256
+from ardrag.presets import TINY, check_preset, preset
+
+if TYPE_CHECKING:
+    from ardrag.curation.pipeline import CurationConfig
+
+log = logging.getLogger(__name__)
 
 STAGES = ("curation", "annotation", "dataset", "teacher", "distill", "grpo", "evaluation")
 TRAINING = ("teacher", "distill", "grpo")
+# the loss a training stage's one-line summary shows (first and last 10 % of its steps)
+MAIN_LOSS = {"teacher": "teacher/loss", "distill": "generator/dmd", "grpo": "grpo/reward_motion"}
+
+Result = dict[str, Any]
+# source settings, curation settings -> the curation summary (``CurationStore.summary``)
+Curate = Callable[[dict[str, Any], "CurationConfig"], dict[str, Any]]
+# the curation folder -> what the mode's stage reads (see :func:`annotation_stage`)
+Annotator = Callable[[Path], Any]
+# the dataset folder and its manifest, when the dataset stage recorded a new version with samples
+OnDatasetVersion = Callable[[Path, dict[str, Any]], Any]
 
 
 class CurationSettings(Config):
@@ -69,7 +94,9 @@ class EvalSettings(Config):
 
 class RetrainConfig(Config):
     out: str = Field("runs/retrain", description="curation, stages, training runs, evaluation, report")
-    preset: Literal["tiny"] | None = Field(None, description="'tiny': toy models for training and eval")
+    preset: str | None = Field(
+        None, description="a training preset (ardrag.presets), e.g. the tiny one: toy models, train and eval"
+    )
     curation: CurationSettings = CurationSettings()
     annotation: Literal["none", "label-studio", "auto"] = Field(
         "none",
@@ -82,6 +109,11 @@ class RetrainConfig(Config):
     grpo: StageSettings = StageSettings()
     eval: EvalSettings = EvalSettings()
     progress: bool = Field(True, description="progress bars on the console")
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, name: str | None) -> str | None:
+        return check_preset("train", name)
 
     @property
     def root(self) -> Path:
@@ -96,10 +128,10 @@ class RetrainConfig(Config):
 # minutes on a 2-core CPU.
 DEMO: dict[str, Any] = {
     "out": "runs/demo",
-    "preset": "tiny",
+    "preset": TINY,
     "curation": {
         "source": "procedural",
-        "preset": "tiny",
+        "preset": TINY,
         # half the clips have a sprite that bursts at 24-32 px a frame, past what routing leaves to a
         # quick check (20 px a frame, calibrated on real footage): those wait for a person
         "source_config": {"num_clips": 24, "fast_prob": 0.5, "min_fast_speed": 24.0, "max_fast_speed": 32.0},
@@ -116,14 +148,7 @@ DEMO: dict[str, Any] = {
 def load_retrain_config(path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None,
                         base: dict[str, Any] | None = None) -> RetrainConfig:  # fmt: skip
     """``base`` (e.g. :data:`DEMO`), then the YAML file, then ``overrides``."""
-    from ardrag.training.run import _merge, _read_yaml
-
-    data = dict(base or {})
-    source = "<arguments>"
-    if path is not None:
-        data = _merge(data, _read_yaml(str(path)))
-        source = str(path)
-    return build_config(RetrainConfig, _merge(data, overrides or {}), source=source)
+    return load_config(RetrainConfig, path, overrides, base=base)
 
 
 # -- keys and the ledger -------------------------------------------------------------------------------
@@ -168,14 +193,13 @@ class Ledger:
 def train_config(config: RetrainConfig, stage: str, data_root: str, init: str | None) -> Any:
     """The resolved ``TrainConfig`` of a training stage (its run folder not yet set): the preset, the
     shared ``train`` fields, the stage's own, then the dataset and the upstream model."""
-    from ardrag.training.config import TINY, TrainConfig
-    from ardrag.training.run import _merge
+    from ardrag.training.config import TrainConfig
 
-    fields: dict[str, Any] = dict(TINY) if config.preset == "tiny" else {}
+    fields: dict[str, Any] = preset("train", config.preset) if config.preset is not None else {}
     for layer in (config.train, getattr(config, stage).config, {"stage": stage, "data": {"root": data_root}}):
-        fields = _merge(fields, layer)
+        fields = merge(fields, layer)
     if init is not None:
-        fields = _merge(fields, {"model": {"init": init}})
+        fields = merge(fields, {"model": {"init": init}})
     return build_config(TrainConfig, fields, source=f"the retrain config's {stage} stage")
 
 
@@ -272,3 +296,288 @@ def check_stage_inputs(config: RetrainConfig) -> None:
             train_config(config, stage, str(config.curation_dir / "dataset"), None)
         except ConfigError as err:
             raise ConfigError(f"retrain stage {stage}: {err}") from None
+
+
+# -- the stages ----------------------------------------------------------------------------------------
+def skipped(stage: str, entry: dict[str, Any]) -> Result:
+    """A stage's ledger entry, reported as skipped (its inputs have not changed)."""
+    log.debug("%s: skipped, its inputs have not changed (key %s)", stage, entry["key"])
+    return {**entry, "status": "skipped", "seconds": 0.0}
+
+
+def curation_source_config(config: RetrainConfig) -> dict[str, Any]:
+    """The source's settings: its named preset, then the config's ``source_config``."""
+    from ardrag.presets import preset
+
+    c = config.curation
+    return {**(preset(c.source, c.preset) if c.preset else {}), **c.source_config}
+
+
+def curation_stage(config: RetrainConfig, curate: Curate | None = None) -> Result:
+    """Curate the source's inputs into the curation folder. ``curate(source_config, curation)`` runs the
+    curation and returns its summary (the flow passes the curate subflow); by default
+    :func:`ardrag.curation.pipeline.run_local` in this process. Inputs that failed leave the stage
+    ``incomplete`` (not in the ledger): the next run retries them."""
+    from ardrag.curation import pipeline
+    from ardrag.curation.pipeline import CurationConfig
+    from ardrag.data.sources import build_source
+
+    t0, ledger = time.monotonic(), Ledger(config.root)
+    source_config = curation_source_config(config)
+    src = build_source(config.curation.source, source_config)
+    curation = CurationConfig.model_validate(config.curation.config)
+    inputs = sorted((i.id, i.content_hash) for i in src.inputs())
+    settings = pipeline.config_digest(pipeline.settings_digest(src), curation)
+    key = digest(config.curation.source, settings, inputs)
+    if entry := ledger.fresh("curation", key):
+        return skipped("curation", entry)
+    log.debug("curation: %d inputs from %s", len(inputs), config.curation.source)
+    if curate is None:
+        summary = pipeline.run_local(src, config.curation_dir, curation, progress=config.progress)
+    else:
+        summary = curate(source_config, curation)
+    states = ", ".join(f"{k} {v}" for k, v in summary["states"].items())
+    result = {
+        "key": key,
+        "summary": f"{summary['inputs']} inputs, {summary['clips']} clips: {states}",
+        "figures": {k: summary[k] for k in ("inputs", "clips", "states", "reasons", "buckets")},
+        "outputs": {"curation folder": str(config.curation_dir)},
+        "seconds": time.monotonic() - t0,
+    }
+    if summary["inputs_failed"] or summary["inputs_missing"]:  # not done: the next run retries them
+        failed = {**summary["inputs_failed"], **{i: "missing" for i in summary["inputs_missing"]}}
+        log.error("curation: %d inputs failed, retried by the next run: %s", len(failed), failed)
+        return {**result, "status": "incomplete", "note": f"inputs that failed (retried next run): {failed}"}
+    return {**ledger.put("curation", result), "status": "ran"}
+
+
+def annotator(config: RetrainConfig, annotators: Mapping[str, Annotator] | None) -> Annotator | None:
+    """The hook of the config's annotation mode (None for ``none``, which needs none). ``auto`` and
+    ``label-studio`` are the annotation package's, which the library does not import: the caller passes
+    them; a missing one fails here, before any compute."""
+    mode = config.annotation
+    if mode == "none":
+        return None
+    hook = (annotators or {}).get(mode)
+    if hook is None:
+        raise ConfigError(
+            f"annotation {mode!r} needs the annotation package, which ardrag's library does not import: "
+            f"pass annotators={{{mode!r}: ...}} to ardrag.retrain.run_local (the `ardrag retrain --local` "
+            "command does), or set annotation: none"
+        )
+    return hook
+
+
+def annotation_stage(
+    config: RetrainConfig, curation: Result, annotators: Mapping[str, Annotator] | None = None
+) -> Result:
+    """Hard cases: wait for people (``none``), go to Label Studio and come back (``label-studio``), or
+    are accepted without a person, labelled so (``auto``). Its inputs: the curation's result and the
+    clips waiting for people. The hooks (``annotators[mode](curation_folder)``): ``auto`` returns the
+    counts of ``annotation.auto.auto_annotate`` (``accepted``, ...; ``annotator``: the name written in
+    provenance); ``label-studio`` pushes then pulls, returning both reports ``(pushed, pulled)``."""
+    from ardrag.curation.store import CurationStore
+
+    hook = annotator(config, annotators)
+    t0, ledger = time.monotonic(), Ledger(config.root)
+    waiting = CurationStore(config.curation_dir).waiting()
+    undecided = [c for c in waiting if c["review"] is None]
+    versions = sorted((c["key"], c.get("sample_sha256")) for c in waiting)
+    key = digest(config.annotation, curation["key"], versions)
+    counts = {"waiting for a person": len(undecided), "clips routed to people": len(waiting)}
+    base = {"key": key, "figures": counts}
+    if hook is None:
+        note = (
+            f"{len(undecided)} clips wait for a person: start Label Studio (`ardrag annotate serve`) and "
+            f"run `ardrag annotate push --out {config.curation_dir}`, or rerun with annotation `auto`."
+        )
+        log.info("annotation: off; %s", note)
+        return {**base, "status": "skipped (off)", "summary": f"{len(undecided)} clips wait", "note": note,
+                "seconds": 0.0}  # fmt: skip
+    if config.annotation == "auto":
+        if entry := ledger.fresh("annotation", key):
+            return skipped("annotation", entry)
+        report = dict(hook(config.curation_dir))
+        name = report.pop("annotator", None)
+        note = (f"{report['accepted']} clips accepted WITHOUT a person: provenance status `auto-annotated`"
+                + (f", annotator `{name}`." if name else "."))  # fmt: skip
+        log.warning("annotation: %s", note)
+        result = {**base, "summary": f"{report['accepted']} auto-annotated", "note": note,
+                  "figures": {**counts, **report}, "seconds": time.monotonic() - t0}  # fmt: skip
+        return {**ledger.put("annotation", result), "status": "ran"}
+    pushed, pulled = hook(config.curation_dir)
+    new = sum(pushed[i].get("pushed", 0) for i in ("verify", "annotate")) + pulled["reviews_written"]
+    figures = {"pushed": {i: pushed[i].get("pushed", 0) for i in ("verify", "annotate")},
+               **{k: pulled[k] for k in ("tasks", "open", "accepted", "rejected", "invalid")}}  # fmt: skip
+    status = "ran" if new else "up to date"
+    summary = f"{pulled['open']} tasks open in Label Studio"
+    return {**base, "status": status, "figures": {**counts, **figures}, "summary": summary,
+            "seconds": time.monotonic() - t0}  # fmt: skip
+
+
+def dataset_stage(config: RetrainConfig, on_dataset_version: OnDatasetVersion | None = None) -> Result:
+    """Check the curated shards and record their version; a new version with samples is passed to
+    ``on_dataset_version(dataset_folder, manifest)`` (the flow emits its Prefect event there)."""
+    from ardrag.data.inspect import inspect_dataset
+    from ardrag.data.shards import read_manifest
+
+    t0, ledger = time.monotonic(), Ledger(config.root)
+    root = config.curation_dir / "dataset"
+    manifest = read_manifest(root)
+    key = manifest["version"]
+    if entry := ledger.fresh("dataset", key):
+        return skipped("dataset", entry)
+    report = inspect_dataset(root, verify_hashes=True)
+    if report["problems"]:
+        raise RuntimeError(f"dataset {root} is damaged: {report['problems']}")
+    people = (manifest.get("reviews") or {}).get("accepted", {})
+    by = {"rule": manifest["samples"] - sum(people.values()), **people}
+    result = {
+        "key": key,
+        "summary": f"version {key}: {manifest['samples']} samples",
+        "figures": {"samples": manifest["samples"], "buckets": manifest["buckets"], "accepted by": by},
+        "outputs": {"dataset": str(root)},
+        "samples": manifest["samples"],
+        "seconds": time.monotonic() - t0,
+    }
+    if manifest["samples"] and on_dataset_version is not None:
+        on_dataset_version(root, manifest)
+    return {**ledger.put("dataset", result), "status": "ran"}
+
+
+def training_stage(config: RetrainConfig, stage: str, upstream: Result) -> Result:
+    """One training stage (teacher, distill or grpo) from the dataset and the upstream stage's model,
+    into ``<out>/train/<stage>-<key>``; skipped when its entry is fresh and its model still there."""
+    t0, ledger = time.monotonic(), Ledger(config.root)
+    init = upstream["outputs"].get("model")
+    tc = train_config(config, stage, str(config.curation_dir / "dataset"), init)
+    key = stage_key(tc, upstream["key"] if init is None else upstream["model_digest"])
+    entry = ledger.fresh(stage, key)
+    if entry and Path(entry["outputs"]["model"]).is_dir():
+        return skipped(stage, entry)
+    run_dir = config.root / "train" / f"{stage}-{key}"
+    tc = tc.model_copy(update={"run_dir": str(run_dir)})
+    log.debug("%s: %d steps into %s", stage, tc.steps, run_dir)
+    summary = run_training(tc, getattr(config, stage).nproc_per_node, progress=config.progress)
+    figures: dict[str, Any] = {"steps": summary["steps"], **loss_figures(run_dir)}
+    outputs = {"model": str(Path(summary["export"]).resolve()), "run folder": str(run_dir),
+               "TensorBoard": str(run_dir / "tb")}  # fmt: skip
+    if summary.get("rewards_plot"):
+        outputs["reward curves"] = str(Path(summary["rewards_plot"]).resolve())
+    main = MAIN_LOSS[stage]
+    line = f"{summary['steps']} steps"
+    if main in figures:
+        line += f"; {main} {figures[main]['first']:.4g} -> {figures[main]['last']:.4g}"
+    result = {"key": key, "summary": line, "figures": figures, "outputs": outputs,
+              "model_digest": files_digest(outputs["model"]), "seconds": time.monotonic() - t0}  # fmt: skip
+    return {**ledger.put(stage, result), "status": "ran"}
+
+
+def evaluation_stage(config: RetrainConfig, student: Result) -> Result:
+    """The paper's six metrics of the final student on the benchmark (``ardrag eval``'s outputs)."""
+    from ardrag.evaluation.benchmark import procedural_config, write_procedural_benchmark
+    from ardrag.evaluation.run import evaluate
+    from ardrag.training.run import trained_pipeline
+
+    t0, ledger = time.monotonic(), Ledger(config.root)
+    model = student["outputs"]["model"]
+    key = digest(student["model_digest"], config.eval.to_dict(), config.preset)
+    if entry := ledger.fresh("evaluation", key):
+        return skipped("evaluation", entry)
+    out = config.root / "eval" / f"eval-{key}"
+    benchmark = config.eval.benchmark
+    if benchmark is None:
+        procedural = procedural_config().model_copy(update=config.eval.procedural)
+        benchmark = str(write_procedural_benchmark(procedural, config.root / "eval" / "benchmark"))
+    pipe = trained_pipeline(train_config(config, "grpo", str(config.curation_dir / "dataset"), model), model)
+    e = config.eval
+    results = evaluate(out, preset=config.preset, pipe=pipe, benchmark=benchmark, inception=e.inception,
+                       i3d=e.i3d, aesthetic_clip=e.aesthetic_clip, aesthetic_head=e.aesthetic_head,
+                       seed=e.seed, progress=config.progress)  # fmt: skip
+    columns = results["columns"]
+    header = "| " + " | ".join(columns) + " |"
+    row = "| " + " | ".join("n/a" if v is None else f"{v:.4g}" for v in columns.values()) + " |"
+    result = {
+        "key": key,
+        "summary": f"{len(results['clips'])} clips, {len(results['errors'])} with errors",
+        "figures": {"clips": len(results["clips"]), "errors": len(results["errors"])},
+        "table": "\n".join([header, "|" + " --- |" * len(columns), row]),
+        "outputs": {
+            "results": str(out / "results.md"),
+            "videos (generated | reference)": str(out / "grid.mp4"),
+        },
+        "seconds": time.monotonic() - t0,
+    }
+    if config.preset is not None:
+        result["note"] = (f"{config.preset.capitalize()} preset: FID, FVD and the aesthetic score use random "
+                          "networks; they exercise the pipeline and say nothing about quality.")  # fmt: skip
+    return {**ledger.put("evaluation", result), "status": "ran"}
+
+
+# -- the order -----------------------------------------------------------------------------------------
+def announced(stage: str, run: Callable[..., Result], *args: Any) -> Result:
+    """Run a stage between a start line and an end line (status, time, summary)."""
+    log.info("%s: started", stage)
+    result = run(*args)
+    took = f" in {result['seconds']:.0f} s" if result.get("seconds") else ""
+    if result["status"] == "skipped":
+        took = " (its inputs have not changed)"
+    log.info("%s: %s%s; %s", stage, result["status"], took, result.get("summary", ""))
+    return result
+
+
+def run_stages(run_stage: Callable[..., Result]) -> list[Result]:
+    """Every stage in order; ``run_stage(stage, *upstream_results)`` runs one (the local runner calls
+    the functions above, the flow its subflows). Training waits for a dataset with samples."""
+    results = [run_stage("curation")]
+    if results[-1]["status"] == "incomplete":
+        log.warning("curation is incomplete: the stages after it use what was accepted; the failed "
+                    "inputs are retried by the next run (see the report)")  # fmt: skip
+    results.append(run_stage("annotation", results[0]))
+    results.append(run_stage("dataset"))
+    if not results[-1].get("samples"):
+        note = "the dataset has no samples yet: nothing to train on (see the annotation stage)"
+        results += [{"stage": s, "status": "blocked", "summary": note} for s in (*TRAINING, "evaluation")]
+    else:
+        upstream = results[-1]
+        for stage in TRAINING:
+            upstream = run_stage(stage, upstream)
+            results.append(upstream)
+        results.append(run_stage("evaluation", upstream))
+    for r, name in zip(results, STAGES, strict=True):
+        r["stage"] = name
+    return results
+
+
+def finish(config: RetrainConfig, results: list[Result], seconds: float) -> dict[str, Any]:
+    """Write ``report.md``; the run's result: the stages, the report's path and the folder."""
+    path = write_report(config.root, results, seconds)
+    log.debug("stages: %s; report %s", ", ".join(f"{r['stage']} {r['status']}" for r in results), path)
+    return {"stages": results, "report": str(path), "out": str(config.root)}
+
+
+def run_local(
+    config: RetrainConfig,
+    *,
+    annotators: Mapping[str, Annotator] | None = None,
+    on_dataset_version: OnDatasetVersion | None = None,
+) -> dict[str, Any]:
+    """Run every stage whose inputs changed, in this process, without Prefect (the same stage functions,
+    keys and ledger as the flow, so either can pick up after the other). Curation runs one input at a
+    time (:func:`ardrag.curation.pipeline.run_local`). Returns what the flow returns."""
+    t0 = time.monotonic()
+    check_stage_inputs(config)
+    annotator(config, annotators)
+    if config.curation.runner != "local":
+        log.warning("curation runner %r is ignored without Prefect: curation runs in this process, one "
+                    "input at a time", config.curation.runner)  # fmt: skip
+    log.info("retrain into %s (local runner, without Prefect)", config.root)
+    steps: dict[str, Callable[..., Result]] = {
+        "curation": functools.partial(curation_stage, config),
+        "annotation": lambda curation: annotation_stage(config, curation, annotators),
+        "dataset": functools.partial(dataset_stage, config, on_dataset_version),
+        **{stage: functools.partial(training_stage, config, stage) for stage in TRAINING},
+        "evaluation": functools.partial(evaluation_stage, config),
+    }
+    results = run_stages(lambda stage, *upstream: announced(stage, steps[stage], *upstream))
+    return finish(config, results, time.monotonic() - t0)

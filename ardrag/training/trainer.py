@@ -4,20 +4,15 @@ A stage (:mod:`ardrag.training.teacher`, :mod:`ardrag.training.distill`) names i
 optimizers and, per step, its update phases: each phase is a loss over a micro-batch and the optimizer
 that steps on it (the distillation alternates critic and generator phases). The loop does the rest:
 
-- **Distributed**: under ``torchrun`` the processes join one ``torch.distributed`` group (gloo on CPU,
-  nccl on GPU); each takes its share of the shards; after the backward passes of a phase the gradients
-  are averaged over processes (one all-reduce per parameter, the same arithmetic as DDP without its
-  hooks, which do not fit phases that run the same modules several times). Losses are averaged alike.
-  ``distributed: fsdp`` shards the models instead (:mod:`ardrag.training.parallel`).
+- **Distributed**: under ``torchrun`` each process takes its share of the shards; after the backward
+  passes of a phase the gradients are averaged over processes, and the losses alike
+  (:mod:`ardrag.training.parallel`, which also shards the models under ``distributed: fsdp``).
 - **Accumulation**: ``grad_accum`` micro-batches per optimizer step; bf16 autocast on GPU.
 - **EMA** of the stage's main model (``ema_decay`` > 0).
-- **Checkpoints** every ``save_every`` steps and at the end, into ``<run_dir>/checkpoints/step-N``:
-  safetensors weights per module (EMA included), optimizer and scheduler states, the data position,
-  every process's RNG states and the step. Written into ``step-N.tmp`` and renamed when complete, so a
-  killed run never leaves a half checkpoint that resume would take; the latest ``keep_checkpoints``
-  stay. ``resume`` continues from the latest: the same batches in the same order, the same random
-  draws (they are seeded per step and sample), so the losses after a resume are those of a run that
-  never stopped.
+- **Checkpoints** every ``save_every`` steps and at the end (:mod:`ardrag.training.checkpoint`: written
+  atomically, the latest ``keep_checkpoints`` kept). ``resume`` continues from the latest: the same
+  batches in the same order, the same random draws (they are seeded per step and sample), so the
+  losses after a resume are those of a run that never stopped.
 - **Logs**: a tqdm bar, TensorBoard scalars (``<run_dir>/tb``), ``<run_dir>/losses.jsonl`` (one line
   per step) and the resolved ``config.yaml``.
 """
@@ -26,9 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import random
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -36,29 +28,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 
 from ardrag.config import write_resolved_config
 from ardrag.console import Progress
 from ardrag.errors import ConfigError
 from ardrag.fsutil import atomic_write
+from ardrag.training import checkpoint
+from ardrag.training.checkpoint import checkpoint_dirs
 from ardrag.training.config import TrainConfig
-from ardrag.training.parallel import (
-    full_optimizer_state,
-    full_state_dict,
-    is_sharded,
-    load_full_optimizer_state,
-    load_full_state_dict,
-    reshard,
-)
+from ardrag.training.parallel import average_gradients, average_scalars, reshard
 
 log = logging.getLogger(__name__)
 BAR_FIGURES = ("loss", "reward_total")  # the figures on the progress bar
-
-CHECKPOINTS = "checkpoints"
 
 
 @dataclass
@@ -97,72 +80,6 @@ class Stage:
         return raw
 
 
-# -- distributed ---------------------------------------------------------------------------------
-def init_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device); joins the process group when started by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    if cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local)
-    return rank, world, torch.device("cpu")
-
-
-def shutdown_distributed() -> bool:
-    """Leave the process group together: every process waits for the others, then destroys it; returns
-    whether there was one. A process that exits while the others still talk to it (e.g. rank 0 writing
-    files) can take gloo's threads down with ``terminate called without an active exception``, and
-    torchrun then kills all."""
-    if not dist.is_initialized():
-        return False
-    dist.barrier()
-    dist.destroy_process_group()
-    return True
-
-
-def exit_process(code: int = 0) -> None:
-    """End a finished torchrun process at once, after flushing logs and output: on 2 CPU cores under
-    load, gloo (torch 2.13) intermittently aborted in the interpreter's teardown (``terminate called
-    without an active exception``) after all work and the process group's destruction were done, and
-    torchrun turned that into a failed run. Nothing is left to run at this point: every file is written."""
-    import logging
-    import sys
-
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
-    """Mean of every gradient over the processes; sharded (FSDP) parameters are left alone: FSDP has
-    reduced theirs already."""
-    if world == 1:
-        return
-    from torch.distributed.tensor import DTensor
-
-    for p in params:
-        if isinstance(p, DTensor):
-            continue
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-        p.grad.div_(world)
-
-
-def average_scalars(values: dict[str, float], world: int, device: torch.device) -> dict[str, float]:
-    if world == 1 or not values:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return {k: float(v) / world for k, v in zip(keys, t.tolist(), strict=True)}
-
-
 # -- EMA -----------------------------------------------------------------------------------------
 class EMA(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, decay: float):
@@ -184,31 +101,6 @@ class EMA(torch.nn.Module):
     def load_state_dict(self, state: dict[str, torch.Tensor], *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         for k, v in state.items():
             self.shadow[k].copy_(v)
-
-
-# -- checkpoints ---------------------------------------------------------------------------------
-def checkpoint_dirs(run_dir: str | os.PathLike[str]) -> list[Path]:
-    """Complete checkpoints of a run, oldest first (``step-N``; ``.tmp`` folders are incomplete)."""
-    root = Path(run_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    done = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()]
-    return sorted(done, key=lambda p: int(p.name[5:]))
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class Trainer:
@@ -356,74 +248,33 @@ class Trainer:
             self._writer.flush()
 
     # -- checkpoints -----------------------------------------------------------------------------
-    def save(self) -> Path:
-        root = self.run_dir / CHECKPOINTS
-        final, tmp = root / f"step-{self.step}", root / f"step-{self.step}.tmp"
-        # gathered on every process (collective when sharded), written by rank 0
-        weights = {name: full_state_dict(module) for name, module in self.modules.items()}
-        owners = self.stage.optimizer_modules()
-        optim = {k: full_optimizer_state(owners[k], o) for k, o in self.optimizers.items()}
-        if self.rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            for name, state in weights.items():
-                save_file(state, str(tmp / f"{name}.safetensors"))
-            if self.ema is not None:
-                save_file({k: v.contiguous().cpu() for k, v in self.ema.shadow.items()},
-                          str(tmp / f"ema_{self.stage.main}.safetensors"))  # fmt: skip
-            torch.save(
-                {"optimizers": optim, "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()}},
-                tmp / "optim.pt",
-            )
-            meta = {
-                "step": self.step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch,
-                "world_size": self.world, "stage": self.stage.name, "config_digest": self.config.digest(),
-            }  # fmt: skip
-            atomic_write(tmp / "trainer.json", json.dumps(meta, indent=2))
-        self._barrier()
-        torch.save(_rng_state(), tmp / f"rng-{self.rank}.pt")
-        self._barrier()
-        if self.rank == 0:
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            for old in checkpoint_dirs(self.run_dir)[: -self.config.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-            log.debug("saved %s", final)
-        self._barrier()
-        return final
+    def _state(self) -> checkpoint.TrainingState:
+        averages = {f"ema_{self.stage.main}": self.ema} if self.ema is not None else {}
+        return checkpoint.TrainingState(
+            modules=self.modules,
+            optimizers=self.optimizers,
+            optimizer_modules=self.stage.optimizer_modules(),
+            schedulers=self.schedulers,
+            averages=averages,
+        )
 
-    def _barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
+    def save(self) -> Path:
+        """Checkpoint the current step (collective: every process calls it)."""
+        meta = {
+            "step": self.step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch,
+            "world_size": self.world, "stage": self.stage.name, "config_digest": self.config.digest(),
+        }  # fmt: skip
+        return checkpoint.save(self.run_dir, self._state(), meta, self.config.keep_checkpoints,
+                               rank=self.rank, world=self.world)  # fmt: skip
 
     def load_latest(self) -> bool:
+        """Continue from the latest complete checkpoint; False when there is none."""
         dirs = checkpoint_dirs(self.run_dir)
         if not dirs:
             log.info("no checkpoint in %s: starting from step 0", self.run_dir)
             return False
         path = dirs[-1]
-        meta = json.loads((path / "trainer.json").read_text())
-        if meta["stage"] != self.stage.name:
-            raise ConfigError(f"{path} is a checkpoint of stage {meta['stage']!r}, not {self.stage.name!r}")
-        if meta["world_size"] != self.world:
-            raise ConfigError(
-                f"{path} was written by {meta['world_size']} processes; resume with the same number "
-                f"(now {self.world}) so that every process continues its own shards"
-            )
-        for name, module in self.modules.items():
-            load_into(module, path / f"{name}.safetensors", read=self.rank == 0 or not is_sharded(module))
-        if self.ema is not None:
-            self.ema.load_state_dict(load_file(str(path / f"ema_{self.stage.main}.safetensors")))
-        states = torch.load(path / "optim.pt", weights_only=False)
-        owners = self.stage.optimizer_modules()
-        for k, o in self.optimizers.items():
-            load_full_optimizer_state(owners[k], o, states["optimizers"][k])
-        for k, s in self.schedulers.items():
-            s.load_state_dict(states["schedulers"][k])
-        rng = path / f"rng-{self.rank}.pt"
-        if rng.is_file():
-            _set_rng_state(torch.load(rng, weights_only=False))
+        meta = checkpoint.load(path, self._state(), self.stage.name, rank=self.rank, world=self.world)
         self.step, self.epoch, self.batches_in_epoch = meta["step"], meta["epoch"], meta["batches_in_epoch"]
         self._iter = None
         self._purge_step = self.step + 1
@@ -441,23 +292,3 @@ def _logged_step(line: str) -> float:
         return json.loads(line)["step"]
     except (ValueError, KeyError, TypeError):
         return float("inf")
-
-
-def load_into(module: torch.nn.Module, path: Path, read: bool = True) -> None:
-    """Load a safetensors file into ``module``; a mismatch names the missing and unexpected keys. A
-    sharded module is loaded collectively: rank 0 reads (``read``), the others receive."""
-    if not read:
-        load_full_state_dict(module, {})
-        return
-    if not path.is_file():
-        raise ConfigError(f"checkpoint file {path} is missing")
-    state = load_file(str(path))
-    own = module.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    shapes = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
-    if missing or unexpected or shapes:
-        raise ConfigError(
-            f"{path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-            f"other shapes {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in shapes[:5]]}"
-        )
-    load_full_state_dict(module, state)

@@ -15,9 +15,15 @@ from training_helpers import procedural_batch, tiny_config
 
 from ardrag.data.loader import collate
 from ardrag.data.sources.procedural import ProceduralConfig, ProceduralSource
-from ardrag.training.parallel import full_gradients, is_sharded
+from ardrag.training.parallel import (
+    exit_process,
+    full_gradients,
+    init_distributed,
+    is_sharded,
+    shutdown_distributed,
+)
 from ardrag.training.run import build_models
-from ardrag.training.trainer import Trainer, exit_process, init_distributed, shutdown_distributed
+from ardrag.training.trainer import Trainer
 
 GLOBAL_BATCH = 4
 

@@ -43,6 +43,7 @@ from ardrag.config import Config, build_config, load_config, merge
 from ardrag.errors import ConfigError
 from ardrag.fsutil import atomic_write, file_sha256
 from ardrag.presets import TINY, check_preset, preset
+from ardrag.training.stages import get_stage
 
 if TYPE_CHECKING:
     from ardrag.curation.pipeline import CurationConfig
@@ -50,9 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STAGES = ("curation", "annotation", "dataset", "teacher", "distill", "grpo", "evaluation")
+# the training chain (ardrag.training.stages names each): every stage starts from the one before's export
 TRAINING = ("teacher", "distill", "grpo")
-# the loss a training stage's one-line summary shows (first and last 10 % of its steps)
-MAIN_LOSS = {"teacher": "teacher/loss", "distill": "generator/dmd", "grpo": "grpo/reward_motion"}
 
 Result = dict[str, Any]
 # source settings, curation settings -> the curation summary (``CurationStore.summary``)
@@ -307,8 +307,6 @@ def skipped(stage: str, entry: dict[str, Any]) -> Result:
 
 def curation_source_config(config: RetrainConfig) -> dict[str, Any]:
     """The source's settings: its named preset, then the config's ``source_config``."""
-    from ardrag.presets import preset
-
     c = config.curation
     return {**(preset(c.source, c.preset) if c.preset else {}), **c.source_config}
 
@@ -464,7 +462,7 @@ def training_stage(config: RetrainConfig, stage: str, upstream: Result) -> Resul
                "TensorBoard": str(run_dir / "tb")}  # fmt: skip
     if summary.get("rewards_plot"):
         outputs["reward curves"] = str(Path(summary["rewards_plot"]).resolve())
-    main = MAIN_LOSS[stage]
+    main = get_stage(stage).main_loss  # the loss the one-line summary shows
     line = f"{summary['steps']} steps"
     if main in figures:
         line += f"; {main} {figures[main]['first']:.4g} -> {figures[main]['last']:.4g}"

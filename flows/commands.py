@@ -142,37 +142,64 @@ def _print_report(result: dict[str, Any], as_json: bool) -> None:
     print(f"report: {result['report']}")
 
 
-def _retrain(args: argparse.Namespace) -> int:
+def _local_annotators(mode: str) -> dict[str, Any]:
+    """The annotation hooks of the local runner (:func:`ardrag.retrain.run_local`): the annotation
+    package's own calls, without Prefect."""
+    if mode == "auto":
+        from annotation.auto import AUTO_ANNOTATOR, auto_annotate
+
+        return {"auto": lambda folder: {**auto_annotate(folder), "annotator": AUTO_ANNOTATOR}}
+    if mode == "label-studio":
+        from annotation.pull import pull
+        from annotation.push import push
+
+        return {"label-studio": lambda folder: (push(folder, progress=False), pull(folder, progress=False))}
+    return {}
+
+
+def _run_retrain(config: Any, local: bool) -> dict[str, Any]:
+    """The stages through the Prefect flow, or with ``local`` in this process without Prefect (which
+    is then never imported)."""
+    if local:
+        from ardrag.retrain import run_local
+
+        return run_local(config, annotators=_local_annotators(config.annotation))
     _local_api_defaults()
+    from flows.retrain import run
+
+    return run(config)
+
+
+def _retrain(args: argparse.Namespace) -> int:
     from ardrag import console
     from ardrag.retrain import load_retrain_config
-    from flows.retrain import run
 
     overrides = {"out": args.out} if args.out else {}
     config = load_retrain_config(args.config, overrides)
     console.log_to_file(config.root, "retrain")
-    result = run(config)
+    result = _run_retrain(config, args.local)
     _print_report(result, args.json)
     return 0
 
 
+LOCAL_HELP = "run the stages in this process without Prefect (no API server, UI, artifacts or events)"
+
+
 def register_retrain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "retrain", help="curation -> annotation -> dataset -> teacher -> distill -> GRPO -> eval (Prefect)"
-    )
+    stages = "curation -> annotation -> dataset -> teacher -> distill -> GRPO -> eval"
+    p = sub.add_parser("retrain", help=f"{stages} (Prefect; --local: without)")
     p.add_argument("--config", required=True, help="YAML file parsed into RetrainConfig (ardrag.retrain)")
     p.add_argument("--out", help="retrain folder (overrides the config's out)")
+    p.add_argument("--local", action="store_true", help=LOCAL_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_retrain)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    _local_api_defaults()
     import time
 
     from ardrag import console
     from ardrag.retrain import DEMO, load_retrain_config
-    from flows.retrain import run
 
     if args.auto_annotate:
         annotation = "auto"
@@ -182,7 +209,7 @@ def _demo(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     config = load_retrain_config(args.config, overrides, base=DEMO)
     console.log_to_file(config.root, "demo")
-    result = run(config)
+    result = _run_retrain(config, args.local)
     _print_report(result, args.json)
     if not args.json:
         print(f"demo done in {(time.monotonic() - t0) / 60:.1f} min")
@@ -200,5 +227,6 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
         help="accept hard cases without a person (labelled auto-annotated in provenance)",
     )
     p.add_argument("--config", help="YAML file over the demo's defaults (RetrainConfig fields)")
+    p.add_argument("--local", action="store_true", help=LOCAL_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_demo)

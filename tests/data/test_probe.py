@@ -3,7 +3,7 @@ it: the constant-rate timeline, the bad-input corpus (each file processed or rej
 hanging, stuck or crashing decoder, and the work folders a killed run leaves behind.
 
 Every video here is written by :mod:`videos`. The folder source's own behaviour (timing, buckets,
-rotation, scene cuts, prompts) is tested in test_folder.py.
+rotation, scene cuts, prompts) is tested in sources/test_folder.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The folder source on real video files: timing, size, rotation, scene cuts, content keys, bad inputs.
 The decoder child process itself (its verdicts on damaged files, hangs, crashes) is tested in
-test_probe.py.
+tests/data/test_probe.py.
 
 Every video here is written by :mod:`videos` with a square moving at a known speed, so the tests check
 that the right source frame lands in each 16 fps output frame at the right place, not only shapes.

@@ -32,6 +32,25 @@ def test_library_never_imports_prefect_or_label_studio():
     assert offenders == {}
 
 
+def _modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, by its full dotted name (absolute imports)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_models_are_built_without_the_data_sources():
+    """ardrag.model builds every model (tiny ones included); the data sources build on it, not the reverse."""
+    files = sorted((ROOT / "ardrag" / "model").rglob("*.py"))
+    assert len(files) > 3
+    offenders = {p.name: sorted(m for m in _modules(p) if m.startswith("ardrag.data.sources")) for p in files}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
 def test_annotation_never_imports_flows():
     for path in sorted((ROOT / "annotation").rglob("*.py")):
         assert "flows" not in _imports(path), path

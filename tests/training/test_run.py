@@ -15,8 +15,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from ardrag.data.codec import get_decoder
-from ardrag.model.tiny import build_tiny_pipeline
 from ardrag.errors import ConfigError
+from ardrag.model.tiny import build_tiny_pipeline
 from ardrag.model.transformer_ardrag import ARDragTransformer, CausalARDragTransformer
 from ardrag.training.run import build_models, check_config, resolve_config, train
 
@@ -140,3 +140,31 @@ def test_a_vae_folder_replaces_the_presets_vae(tmp_path):
     config = resolve_config("teacher", preset="tiny", overrides={"model": {"vae": str(tmp_path / "none")}})
     with pytest.raises(ConfigError, match="model.vae .* is not a folder"):
         check_config(config)
+
+
+def test_build_models_takes_a_transformer_and_a_vae_in_place_of_the_configs():
+    from ardrag.model.tiny import tiny_transformer, tiny_vae
+    from ardrag.presets import TINY, TOY
+
+    config = resolve_config("teacher", preset=TINY)
+    wide, vae = tiny_transformer(5, TOY), tiny_vae(9)
+    pipe, teacher = build_models(config, transformer=wide, vae=vae)
+    assert isinstance(teacher, ARDragTransformer) and teacher.config.num_layers == 4  # the toy width
+    assert torch.count_nonzero(teacher.control_embedding.weight) == 0  # from Wan: zero control weights
+    ours, theirs = pipe.vae.state_dict(), vae.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert pipe.transformer.config.num_layers == 2  # the encoders' pipeline stays the preset's
+    _, same = build_models(config, transformer=teacher)  # an ARDragTransformer is taken as it is
+    assert same is teacher
+    narrow = tiny_transformer(0, TINY, text_dim=16)  # reads 16-wide text; the tiny encoders write 32
+    with pytest.raises(ConfigError, match="the transformer override does not fit tiny: text_dim is 16"):
+        build_models(config, transformer=narrow)
+
+
+def test_the_toy_model_preset_trains_with_its_wider_transformer(tmp_path):
+    from ardrag.presets import TINY, TOY
+
+    overrides = {"run_dir": str(tmp_path), "steps": 1, "model": {"preset": TOY}}
+    summary = train(resolve_config("teacher", preset=TINY, overrides=overrides), progress=False)
+    exported = ARDragTransformer.from_pretrained(summary["export"])
+    assert exported.config.num_layers == 4 and exported.config.attention_head_dim == 32

@@ -9,8 +9,8 @@ import yaml
 from diffusers import WanTransformer3DModel
 
 from ardrag.cli import main
-from ardrag.data.sources.wan import TINY_TRANSFORMER_CONFIG
 from ardrag.errors import ConfigError
+from ardrag.model.tiny import TINY_TRANSFORMER_CONFIG
 from ardrag.model.transformer_ardrag import ARDragTransformer
 from ardrag.training.run import check_config, resolve_config, train
 

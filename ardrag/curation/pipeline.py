@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import Field, field_validator
 
 from ardrag.config import Config
@@ -119,17 +118,10 @@ def load_curation_file(path: str | os.PathLike[str]) -> tuple[CurationConfig, di
     the source's own settings (for the folder source: clip length, stride, extensions, prompts,
     captioner, ...; checked when the source is built). Relative paths among the source's file settings
     (``SOURCE_PATH_FIELDS``) are taken relative to the file's folder. Errors name the file and field."""
-    from ardrag.config import build_config
+    from ardrag.config import build_config, read_config_file
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist (expected a YAML file)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} holds a {type(data).__name__}; expected a mapping")
+    data = read_config_file(path)
     source = data.pop("source", None) or {}
     if not isinstance(source, dict):
         raise ConfigError(

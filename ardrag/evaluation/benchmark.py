@@ -30,7 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ardrag.config import build_config, datasets_dir
+from ardrag.config import datasets_dir, load_config
 from ardrag.data.codec import encode_mp4
 from ardrag.data.sources.procedural import ProceduralConfig, ProceduralSource
 from ardrag.errors import ConfigError
@@ -106,12 +106,10 @@ def load_benchmark(path: str | os.PathLike[str]) -> list[BenchmarkEntry | EntryE
 
 def procedural_config(path: str | os.PathLike[str] | None = None) -> ProceduralConfig:
     """The procedural evaluation set's definition (default ``datasets/eval/procedural.yaml``)."""
-    import yaml
-
     path = Path(path) if path is not None else datasets_dir() / "eval" / "procedural.yaml"
     if not path.is_file():
         raise ConfigError(f"procedural evaluation set {str(path)!r} does not exist")
-    return build_config(ProceduralConfig, yaml.safe_load(path.read_text()) or {}, source=str(path))
+    return load_config(ProceduralConfig, path)
 
 
 def write_procedural_benchmark(config: ProceduralConfig, out: str | os.PathLike[str]) -> Path:

@@ -21,7 +21,7 @@ gradient's noise, its step size, and whether the reward can be raised at all. Th
    reward). eta is a Euclidean distance in weight space (``|theta|`` is printed for scale).
 
 Rewards (--rewards): ``motion`` (the toy's: its tracker, ``--motion-alpha``) and ``brightness``, a
-control (``bench_grpo_toy.brightness_reward``): each frame's mean intensity in [0, 1]. It is a smooth
+control (``common.brightness_reward``): each frame's mean intensity in [0, 1]. It is a smooth
 function of the frames, so its gradient shows what a learnable reward looks like through the same
 machinery.
 
@@ -34,19 +34,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from common import add_grpo_arguments, build_grpo
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench_grpo_toy  # noqa: E402
-
-from ardrag.training.conditions import SampleRandom, prepare, sample_seed  # noqa: E402
-from ardrag.training.grpo import repeat_conditions, selective_rollout  # noqa: E402
+from ardrag.training.conditions import SampleRandom, prepare, sample_seed
+from ardrag.training.grpo import repeat_conditions, selective_rollout
 
 
 def flat_gradient(params: list[torch.Tensor]) -> torch.Tensor:
@@ -91,7 +88,7 @@ def line_reward(built: Any, conds: list[Any], seeds: int, seed: int, stochastic:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    bench_grpo_toy.add_arguments(ap)
+    add_grpo_arguments(ap)
     ap.set_defaults(clips=4, group=8, batch=1)
     ap.add_argument("--out", default="/tmp/bench_grpo_signal")
     ap.add_argument("--groups", type=int, default=8, help="groups of G rollouts per clip")
@@ -108,9 +105,7 @@ def main() -> None:
     out = Path(args.out)
     figures: dict[str, Any] = {"args": vars(args)}
     for reward in args.rewards:
-        built = bench_grpo_toy.build(
-            args, out / reward, grpo={"reward_weights": {reward: 1.0}, "kl_beta": 0.0}
-        )
+        built = build_grpo(args, out / reward, grpo={"reward_weights": {reward: 1.0}, "kl_beta": 0.0})
         stage, pipe, config = built.stage, built.pipe, built.config
         policy = stage.policy
         params = list(policy.parameters())

@@ -1,24 +1,25 @@
 """Toy-scale learning on CPU: does the teacher learn to follow trajectories, do 3-step students keep it?
 
 The tiny preset's encoders (random tiny UMT5 / CLIP), a small Wan VAE fitted here (--vae-layout 4x-residual:
-4x spatial and 4x temporal compression, base_dim --vae-dim 16) and a wider Wan transformer than the
-preset's (--transformer: 4 layers, 4 heads x 32, ffn 256, 1.1 M parameters: the preset's 2 x 12 = 24-wide
-tokens cannot even hold the 2 x 2 x 16 = 64 latent values of the patch they predict, and its teacher
-learned nothing visible in 15 minutes), on procedural clips at 80x48 (data.scale 0.125 of 640x368), 9
-frames (3 latent frames), one thread; each stage is bounded in wall-clock time. In one process:
+4x spatial and 4x temporal compression, base_dim --vae-dim 16) and the ``toy`` model preset's Wan
+transformer, wider than the tiny one's (--transformer: 4 layers, 4 heads x 32, ffn 256, 1.1 M parameters:
+the tiny preset's 2 x 12 = 24-wide tokens cannot even hold the 2 x 2 x 16 = 64 latent values of the patch
+they predict, and its teacher learned nothing visible in 15 minutes), on procedural clips at 80x48
+(data.scale 0.125 of 640x368), 9 frames (3 latent frames), one thread; each stage is bounded in
+wall-clock time. In one process:
 
-1. **Data.** P training clips (``ProceduralConfig`` seed 0 at 640x368) are rendered, downscaled to 80x48
+1. **Data.** P training clips (``ToySource`` seed 0, drawn at 640x368) are rendered, downscaled to 80x48
    as ``conditions.prepare`` would (antialiased bilinear; tracks scaled alike), written with
    ``write_dataset`` and read back by ``ShardedVideoDataset``; E held-out clips (seed 1) for evaluation.
-   The toy's data (``ToySource``, all settings flags): 1-2 sprites of 0.25-0.4 of the short side (12-19
-   px) on a **flat background** (each clip's drawn background texture replaced by its mean colour), with
-   **smooth textures** (--sprite-texture smooth: each sprite's texture blurred to a few large colour
-   blobs, contrast restored), speeds 16-32 px/frame at 640x368 (2-4 px/frame at 80x48, 16-32 px over the
-   clip), no fast bursts, occlusions or frame exits, control intensity 1. Why: a VAE fitted for minutes
-   on CPU loses fine texture and, on the library's textured backgrounds, whole sprites; a real clip
-   through it then tracks no better than a static one, and the metric cannot see any control. Large
-   blobs with sharp outlines on a flat background survive the VAE and still give the tracker gradients
-   inside the sprite.
+   The toy's data (``ardrag.data.sources.toy``, all settings flags): 1-2 sprites of 0.25-0.4 of the short
+   side (12-19 px) on a **flat background** (each clip's drawn background texture replaced by its mean
+   colour), with **smooth textures** (--sprite-texture smooth: each sprite's texture blurred to a few
+   large colour blobs, contrast restored), speeds 16-32 px/frame at 640x368 (2-4 px/frame at 80x48,
+   16-32 px over the clip), no fast bursts, occlusions or frame exits, control intensity 1. Why: a VAE
+   fitted for minutes on CPU loses fine texture and, on the library's textured backgrounds, whole
+   sprites; a real clip through it then tracks no better than a static one, and the metric cannot see
+   any control. Large blobs with sharp outlines on a flat background survive the VAE and still give the
+   tracker gradients inside the sprite.
 2. **VAE.** Random VAE weights decode to noise, so the VAE is fitted first: AdamW (lr --vae-lr 1e-4,
    cosine-decayed to a tenth over --vae-minutes), batches of 4 random --vae-window (9: whole clips) frame
    windows of the training clips, whole frames (or --vae-crop), in [-1, 1]; loss = MSE of the reconstruction
@@ -40,17 +41,17 @@ frames (3 latent frames), one thread; each stage is bounded in wall-clock time. 
    PSNR of the held-out clips before and after. ``--vae-only`` stops there and reports the floor the VAE sets
    for the tracking metric (real clips through it, against clips with no motion); --vae-from DIR loads a VAE
    saved by such a run (its ``vae/``) instead of fitting one.
-3. **Teacher.** ``TeacherStage`` (flow matching) under ``Trainer`` for --teacher-minutes, from the random Wan
-   transformer with zero control weights (``ARDragTransformer.from_wan``: the untrained model), exported with
-   ``run.export_model``. Models are built here, not by ``run.train``: ``run.build_models`` has no way to take
-   the wider transformer or the heatmap settings. A ``Trainer`` subclass ends the run at the deadline (the
-   step then reached becomes ``config.steps``, so the run saves and exports as at a planned end), and
-   ``conditions.prepare`` runs once per clip for all stages (a cache: it is deterministic, and its VAE
-   encodings, redone every step, would cost several times the transformer's step at this size). Heatmap spots:
-   sigma --heatmap-sigma px (3: half ``HeatmapConfig``'s default of 6, for half the earlier toy's size; the
-   GRPO script reads it from ``figures.json``). Then a check that the teacher uses the drag, not only the
-   heatmaps' constant part: its loss on training clips with their own control latents, with another clip's,
-   and with its control weights zeroed (same noise draws).
+3. **Teacher.** ``TeacherStage`` (flow matching) under ``Trainer`` for --teacher-minutes
+   (``time_limit_minutes``), from the random Wan transformer with zero control weights (the untrained
+   model), exported with ``run.export_model``. The models come from ``run.build_models`` with overrides:
+   the random transformer (``ardrag.model.tiny.tiny_transformer``, seeded by --seed) and the fitted VAE;
+   the pipeline then generates at the toy's size with its heatmap spots, sigma --heatmap-sigma px (3: half
+   ``HeatmapConfig``'s default of 6, for half the earlier toy's size; the GRPO script reads it from
+   ``figures.json``). ``conditions.prepare`` runs once per clip for all stages
+   (``ardrag.training.conditions_cache.ConditionsCache``: it is deterministic, and its VAE encodings,
+   redone every step, would cost several times the transformer's step at this size). Then a check that
+   the teacher uses the drag, not only the heatmaps' constant part: its loss on training clips with their
+   own control latents, with another clip's, and with its control weights zeroed (same noise draws).
 4. **Students.** ``DistillStage`` from the exported teacher, once with ``self_rollout`` and once with
    ``self_forcing``, --student-minutes each, same seed and data; 3 steps at t = 1000, 755, 522, KV cache
    of 2 frames (the tiny preset's), DMD real score without guidance (--real-guidance 1: the teacher is
@@ -76,7 +77,9 @@ frames (3 latent frames), one thread; each stage is bounded in wall-clock time. 
 Prints the loss curves (first vs last 10 % of steps) and the tables; writes ``figures.json``,
 ``losses.png`` (loss curves; PIL, matplotlib is not installed), ``samples.png`` (every 4th frame of two
 held-out clips per model, target points in red) and ``videos.npz`` (every generated clip) to --out.
-``--quick`` runs every stage for seconds: a smoke test, its figures mean nothing.
+``--quick`` runs every stage for seconds: a smoke test, its figures mean nothing. --vae-steps,
+--teacher-steps and --student-steps cap the stages in steps besides minutes (and the VAE's learning-rate
+schedule follows the steps then): with minutes to spare, a run repeats to the last digit, timings aside.
 
     # the recorded recipe: the VAE in two runs (14 min on 5-frame windows, then 6 on whole clips), then
     # the stages with it
@@ -89,6 +92,9 @@ held-out clips per model, target points in red) and ``videos.npz`` (every genera
     # options: [--teacher-minutes 18 --student-minutes 7 --train-clips 256 --quick] [--background texture
     # --sprite-texture texture --sprites 2 3 --sprite-size 0.4 0.6 --speed 6 16 --vae-layout 8x --vae-dim 8
     # --scale 0.25 --transformer 2 12 2 32 --frames 17]   (the earlier toys)
+    # a repeatable check (fixed steps, seconds each): --train-clips 8 --eval-clips 2 --sample-steps 4 \
+    #     --vae-minutes 30 --teacher-minutes 30 --student-minutes 30 --vae-steps 60 --teacher-steps 100 \
+    #     --student-steps 10
 """
 
 from __future__ import annotations
@@ -102,146 +108,40 @@ import os
 import shutil
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
-from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from common import (
+    BUCKET,
+    TRACKER,
+    at_toy_size,
+    held_out_clips,
+    loader,
+    stream,
+    toy_config,
+    tracking_errors,
+    write_clips,
+)
+from diffusers import AutoencoderKLWan
 
-from ardrag.data.build import ShardConfig, write_dataset
-from ardrag.data.codec import EncodeConfig
-from ardrag.data.loader import ShardedVideoDataset
-from ardrag.data.sample import Sample
-from ardrag.data.sources.procedural import ProceduralConfig, ProceduralSource
-from ardrag.data.sources.wan import TINY_TRANSFORMER_CONFIG
+from ardrag import console
+from ardrag.data.sources.toy import ToySource
 from ardrag.data.trackers import get_tracker
-from ardrag.inference.session import StreamSession
 from ardrag.inference.teacher import sample_clip
-from ardrag.model.pipeline import ARDragPipeline
+from ardrag.model.tiny import tiny_transformer
 from ardrag.model.transformer_ardrag import ARDragTransformer, CausalARDragTransformer
-from ardrag.training.conditions import Conditions, training_size
+from ardrag.presets import TINY, TOY, preset
+from ardrag.training.conditions import training_size
+from ardrag.training.conditions_cache import ConditionsCache
 from ardrag.training.distill import DistillStage
-from ardrag.training.run import export_model, resolve_config
+from ardrag.training.run import build_models, export_model, resolve_config
 from ardrag.training.teacher import TeacherStage, flow_matching_loss
 from ardrag.training.trainer import Trainer
 
-BUCKET = (368, 640)
 MODES = ("self_rollout", "self_forcing")
-
-
-# -- data ------------------------------------------------------------------------------------------
-def procedural(num: int, seed: int, args: argparse.Namespace) -> ProceduralConfig:
-    return ProceduralConfig(
-        num_clips=num, seed=seed, num_frames=args.frames, buckets=["640x368"],
-        min_speed=args.speed[0], max_speed=args.speed[1], min_sprites=args.sprites[0],
-        max_sprites=args.sprites[1], min_sprite_size=args.sprite_size[0], max_sprite_size=args.sprite_size[1],
-        fast_prob=args.fast_prob, occlusion_prob=args.occlusion_prob, leave_frame_prob=args.leave_prob,
-        min_intensity=args.intensity[0], max_intensity=args.intensity[1],
-    )  # fmt: skip
-
-
-class ToySource(ProceduralSource):
-    """``ProceduralSource`` with, for ``background="flat"``, each clip's background replaced by its mean
-    colour (sprites, paths and tracks unchanged): the sprites' outlines then carry the motion."""
-
-    def __init__(self, config: ProceduralConfig, background: str, sprites: str = "texture"):
-        super().__init__(config)
-        self.background, self.sprites = background, sprites
-
-    def make_scene(self, index: int) -> Any:
-        scene = super().make_scene(index)
-        if self.background == "flat":
-            flat = np.broadcast_to(scene.background.mean(axis=(0, 1)), scene.background.shape)
-            scene = dataclasses.replace(scene, background=np.ascontiguousarray(flat, np.float32))
-        if self.sprites == "smooth":
-            scene = dataclasses.replace(scene, sprites=tuple(smooth_sprite(s) for s in scene.sprites))
-        return scene
-
-
-def sprite_look(args: argparse.Namespace) -> str:
-    """``--sprite-texture`` (runs recorded before it existed: "texture")."""
-    return getattr(args, "sprite_texture", "texture")
-
-
-def smooth_sprite(sprite: Any) -> Any:
-    """The sprite with its texture's fine detail blurred away (Gaussian, sigma an eighth of its short side)
-    and the remaining blobs' contrast stretched back to the texture's own spread: a few large colour
-    blobs, which a small VAE fitted for minutes keeps and the tracker can follow."""
-    tex = sprite.texture
-    sigma = min(tex.shape[:2]) / 8
-    blur = cv2.GaussianBlur(tex, (0, 0), sigma)
-    mean = blur.mean(axis=(0, 1))
-    gain = tex.std() / max(float(blur.std()), 1e-3)
-    out = np.clip(mean + (blur - mean) * gain, 0, 255).astype(np.float32)  # the textures' 0-255 floats
-    return dataclasses.replace(sprite, texture=out)
-
-
-def small(video: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 (T, H, W, 3) at (h, w), resized as ``conditions.prepare`` does (antialiased bilinear)."""
-    x = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 127.5 - 1
-    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-
-
-def shrink(s: Sample, size: tuple[int, int]) -> Sample:
-    """A 640x368 sample at the training size, tracks scaled as ``conditions.prepare`` scales them."""
-    h, w = size
-    tracks = s.tracks * np.array([w / s.width, h / s.height], np.float32)
-    return Sample(
-        key=s.key, video=small(s.video, size), tracks=tracks, visible=s.visible, intensity=s.intensity,
-        prompt=s.prompt, provenance=s.provenance, fps=s.fps, negative_prompt=s.negative_prompt,
-    ).with_hashes()  # fmt: skip
-
-
-CONDITIONS: dict[tuple[str, bool], Conditions] = {}  # (sample key, with negative prompts): prepare's output
-
-
-class CachedConditions:
-    """Stage mixin: ``prepare`` runs once per sample and run (the stages share one pipeline), and
-    batches are put together from :data:`CONDITIONS`. ``prepare`` is deterministic (posterior modes,
-    heatmaps, frozen encoders), so the batches are those it makes, to float rounding; at this size its
-    VAE encodings, redone every step, would cost several times the transformer's step. The loader still
-    runs every step."""
-
-    def batch(self, raw: dict[str, Any], index: list[int]) -> Conditions:
-        guided = isinstance(self, DistillStage) and self.config.distill.real_guidance > 1
-        parts = []
-        for j, key in enumerate(raw["key"]):
-            if (key, guided) not in CONDITIONS:
-                one = {k: v[j : j + 1] if isinstance(v, torch.Tensor | list) else v for k, v in raw.items()}
-                CONDITIONS[key, guided] = super().batch(one, [0])  # type: ignore[misc]
-            parts.append(CONDITIONS[key, guided])
-
-        def cat(name: str) -> torch.Tensor | None:
-            values = [getattr(p, name) for p in parts]
-            return None if values[0] is None else torch.cat(values)
-
-        return Conditions(
-            latents=cat("latents"), control=cat("control"), ref_latent=cat("ref_latent"), clip=cat("clip"),
-            text=cat("text"), text_neg=cat("text_neg"), index=list(index), keys=list(raw["key"]),
-        )  # fmt: skip
-
-
-class CachedTeacherStage(CachedConditions, TeacherStage):
-    pass
-
-
-class CachedDistillStage(CachedConditions, DistillStage):
-    pass
-
-
-def eval_clips(args: argparse.Namespace, size: tuple[int, int]) -> list[dict[str, Any]]:
-    """Held-out clips at the training size: video, tracks, visibility, intensity, prompt."""
-    out = []
-    source = ToySource(procedural(args.eval_clips, args.seed + 1, args), args.background, sprite_look(args))
-    for s in source.samples():
-        s = shrink(s, size)
-        out.append({"video": s.video, "reference": s.reference, "tracks": s.tracks, "visible": s.visible,
-                    "intensity": s.intensity, "prompt": s.prompt})  # fmt: skip
-    return out
+TOY_TRANSFORMER = preset("model", TOY)["transformer"]
 
 
 # -- VAE -------------------------------------------------------------------------------------------
@@ -256,6 +156,13 @@ VAE_LAYOUTS: dict[str, dict[str, Any]] = {
     "4x-residual": {"dim_mult": [1, 2, 2], "num_res_blocks": 1, "temperal_downsample": [True, True],
                     "scale_factor_spatial": 4, "is_residual": True},
 }  # fmt: skip
+
+
+def random_vae(args: argparse.Namespace) -> AutoencoderKLWan:
+    """The toy's VAE layout (``--vae-layout``, ``--vae-dim``), random weights seeded by --seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        return AutoencoderKLWan(**VAE_LAYOUTS[args.vae_layout], base_dim=args.vae_dim, z_dim=16)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -293,19 +200,21 @@ def decode_unclamped(vae: Any, z: torch.Tensor) -> torch.Tensor:
 
 
 def fit_vae(vae: Any, pool: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
-    """Fit ``vae`` for ``args.vae_minutes`` to random crops of the uint8 clips ``pool`` (P, T, h, w, 3);
-    then set its latent statistics from the clips' latents."""
+    """Fit ``vae`` for ``args.vae_minutes`` (or ``args.vae_steps`` steps, whichever ends first; the cosine
+    schedule follows the nearer end) to random crops of the uint8 clips ``pool`` (P, T, h, w, 3); then set
+    its latent statistics from the clips' latents."""
     gen = torch.Generator().manual_seed(args.seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
     _, t, h, w, _ = pool.shape
     (ch, cw), window, batch, losses = args.vae_crop or (h, w), min(args.vae_window, t), 4, []
+    cap = args.vae_steps or math.inf
 
     def draw(n: int) -> list[int]:
         return torch.randint(n, (batch,), generator=gen).tolist()
 
     vae.train()
     t0 = time.monotonic()
-    while (frac := (time.monotonic() - t0) / (60 * args.vae_minutes)) < 1:
+    while (frac := max((time.monotonic() - t0) / (60 * args.vae_minutes), len(losses) / cap)) < 1:
         for g in opt.param_groups:
             g["lr"] = args.vae_lr * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
         starts = zip(draw(len(pool)), draw(t - window + 1), draw(h - ch + 1), draw(w - cw + 1), strict=True)
@@ -327,57 +236,15 @@ def fit_vae(vae: Any, pool: np.ndarray, args: argparse.Namespace) -> dict[str, A
             "loss_last": statistics.mean(losses[-n:])}  # fmt: skip
 
 
-def base_transformer(pipe: ARDragPipeline, args: argparse.Namespace) -> WanTransformer3DModel:
-    """A Wan transformer of ``--transformer HEADS HEAD_DIM LAYERS FFN``, random weights, the tiny preset's
-    otherwise (text and image widths those of the tiny encoders)."""
-    heads, head_dim, layers, ffn = args.transformer
-    config = {**TINY_TRANSFORMER_CONFIG, "num_attention_heads": heads, "attention_head_dim": head_dim,
-              "num_layers": layers, "ffn_dim": ffn, "added_kv_proj_dim": heads * head_dim}  # fmt: skip
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)
-        return WanTransformer3DModel(**config)
-
-
 # -- training --------------------------------------------------------------------------------------
-class DeadlineTrainer(Trainer):
-    """A ``Trainer`` that ends the run at a wall-clock deadline: the step reached then becomes
-    ``config.steps``, so ``run`` saves its last checkpoint as at a planned end. Prints progress."""
-
-    deadline = math.inf
-    report_every = 60.0
-
-    def train_step(self, micro_batches: list[Any]) -> dict[str, float]:
-        logs = super().train_step(micro_batches)
-        now = time.monotonic()
-        self._recent = [*getattr(self, "_recent", []), logs][-200:]
-        if now - getattr(self, "_reported", 0.0) >= self.report_every:
-            self._reported = now
-            keys = sorted({k for r in self._recent for k in r if k.endswith(("loss", "dmd"))})
-            means = {k: statistics.mean(r[k] for r in self._recent if k in r) for k in keys}
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in means.items())
-            print(f"  {self.stage.name} step {self.step + 1}: {shown} (mean of the last 200)", flush=True)
-        if now >= self.deadline:
-            self.config = self.config.model_copy(update={"steps": self.step + 1})
-        return logs
-
-
-def train_stage(
-    stage: Any, config: Any, root: str, minutes: float
-) -> tuple[list[dict[str, float]], str, float]:
-    """Run ``stage`` for ``minutes`` over the dataset at ``root``; (history, export folder, seconds)."""
-    loader_cfg = config.data.loader.model_copy(update={"batch_size": config.batch_size})
-    dataset = ShardedVideoDataset(root, loader_cfg)
-
-    def batches(epoch: int) -> Iterator[Any]:
-        dataset.set_epoch(epoch)
-        return iter(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=0))
-
-    trainer = DeadlineTrainer(config, stage, batches)
+def train_stage(stage: Any, config: Any) -> tuple[list[dict[str, float]], str, float]:
+    """Run ``stage`` to ``config.steps`` or its ``time_limit_minutes`` over ``config.data.root``;
+    (history, export folder, seconds)."""
+    trainer = Trainer(config, stage, loader(config, config.data.root))
     t0 = time.monotonic()
-    trainer.deadline = t0 + 60 * minutes
-    history = trainer.run(progress=False)
+    history = trainer.run(progress=True)
     seconds = time.monotonic() - t0
-    return history, export_model(trainer.config, trainer), seconds
+    return history, export_model(config, trainer), seconds
 
 
 def curve(history: list[dict[str, float]], key: str) -> dict[str, Any] | None:
@@ -391,11 +258,13 @@ def curve(history: list[dict[str, float]], key: str) -> dict[str, Any] | None:
 
 
 @torch.no_grad()
-def control_dependence(teacher: ARDragTransformer, clips: int = 32, draws: int = 2) -> dict[str, float]:
+def control_dependence(
+    teacher: ARDragTransformer, cache: ConditionsCache, clips: int = 32, draws: int = 2
+) -> dict[str, float]:
     """The trained teacher's flow-matching loss on cached training conditions (the first ``clips``), same
     noise draws each way: with the clip's own control latents, with those of the next clip (shuffled:
     the heatmaps' constant part kept, the spots moved), with the control weights zeroed."""
-    conds = [c for (_, guided), c in CONDITIONS.items() if not guided][:clips]
+    conds = cache.conditions(guided=False)[:clips]
     zeroed, out = no_control(teacher), {"own": [], "shuffled": [], "zeroed": []}
     for k in range(draws):
         for i, c in enumerate(conds):
@@ -408,49 +277,12 @@ def control_dependence(teacher: ARDragTransformer, clips: int = 32, draws: int =
 
 
 # -- evaluation ------------------------------------------------------------------------------------
-TRACKER = {"win_size": 31, "appearance_threshold": None, "fb_threshold_px": 4.0, "predict_motion": False}
-
-
-class UpscaledTracker:
-    """Runs ``tracker`` on the video upscaled ``up`` times (bicubic; by default to about 320 px wide) and
-    gives its tracks in the video's own pixels. The evaluation's tracker, and the toy GRPO reward's."""
-
-    def __init__(self, tracker: Any, up: int | None = None):
-        self.tracker, self.up = tracker, up
-
-    def setup(self) -> None:
-        self.tracker.setup()
-
-    def track(self, video: np.ndarray, queries: np.ndarray) -> Any:
-        h, w = video.shape[1:3]
-        up = self.up or max(1, round(320 / w))
-        big = np.stack([cv2.resize(f, (w * up, h * up), interpolation=cv2.INTER_CUBIC) for f in video])
-        q = np.asarray(queries, np.float32).copy()
-        q[:, 1:] = (q[:, 1:] + 0.5) * up - 0.5
-        result = self.tracker.track(big, q)
-        return dataclasses.replace(result, tracks=((result.tracks + 0.5) / up - 0.5).astype(np.float32))
-
-
-def tracking_errors(video: np.ndarray, clip: dict[str, Any], tracker: Any) -> np.ndarray:
-    """L2 errors (px) of the target points tracked from frame 0 through ``video`` by ``UpscaledTracker``
-    (predictions clipped to the frame), over the frames after 0 where the target point is visible; points
-    not visible in frame 0 are left out."""
-    ok = clip["visible"][0]
-    tracks, visible = clip["tracks"][:, ok], clip["visible"][:, ok].copy()
-    h, w = video.shape[1:3]
-    queries = np.concatenate([np.zeros((len(tracks[0]), 1)), tracks[0]], 1).astype(np.float32)
-    found = UpscaledTracker(tracker).track(video, queries).tracks
-    predicted = np.clip(found, -0.5, np.array([w - 0.5, h - 0.5], np.float32))
-    visible[0] = False
-    return np.linalg.norm(predicted - tracks, axis=-1)[visible]
-
-
-def reference_makers(pipe: ARDragPipeline) -> dict[str, Any]:
+def reference_makers(vae: Any) -> dict[str, Any]:
     """The reference rows of the tracking table, as clip makers (clip, index) -> video: the real clip, the
     real clip through the fitted VAE (the floor) and the reference frame repeated (no motion)."""
     return {
         "real clip (tracker's own error)": lambda c, i: c["video"],
-        "real clip through the fitted VAE": lambda c, i: reconstruct(pipe.vae, c["video"]),
+        "real clip through the fitted VAE": lambda c, i: reconstruct(vae, c["video"]),
         "reference frame repeated (no motion)": lambda c, i: np.repeat(c["video"][:1], len(c["video"]), 0),
     }
 
@@ -474,23 +306,6 @@ def track_all(
             "pairs": int(pooled.size), "per_clip_mean_px": [float(e.mean()) for e in errors],
         }  # fmt: skip
     return results, videos
-
-
-def rows(a: np.ndarray, m: int) -> np.ndarray:
-    """The rows of latent frame m: pixel frame 0, then 4m-3 .. 4m."""
-    return a[:1] if m == 0 else a[4 * m - 3 : 4 * m + 1]
-
-
-def stream(
-    pipe: ARDragPipeline, student: CausalARDragTransformer, clip: dict[str, Any], seed: int
-) -> np.ndarray:
-    pipe.transformer = student.eval()
-    session = StreamSession(pipe, clip["reference"], clip["prompt"], seed=seed)
-    latent_frames = (len(clip["tracks"]) - 1) // 4 + 1
-    return np.concatenate([
-        session.step(rows(clip["tracks"], m), rows(clip["visible"], m), rows(clip["intensity"], m))
-        for m in range(latent_frames)
-    ])  # fmt: skip
 
 
 def causal_copy(teacher: ARDragTransformer, window: int) -> CausalARDragTransformer:
@@ -580,6 +395,7 @@ def main() -> None:
     ap.add_argument("--train-clips", type=int, default=256)
     ap.add_argument("--eval-clips", type=int, default=16)
     ap.add_argument("--vae-minutes", type=float, default=14.0)
+    ap.add_argument("--vae-steps", type=int, help="a cap besides --vae-minutes")
     ap.add_argument("--vae-lr", type=float, default=1e-4, help="at 1e-3 and above the fit stalls (see 2.)")
     ap.add_argument("--vae-layout", choices=sorted(VAE_LAYOUTS), default="4x-residual", help="VAE_LAYOUTS")
     ap.add_argument("--vae-window", type=int, default=9, help="frames per training window (4k + 1)")
@@ -588,11 +404,16 @@ def main() -> None:
     ap.add_argument("--vae-from", help="a VAE folder written by an earlier run (its vae/): no fitting")
     ap.add_argument("--vae-init", help="a VAE folder written by an earlier run: fit on from its weights")
     ap.add_argument("--vae-crop", type=int, nargs=2, help="training crops, h w (default: whole frames)")
+    toy = TOY_TRANSFORMER
     ap.add_argument("--transformer", type=int, nargs=4, metavar=("HEADS", "HEAD_DIM", "LAYERS", "FFN"),
-                    default=(4, 32, 4, 256), help="the tiny preset's: 2 12 2 32")  # fmt: skip
+                    default=(toy["num_attention_heads"], toy["attention_head_dim"], toy["num_layers"],
+                             toy["ffn_dim"]),
+                    help="default: the toy model preset's; the tiny preset's: 2 12 2 32")  # fmt: skip
     ap.add_argument("--teacher-minutes", type=float, default=18.0)
+    ap.add_argument("--teacher-steps", type=int, help="a cap besides --teacher-minutes")
     ap.add_argument("--teacher-lr", type=float, default=1e-3)
     ap.add_argument("--student-minutes", type=float, default=7.0, help="per rollout mode")
+    ap.add_argument("--student-steps", type=int, help="a cap besides --student-minutes")
     ap.add_argument("--student-lr", type=float, default=2e-4)
     ap.add_argument("--student-batch-size", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=4)
@@ -607,6 +428,7 @@ def main() -> None:
         args.vae_minutes, args.teacher_minutes, args.student_minutes = 0.2, 0.3, 0.2
     if (args.frames - 1) % 4:
         ap.error("--frames must be 4k + 1")
+    console.setup()  # the trainer's progress and time-limit lines
     torch.set_num_threads(1)
     wall = time.monotonic()
     out = Path(args.out)
@@ -621,37 +443,31 @@ def main() -> None:
 
     # 1. data
     t0 = time.monotonic()
-    train_cfg = procedural(args.train_clips, args.seed, args)
-    samples = [shrink(s, size) for s in ToySource(train_cfg, args.background, sprite_look(args)).samples()]
+    train_cfg = toy_config(args, args.train_clips, args.seed, size)
+    samples = list(ToySource(train_cfg).samples())
     pool = np.stack([s.video for s in samples])
-    shards = ShardConfig(shard_samples=max(1, args.train_clips // 4), encode=EncodeConfig(threads=1))
-    write_dataset(samples, out / "data", train_cfg, shards=shards, name="procedural", progress=False)
+    write_clips(samples, out / "data", train_cfg, max(1, args.train_clips // 4))
     del samples
-    clips = eval_clips(args, size)
+    clips = held_out_clips(args, size, args.eval_clips)
     print(f"data: {args.train_clips} training clips written, {len(clips)} held out "
           f"({time.monotonic() - t0:.0f} s)", flush=True)  # fmt: skip
 
     # 2. VAE
-    pipe = ARDragPipeline.tiny(
-        args.seed, height=size[0], width=size[1], heatmap={"sigma": args.heatmap_sigma}
-    )
-    with torch.random.fork_rng(devices=[]):  # the toy's VAE layout, random weights
-        torch.manual_seed(args.seed)
-        pipe.wan.vae = AutoencoderKLWan(**VAE_LAYOUTS[args.vae_layout], base_dim=args.vae_dim, z_dim=16)
+    vae = random_vae(args)
     held = [c["video"] for c in clips]
-    before = vae_psnr(pipe.vae, held)
+    before = vae_psnr(vae, held)
     t0 = time.monotonic()
     if args.vae_from:  # a VAE fitted by an earlier run
-        pipe.wan.vae = AutoencoderKLWan.from_pretrained(args.vae_from).eval()
+        vae = AutoencoderKLWan.from_pretrained(args.vae_from).eval()
         fit: dict[str, Any] = {"from": args.vae_from}
     else:
         if args.vae_init:  # go on fitting a VAE an earlier run saved
-            pipe.wan.vae = AutoencoderKLWan.from_pretrained(args.vae_init)
-            before = vae_psnr(pipe.vae, held)
-        fit = fit_vae(pipe.vae, pool, args)
+            vae = AutoencoderKLWan.from_pretrained(args.vae_init)
+            before = vae_psnr(vae, held)
+        fit = fit_vae(vae, pool, args)
         fit["init"] = args.vae_init
-    after = vae_psnr(pipe.vae, held)
-    pipe.vae.save_pretrained(str(out / "vae"))
+    after = vae_psnr(vae, held)
+    vae.save_pretrained(str(out / "vae"))
     fit.update(psnr_before=before, psnr_after=after, seconds=time.monotonic() - t0)
     figures["vae"] = fit
     if args.vae_from:
@@ -663,7 +479,7 @@ def main() -> None:
     if args.vae_only:  # the floor the VAE sets, against a clip with no motion
         tracker = get_tracker("opencv", {**TRACKER, **args.tracker_config})
         tracker.setup()
-        figures["tracking"], videos = track_all(reference_makers(pipe), clips, tracker)
+        figures["tracking"], videos = track_all(reference_makers(vae), clips, tracker)
         for name, r in figures["tracking"].items():
             print(f"  {name}: tracking error mean {r['mean_px']:.2f} px, median {r['median_px']:.2f}")
         (out / "figures.json").write_text(json.dumps(figures, indent=1))
@@ -672,28 +488,30 @@ def main() -> None:
 
     # 3. teacher
     base = {
-        "seed": args.seed, "steps": 10**8, "save_every": 10**8, "keep_checkpoints": 1,
-        "batch_size": args.batch_size, "log_every": 50,
+        "seed": args.seed, "save_every": 10**8, "keep_checkpoints": 1, "batch_size": args.batch_size,
+        "log_every": 50, "model": {"preset": TOY},
         "data": {"root": str(out / "data"), "procedural_clips": 0, "max_frames": args.frames, "scale": 1.0},
         "distill": {"latent_frames": latent_frames, "generator_every": args.generator_every,
                     "real_guidance": args.real_guidance},
     }  # fmt: skip
-    config = resolve_config("teacher", preset="tiny", overrides={
+    config = resolve_config("teacher", preset=TINY, overrides={
         **base, "run_dir": str(out / "teacher"), "optim": {"lr": args.teacher_lr},
+        "steps": args.teacher_steps or 10**8, "time_limit_minutes": args.teacher_minutes,
     })  # fmt: skip
+    heads, head_dim, layers, ffn = args.transformer
+    wan = tiny_transformer(args.seed, TOY, num_attention_heads=heads, attention_head_dim=head_dim,
+                           num_layers=layers, ffn_dim=ffn, added_kv_proj_dim=heads * head_dim)  # fmt: skip
     torch.manual_seed(args.seed)
-    untrained = ARDragTransformer.from_wan(base_transformer(pipe, args)).eval()
+    pipe, teacher = build_models(config, transformer=wan, vae=vae)
+    at_toy_size(pipe, size, args.heatmap_sigma)
+    untrained = copy.deepcopy(teacher).eval()
     n_params = sum(p.numel() for p in untrained.parameters())
     figures["transformer"] = {**untrained.config, "parameters": n_params}
     print(f"teacher: {args.teacher_minutes} min, lr {args.teacher_lr}, batch {args.batch_size}, "
           f"{untrained.config.num_layers} layers, {untrained.config.num_attention_heads} heads x "
           f"{untrained.config.attention_head_dim}, {n_params} parameters", flush=True)  # fmt: skip
-    history, teacher_dir, seconds = train_stage(
-        CachedTeacherStage(config, pipe, copy.deepcopy(untrained)),
-        config,
-        str(out / "data"),
-        args.teacher_minutes,
-    )
+    cache = ConditionsCache()  # one pipeline and one dataset for every stage
+    history, teacher_dir, seconds = train_stage(cache.attach(TeacherStage(config, pipe, teacher)), config)
     teacher = ARDragTransformer.from_pretrained(teacher_dir).eval()
     losses = {"teacher/loss": curve(history, "teacher/loss")}
     figures["teacher"] = {"steps": len(history), "seconds": seconds, "loss": losses["teacher/loss"]}
@@ -701,28 +519,25 @@ def main() -> None:
     print(f"teacher: {len(history)} steps in {seconds:.0f} s ({seconds / len(history):.3f} s/step), loss "
           f"first {c['n']} steps {c['first']:.4f} -> last {c['n']} {c['last']:.4f}", flush=True)  # fmt: skip
 
-    dep = control_dependence(teacher)
+    dep = control_dependence(teacher, cache)
     figures["teacher"]["control_dependence"] = dep
     print(f"teacher loss on training clips: own control {dep['own']:.4f}, another clip's control "
           f"{dep['shuffled']:.4f}, control weights zeroed {dep['zeroed']:.4f}", flush=True)  # fmt: skip
 
-    # 4. students
+    # 4. students: from the trained teacher, on the teacher's pipeline (and cached conditions)
     window = config.distill.cache_window
     students: dict[str, CausalARDragTransformer] = {}
     for mode in MODES:
-        dconfig = resolve_config("distill", preset="tiny", overrides={
-            **base, "run_dir": str(out / mode), "model": {"preset": "tiny", "init": teacher_dir},
+        dconfig = resolve_config("distill", preset=TINY, overrides={
+            **base, "run_dir": str(out / mode), "model": {"preset": TOY, "init": teacher_dir},
             "optim": {"lr": args.student_lr}, "distill": {**base["distill"], "rollout": mode},
-            "batch_size": args.student_batch_size,
+            "batch_size": args.student_batch_size, "steps": args.student_steps or 10**8,
+            "time_limit_minutes": args.student_minutes,
         })  # fmt: skip
         torch.manual_seed(args.seed)
         print(f"student {mode}: {args.student_minutes} min, lr {args.student_lr}", flush=True)
-        history, student_dir, seconds = train_stage(
-            CachedDistillStage(dconfig, pipe, copy.deepcopy(teacher)),
-            dconfig,
-            str(out / "data"),
-            args.student_minutes,
-        )
+        stage = cache.attach(DistillStage(dconfig, pipe, copy.deepcopy(teacher)), args.real_guidance > 1)
+        history, student_dir, seconds = train_stage(stage, dconfig)
         students[mode] = CausalARDragTransformer.from_pretrained(student_dir).eval()
         entry: dict[str, Any] = {"steps": len(history), "seconds": seconds}
         for key in ("critic/loss", "critic/flow", "critic/disc", "generator/dmd", "generator/adv"):
@@ -741,7 +556,7 @@ def main() -> None:
     tracker.setup()
     teachers = {"untrained teacher (zero control)": untrained, "trained teacher": teacher,
                 "trained teacher, control zeroed": no_control(teacher)}  # fmt: skip
-    makers = reference_makers(pipe)
+    makers = reference_makers(pipe.vae)
     for name, model in teachers.items():
         makers[name] = lambda c, i, model=model: sample_clip(
             pipe, model, c["reference"], c["prompt"], c["tracks"], c["visible"], c["intensity"],

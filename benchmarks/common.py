@@ -1,0 +1,249 @@
+"""What the toy benchmarks share (``bench_train_toy.py``, ``bench_grpo_toy.py``, ``bench_grpo_signal.py``).
+
+Benchmark code, not library code: the toy run's data settings read back from its ``figures.json``, the
+evaluation's tracker and tracking error, streaming a student over a clip, and the toy GRPO's models and
+stage. The scripts import it as ``common`` (a script's own folder is the first entry of its import path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from ardrag.data.build import ShardConfig, write_dataset
+from ardrag.data.codec import EncodeConfig
+from ardrag.data.heatmap import HeatmapConfig
+from ardrag.data.loader import ShardedVideoDataset
+from ardrag.data.sample import Sample
+from ardrag.data.sources.toy import ToyConfig, ToySource
+from ardrag.data.trackers import get_tracker
+from ardrag.inference.session import StreamSession
+from ardrag.model.pipeline import ARDragPipeline, GenerationConfig
+from ardrag.model.transformer_ardrag import CausalARDragTransformer
+from ardrag.presets import TINY, TOY
+from ardrag.rewards import register
+from ardrag.training.config import TrainConfig
+from ardrag.training.grpo import GRPOStage
+from ardrag.training.run import build_models, resolve_config
+
+BUCKET = (368, 640)  # the toy clips are drawn at 640x368, then resized to the training size
+
+
+# -- data ------------------------------------------------------------------------------------------
+def toy_config(args: argparse.Namespace, num: int, seed: int, size: tuple[int, int]) -> ToyConfig:
+    """The toy run's clips (``bench_train_toy.py``'s data flags, or its ``figures.json`` args) at ``size``."""
+    return ToyConfig(
+        num_clips=num, seed=seed, num_frames=args.frames, buckets=["640x368"],
+        min_speed=args.speed[0], max_speed=args.speed[1], min_sprites=args.sprites[0],
+        max_sprites=args.sprites[1], min_sprite_size=args.sprite_size[0], max_sprite_size=args.sprite_size[1],
+        fast_prob=args.fast_prob, occlusion_prob=args.occlusion_prob, leave_frame_prob=args.leave_prob,
+        min_intensity=args.intensity[0], max_intensity=args.intensity[1], background=args.background,
+        sprite_texture=getattr(args, "sprite_texture", "texture"),  # runs recorded before it existed
+        size=tuple(size),
+    )  # fmt: skip
+
+
+def clip_dict(s: Sample) -> dict[str, Any]:
+    """What the evaluation reads of a sample: video, reference, tracks, visibility, intensity, prompt."""
+    return {"video": s.video, "reference": s.reference, "tracks": s.tracks, "visible": s.visible,
+            "intensity": s.intensity, "prompt": s.prompt}  # fmt: skip
+
+
+def held_out_clips(args: argparse.Namespace, size: tuple[int, int], num: int) -> list[dict[str, Any]]:
+    """``num`` held-out clips (the toy run's seed + 1) at the training size."""
+    return [clip_dict(s) for s in ToySource(toy_config(args, num, args.seed + 1, size)).samples()]
+
+
+def write_clips(samples: list[Sample], out: Path, config: ToyConfig, shard_samples: int) -> None:
+    shards = ShardConfig(shard_samples=shard_samples, encode=EncodeConfig(threads=1))
+    write_dataset(samples, out, config, shards=shards, name="procedural", progress=False)
+
+
+def loader(config: TrainConfig, root: str, seen: list[str] | None = None) -> Callable[[int], Iterator[Any]]:
+    """The ``Trainer``'s batches over the sharded dataset at ``root``, in the main process; ``seen``
+    collects each batch's keys (sorted, joined by ``|``) in the order the trainer takes them."""
+    loader_cfg = config.data.loader.model_copy(update={"batch_size": config.batch_size})
+    dataset = ShardedVideoDataset(root, loader_cfg)
+
+    def batches(epoch: int) -> Iterator[Any]:
+        dataset.set_epoch(epoch)
+        for raw in torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=0):
+            if seen is not None:
+                seen.append("|".join(sorted(raw["key"])))
+            yield raw
+
+    return batches
+
+
+# -- models ----------------------------------------------------------------------------------------
+def at_toy_size(pipe: ARDragPipeline, size: tuple[int, int], sigma: float) -> ARDragPipeline:
+    """The pipeline generating at the toy's training size, with its heatmap spots (sigma in px)."""
+    fields = pipe.config.model_dump()
+    heatmap = HeatmapConfig(**{**fields["heatmap"], "sigma": sigma})
+    pipe.config = GenerationConfig(**{**fields, "height": size[0], "width": size[1], "heatmap": heatmap})
+    return pipe
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+TRACKER = {"win_size": 31, "appearance_threshold": None, "fb_threshold_px": 4.0, "predict_motion": False}
+
+
+class UpscaledTracker:
+    """Runs ``tracker`` on the video upscaled ``up`` times (bicubic; by default to about 320 px wide) and
+    gives its tracks in the video's own pixels. The evaluation's tracker, and the toy GRPO reward's."""
+
+    def __init__(self, tracker: Any, up: int | None = None):
+        self.tracker, self.up = tracker, up
+
+    def setup(self) -> None:
+        self.tracker.setup()
+
+    def track(self, video: np.ndarray, queries: np.ndarray) -> Any:
+        h, w = video.shape[1:3]
+        up = self.up or max(1, round(320 / w))
+        big = np.stack([cv2.resize(f, (w * up, h * up), interpolation=cv2.INTER_CUBIC) for f in video])
+        q = np.asarray(queries, np.float32).copy()
+        q[:, 1:] = (q[:, 1:] + 0.5) * up - 0.5
+        result = self.tracker.track(big, q)
+        return dataclasses.replace(result, tracks=((result.tracks + 0.5) / up - 0.5).astype(np.float32))
+
+
+def tracking_errors(video: np.ndarray, clip: dict[str, Any], tracker: Any) -> np.ndarray:
+    """L2 errors (px) of the target points tracked from frame 0 through ``video`` by ``UpscaledTracker``
+    (predictions clipped to the frame), over the frames after 0 where the target point is visible; points
+    not visible in frame 0 are left out."""
+    ok = clip["visible"][0]
+    tracks, visible = clip["tracks"][:, ok], clip["visible"][:, ok].copy()
+    h, w = video.shape[1:3]
+    queries = np.concatenate([np.zeros((len(tracks[0]), 1)), tracks[0]], 1).astype(np.float32)
+    found = UpscaledTracker(tracker).track(video, queries).tracks
+    predicted = np.clip(found, -0.5, np.array([w - 0.5, h - 0.5], np.float32))
+    visible[0] = False
+    return np.linalg.norm(predicted - tracks, axis=-1)[visible]
+
+
+def rows(a: np.ndarray, m: int) -> np.ndarray:
+    """The rows of latent frame m: pixel frame 0, then 4m-3 .. 4m."""
+    return a[:1] if m == 0 else a[4 * m - 3 : 4 * m + 1]
+
+
+def stream(
+    pipe: ARDragPipeline, student: CausalARDragTransformer, clip: dict[str, Any], seed: int
+) -> np.ndarray:
+    """The clip a student streams (``StreamSession``) under the clip's target tracks."""
+    pipe.transformer = student.eval()
+    session = StreamSession(pipe, clip["reference"], clip["prompt"], seed=seed)
+    latent_frames = (len(clip["tracks"]) - 1) // 4 + 1
+    return np.concatenate([
+        session.step(rows(clip["tracks"], m), rows(clip["visible"], m), rows(clip["intensity"], m))
+        for m in range(latent_frames)
+    ])  # fmt: skip
+
+
+# -- the toy GRPO (bench_grpo_toy.py, bench_grpo_signal.py) ----------------------------------------
+@register("brightness")
+def brightness_reward(video: np.ndarray, **_: Any) -> np.ndarray:
+    """Each frame's mean intensity in [0, 1]: a control reward of these benchmarks, smooth in the frames."""
+    return video.reshape(len(video), -1).mean(1) / 255.0
+
+
+def add_grpo_arguments(ap: argparse.ArgumentParser) -> None:
+    """The toy GRPO's settings."""
+    ap.add_argument("--toy", required=True, help="output folder of bench_train_toy.py")
+    ap.add_argument("--clips", type=int, default=4, help="the first N of the toy's training clips")
+    ap.add_argument("--group", type=int, default=8, help="G, rollouts per condition")
+    ap.add_argument("--batch", type=int, default=4, help="conditions (clips) per step")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--noise-level", type=float, default=0.7)
+    ap.add_argument("--clip-range", type=float, default=1e-3, help="epsilon of the clipped ratio")
+    ap.add_argument("--kl-beta", type=float, default=0.04)
+    ap.add_argument("--updates-per-rollout", type=int, default=2)
+    ap.add_argument("--reward-tracker", choices=("toy", "default"), default="toy",
+                    help="toy: the motion reward's tracker gets common.TRACKER, upscaled")  # fmt: skip
+    ap.add_argument(
+        "--motion-alpha",
+        type=float,
+        default=0.04,
+        help="GRPOConfig.motion_alpha, in squared fractions of the frame (library default 0.01)",
+    )
+    ap.add_argument("--own-noise", action="store_true",
+                    help="shared_noise off: each rollout draws its own starting noise")  # fmt: skip
+    ap.add_argument("--aesthetic-weight", type=float, default=0.0,
+                    help="its weight in the advantages (0: logged, not trained on)")  # fmt: skip
+    ap.add_argument("--brightness", action="store_true",
+                    help="train on the control reward alone (motion, aesthetic logged only)")  # fmt: skip
+    ap.add_argument("--seed", type=int, default=0)
+
+
+def build_grpo(
+    args: argparse.Namespace,
+    out: Path,
+    minutes: float | None = None,
+    eval_clips: int = 0,
+    grpo: dict[str, Any] | None = None,
+    steps: int | None = None,
+) -> argparse.Namespace:
+    """The pool's dataset under ``out / "data"``, the toy's models (``build_models`` with its
+    ``self_rollout`` student, its VAE folder and heatmap spots), the GRPO stage (``grpo``: more
+    ``GRPOConfig`` overrides; ``steps``: a cap besides ``minutes``) and the trackers; ``eval_clips``
+    held-out clips."""
+    toy = Path(args.toy)
+    student = toy / "self_rollout" / "student"
+    for path in (toy / "figures.json", toy / "vae", student):
+        if not path.exists():
+            sys.exit(f"{path} is missing: run benchmarks/bench_train_toy.py --out {toy} first")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    toy_figures = json.loads((toy / "figures.json").read_text())
+    targs = argparse.Namespace(**toy_figures["args"])
+    size = tuple(toy_figures["size"])
+    frames = targs.frames
+    latent = 1 + (frames - 1) // 4
+
+    # data: the first --clips training clips of the toy run
+    cfg = toy_config(targs, args.clips, targs.seed, size)
+    samples = list(ToySource(cfg).samples())
+    write_clips(samples, out / "data", cfg, max(1, args.clips // 2))
+    held = held_out_clips(targs, size, eval_clips) if eval_clips else []
+
+    # models: the toy's encoders, VAE and heatmap spots, its self_rollout student
+    # (causal as saved: it streams in the before/after check; build_models would load model.init's teacher)
+    start = CausalARDragTransformer.from_pretrained(str(student)).eval()
+    weights = {"aesthetic": args.aesthetic_weight, "motion": 1.0}
+    if args.brightness:
+        weights = {"aesthetic": 0.0, "motion": 0.0, "brightness": 1.0}
+    config = resolve_config("grpo", preset=TINY, overrides={
+        "run_dir": str(out / "run"), "seed": args.seed, "batch_size": args.batch, "steps": steps or 100_000,
+        "save_every": 10**8, "keep_checkpoints": 1, "time_limit_minutes": minutes, "optim": {"lr": args.lr},
+        "data": {"root": str(out / "data"), "procedural_clips": 0, "scale": 1.0, "max_frames": frames},
+        "model": {"preset": TOY, "init": str(student), "vae": str(toy / "vae")},
+        "grpo": {"group_size": args.group, "latent_frames": latent, "cache_window": start.config.cache_window,
+                 "noise_level": args.noise_level, "kl_beta": args.kl_beta, "clip_range": args.clip_range,
+                 "updates_per_rollout": args.updates_per_rollout, "motion_alpha": args.motion_alpha,
+                 "shared_noise": not args.own_noise,
+                 "reward_weights": weights, **(grpo or {})},
+    })  # fmt: skip
+    pipe, start = build_models(config, transformer=start)
+    at_toy_size(pipe, size, targs.heatmap_sigma)
+    torch.manual_seed(args.seed)
+    stage = GRPOStage(config, pipe, start)
+    eval_tracker = get_tracker("opencv", TRACKER)
+    eval_tracker.setup()
+    if args.reward_tracker == "toy":
+        stage.tracker = UpscaledTracker(eval_tracker)
+    loader_cfg = config.data.loader.model_copy(update={"batch_size": config.batch_size})
+    dataset = ShardedVideoDataset(str(out / "data"), loader_cfg)
+    return argparse.Namespace(
+        pipe=pipe, start=start, stage=stage, config=config, pool=[clip_dict(x) for x in samples], held=held,
+        dataset=dataset, tracker=eval_tracker, student=student, latent=latent,
+    )  # fmt: skip

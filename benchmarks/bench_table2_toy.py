@@ -38,6 +38,7 @@ from ardrag.evaluation.run import evaluate
 from ardrag.inference.teacher import sample_clip
 from ardrag.model.pipeline import ARDragPipeline
 from ardrag.model.transformer_ardrag import ARDragTransformer, CausalARDragTransformer
+from ardrag.presets import TINY
 
 
 def toy_pipeline(vae_dir: Path, student: CausalARDragTransformer) -> ARDragPipeline:
@@ -86,7 +87,7 @@ def main() -> None:
         else:
             pipe, fn = toy_pipeline(toy / "vae", CausalARDragTransformer.from_pretrained(str(path))), None
         print(f"[{i + 1}/{len(paths)}] {name}", flush=True)
-        res = evaluate(out / f"row{i}", preset="tiny", pipe=pipe, clip_fn=fn, progress=False)
+        res = evaluate(out / f"row{i}", preset=TINY, pipe=pipe, clip_fn=fn, progress=False)
         rows[name] = {**res["columns"], "error_px": res["consistency_error_px"], "clips": len(res["clips"]),
                       "errors": len(res["errors"]), "seconds": time.perf_counter() - t0}  # fmt: skip
     head = "| model | latency (s) | FID* | FVD* | aesthetic* | smoothness | consistency (1-5) | error (px) |"

@@ -53,6 +53,7 @@ from typing import Any
 
 import torch
 
+from ardrag.presets import TINY
 from ardrag.training.conditions import Conditions
 from ardrag.training.distill import DistillStage, rollout
 from ardrag.training.run import resolve_config
@@ -77,13 +78,13 @@ def build(args: argparse.Namespace, latent_frames: int, window: int, device: tor
         "run_dir": "/tmp/bench_train_step", "seed": args.seed, "batch_size": args.batch_size,
         "mixed_precision": "bf16" if device.type == "cuda" else "no",
         "data": {"max_frames": frames, "scale": 0.125},
-        "model": {"preset": "tiny"},
+        "model": {"preset": TINY},
         "distill": {"latent_frames": latent_frames, "cache_window": window, "generator_every": 2},
     }  # fmt: skip
-    configs = {m: resolve_config("distill", preset="tiny", overrides={**over, "distill": {
+    configs = {m: resolve_config("distill", preset=TINY, overrides={**over, "distill": {
         **over["distill"], "rollout": m}}) for m in MODES}  # fmt: skip
     torch.manual_seed(args.seed)
-    if args.shape == "tiny":
+    if args.shape == TINY:
         from ardrag.data.loader import collate
         from ardrag.data.sources.procedural import ProceduralConfig, ProceduralSource
         from ardrag.model.pipeline import ARDragPipeline
@@ -317,7 +318,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--shape", choices=["tiny", "1.3b"], default="tiny")
+    ap.add_argument("--shape", choices=[TINY, "1.3b"], default=TINY)
     ap.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     ap.add_argument("--exit", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()

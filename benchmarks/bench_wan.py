@@ -36,7 +36,7 @@ import yaml
 from ardrag.config import build_config
 from ardrag.data.sources.wan import WanConfig, WanSource
 from ardrag.model.tiny import assemble_pipeline, byte_tokenizer
-from ardrag.presets import preset
+from ardrag.presets import TINY, preset
 
 TRANSFORMER_14B = {
     "patch_size": (1, 2, 2),
@@ -130,7 +130,7 @@ class StepTimer:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shape", choices=["tiny", "14b"], default="tiny")
+    ap.add_argument("--shape", choices=[TINY, "14b"], default=TINY)
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--steps", type=int, default=None, help="steps measured (default: the preset's)")
     ap.add_argument("--target-steps", type=int, default=None, help="steps extrapolated to (default: preset)")
@@ -144,7 +144,7 @@ def main() -> None:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    family = preset("wan", "tiny" if args.shape == "tiny" else "14b")
+    family = preset("wan", TINY if args.shape == TINY else "14b")
     steps = args.steps or family["num_inference_steps"]
     target = args.target_steps or family["num_inference_steps"]
     frames = args.frames or family["num_frames"]

@@ -1,4 +1,5 @@
-"""`ardrag eval`: the six columns on the tiny preset, and bad benchmark entries reported per clip."""
+"""`ardrag eval` (ardrag.evaluation.run): the six columns on the tiny preset, and bad benchmark entries
+reported per clip. Reading and writing benchmark lists is tested in test_benchmark.py."""
 
 import json
 import os

@@ -1,0 +1,109 @@
+"""Benchmark lists (ardrag.evaluation.benchmark): what a list line becomes (an entry with paths beside the
+list, or an EntryError with its line and reason), and the procedural set rendered into the list format
+with its ground truth. Evaluating a list is tested in test_run.py."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ardrag.data.codec import get_decoder
+from ardrag.data.sources.procedural import ProceduralConfig, ProceduralSource
+from ardrag.errors import ConfigError
+from ardrag.evaluation.benchmark import (
+    LIST_NAME,
+    BenchmarkEntry,
+    EntryError,
+    load_benchmark,
+    procedural_config,
+    write_procedural_benchmark,
+)
+from ardrag.inference.trajectory import load_reference, load_trajectory
+
+GOOD = {"id": "a", "reference": "a.png", "trajectory": "a.json", "prompt": "a kite"}
+
+
+def write_list(folder, *lines):
+    folder.mkdir(parents=True, exist_ok=True)
+    text = "".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines)
+    (folder / LIST_NAME).write_text(text)
+    return folder / LIST_NAME
+
+
+def test_entries_resolve_paths_beside_the_list_and_skip_blanks_and_comments(tmp_path):
+    listing = write_list(
+        tmp_path / "bench",
+        "# a comment",
+        GOOD,
+        "",
+        {**GOOD, "id": "b", "reference_video": "clips/b.mp4"},
+    )
+    for where in (listing, listing.parent):  # the list or its folder
+        a, b = load_benchmark(where)
+        assert a == BenchmarkEntry("a", listing.parent / "a.png", listing.parent / "a.json", "a kite")
+        assert b.id == "b" and b.reference_video == listing.parent / "clips" / "b.mp4"
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("[1, 2]", "expected a JSON object, got list"),
+        ({**GOOD, "video": "a.mp4"}, "unknown keys ['video']"),
+        ({**GOOD, "prompt": "  "}, "'prompt' is '  '; expected a non-empty string"),
+        ({k: v for k, v in GOOD.items() if k != "trajectory"}, "'trajectory' is None"),
+        ({**GOOD, "reference_video": 3}, "'reference_video' is 3"),
+        ({**GOOD, "id": "first"}, "id 'first' appears twice"),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_a_bad_line_is_an_entry_error_with_its_line_and_the_rest_is_kept(tmp_path, line, reason):
+    first = {**GOOD, "id": "first"}
+    entries = load_benchmark(write_list(tmp_path, first, "# skipped", line, {**GOOD, "id": "last"}))
+    assert [type(e) for e in entries] == [BenchmarkEntry, EntryError, BenchmarkEntry]
+    error = entries[1]
+    assert error.line == 3 and reason in error.reason
+    assert error.id == (line["id"] if isinstance(line, dict) else "line-3")
+
+
+def test_a_missing_or_empty_list_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=f"{LIST_NAME}' does not exist"):
+        load_benchmark(tmp_path)
+    write_list(tmp_path, "# nothing but a comment")
+    with pytest.raises(ConfigError, match="lists no clip"):
+        load_benchmark(tmp_path)
+
+
+def test_the_procedural_set_is_written_with_its_ground_truth(tmp_path):
+    config = ProceduralConfig(num_clips=2, seed=3, num_frames=5, buckets=["320x192"])
+    listing = write_procedural_benchmark(config, tmp_path / "bench")
+    entries = load_benchmark(listing)
+    samples = list(ProceduralSource(config).samples())
+    assert [e.id for e in entries] == [s.key for s in samples]
+    for entry, sample in zip(entries, samples, strict=True):
+        assert entry.prompt == sample.prompt
+        trajectory = load_trajectory(entry.trajectory)
+        np.testing.assert_allclose(trajectory.tracks, sample.tracks, atol=1e-4)
+        np.testing.assert_array_equal(trajectory.visible, sample.visible)
+        np.testing.assert_array_equal(load_reference(entry.reference), sample.video[0])  # PNG: lossless
+        video = get_decoder().decode(entry.reference_video.read_bytes())
+        assert video.shape == sample.video.shape
+
+
+def test_the_procedural_set_is_reused_for_the_same_config_and_redone_for_another(tmp_path):
+    config = ProceduralConfig(num_clips=1, seed=3, num_frames=5, buckets=["320x192"])
+    listing = write_procedural_benchmark(config, tmp_path)
+    with listing.open("a") as f:
+        f.write("# kept unless the list is written again\n")
+    assert write_procedural_benchmark(config, tmp_path) == listing
+    assert listing.read_text().endswith("# kept unless the list is written again\n")
+    other = ProceduralConfig(num_clips=2, seed=4, num_frames=5, buckets=["320x192"])
+    write_procedural_benchmark(other, tmp_path)
+    assert "# kept" not in listing.read_text()
+    assert [e.id for e in load_benchmark(listing)] == [s.key for s in ProceduralSource(other).samples()]
+
+
+def test_the_default_procedural_set_is_the_datasets_definition(tmp_path):
+    config = procedural_config()
+    assert config.num_clips == 8 and config.seed == 9001
+    with pytest.raises(ConfigError, match="does not exist"):
+        procedural_config(tmp_path / "none.yaml")

@@ -43,6 +43,7 @@ from ardrag.config import Config, build_config, load_config, merge
 from ardrag.errors import ConfigError
 from ardrag.fsutil import atomic_write, file_sha256
 from ardrag.presets import TINY, check_preset, preset
+from ardrag.training.stages import STAGES as REGISTRY
 from ardrag.training.stages import get_stage
 
 if TYPE_CHECKING:
@@ -50,9 +51,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STAGES = ("curation", "annotation", "dataset", "teacher", "distill", "grpo", "evaluation")
-# the training chain (ardrag.training.stages names each): every stage starts from the one before's export
-TRAINING = ("teacher", "distill", "grpo")
+# the training chain: the stage registry's stages in its order (ardrag.training.stages); every stage
+# starts from the one before's export
+TRAINING = tuple(REGISTRY)
+STAGES = ("curation", "annotation", "dataset", *TRAINING, "evaluation")
 
 Result = dict[str, Any]
 # source settings, curation settings -> the curation summary (``CurationStore.summary``)
@@ -190,13 +192,23 @@ class Ledger:
 
 
 # -- training stages -----------------------------------------------------------------------------------
+def stage_settings(config: RetrainConfig, stage: str) -> StageSettings:
+    """A training stage's settings: its field of the retrain config, the defaults for a registered stage
+    that has none."""
+    return getattr(config, stage, None) or StageSettings()
+
+
 def train_config(config: RetrainConfig, stage: str, data_root: str, init: str | None) -> Any:
     """The resolved ``TrainConfig`` of a training stage (its run folder not yet set): the preset, the
     shared ``train`` fields, the stage's own, then the dataset and the upstream model."""
     from ardrag.training.config import TrainConfig
 
     fields: dict[str, Any] = preset("train", config.preset) if config.preset is not None else {}
-    for layer in (config.train, getattr(config, stage).config, {"stage": stage, "data": {"root": data_root}}):
+    for layer in (
+        config.train,
+        stage_settings(config, stage).config,
+        {"stage": stage, "data": {"root": data_root}},
+    ):
         fields = merge(fields, layer)
     if init is not None:
         fields = merge(fields, {"model": {"init": init}})
@@ -456,7 +468,7 @@ def training_stage(config: RetrainConfig, stage: str, upstream: Result) -> Resul
     run_dir = config.root / "train" / f"{stage}-{key}"
     tc = tc.model_copy(update={"run_dir": str(run_dir)})
     log.debug("%s: %d steps into %s", stage, tc.steps, run_dir)
-    summary = run_training(tc, getattr(config, stage).nproc_per_node, progress=config.progress)
+    summary = run_training(tc, stage_settings(config, stage).nproc_per_node, progress=config.progress)
     figures: dict[str, Any] = {"steps": summary["steps"], **loss_figures(run_dir)}
     outputs = {"model": str(Path(summary["export"]).resolve()), "run folder": str(run_dir),
                "TensorBoard": str(run_dir / "tb")}  # fmt: skip
@@ -487,7 +499,8 @@ def evaluation_stage(config: RetrainConfig, student: Result) -> Result:
     if benchmark is None:
         procedural = procedural_config().model_copy(update=config.eval.procedural)
         benchmark = str(write_procedural_benchmark(procedural, config.root / "eval" / "benchmark"))
-    pipe = trained_pipeline(train_config(config, "grpo", str(config.curation_dir / "dataset"), model), model)
+    last = train_config(config, TRAINING[-1], str(config.curation_dir / "dataset"), model)
+    pipe = trained_pipeline(last, model)
     e = config.eval
     results = evaluate(out, preset=config.preset, pipe=pipe, benchmark=benchmark, inception=e.inception,
                        i3d=e.i3d, aesthetic_clip=e.aesthetic_clip, aesthetic_head=e.aesthetic_head,

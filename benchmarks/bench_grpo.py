@@ -30,21 +30,18 @@ import time
 
 import torch
 
-from ardrag.config import merge
 from ardrag.data.loader import collate
 from ardrag.data.sources.procedural import ProceduralConfig, ProceduralSource
-from ardrag.presets import TINY, preset
-from ardrag.training.config import TrainConfig
+from ardrag.presets import TINY
 from ardrag.training.grpo import GRPOStage
-from ardrag.training.run import build_models
+from ardrag.training.run import build_models, resolve_config
 
 
 def setup(group: int, frames: int, seed: int = 0) -> tuple[GRPOStage, object]:
     pixel = 1 + 4 * (frames - 1)
-    config = TrainConfig.model_validate(merge(preset("train", TINY), {
-        "stage": "grpo", "data": {"max_frames": pixel},
-        "grpo": {"group_size": group, "latent_frames": frames},
-    }))  # fmt: skip
+    config = resolve_config("grpo", preset=TINY, overrides={
+        "data": {"max_frames": pixel}, "grpo": {"group_size": group, "latent_frames": frames},
+    })  # fmt: skip
     torch.manual_seed(config.seed)
     pipe, start = build_models(config)
     stage = GRPOStage(config, pipe, start)

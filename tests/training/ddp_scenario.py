@@ -5,7 +5,7 @@
                                                                 # 2 x 2 (gloo), replicated or sharded
 
 Every process builds the same models (same seed) and the same 4 clips and takes its share; rank 0
-saves the logged losses and the gradients after averaging (and clipping).
+saves the logged losses and the gradients after averaging (and clipping). Run by test_parallel.py.
 """
 
 import sys

@@ -1,4 +1,6 @@
-"""A training run killed mid-way resumes to the same losses as a run that never stopped."""
+"""The training loop (ardrag.training.trainer): a run killed mid-way resumes to the same losses as a run
+that never stopped. The checkpoint files themselves are tested in test_checkpoint.py, resuming sharded
+training in test_parallel.py."""
 
 import json
 import os
@@ -57,28 +59,3 @@ def test_killed_distillation_resumes_to_the_losses_of_an_uninterrupted_run(tmp_p
             assert rb[key] == pytest.approx(ra[key], rel=1e-6, abs=1e-9), (ra["step"], key)
     kept = sorted(p.name for p in (killed / "checkpoints").iterdir())
     assert kept == [f"step-{STEPS - 2}", f"step-{STEPS}"]  # the latest two, no .tmp left
-
-
-@pytest.mark.slow
-def test_sharded_training_under_torchrun_resumes_to_the_same_losses(tmp_path):
-    """distributed: fsdp over 2 gloo processes: checkpoints gather the shards into the same files as
-    unsharded training, and a resume scatters them back; the losses after it are those of a run that
-    did not stop, to the bit (measured)."""
-    (tmp_path / "fsdp.yaml").write_text("distributed: fsdp\n")
-
-    def torchrun(run_dir, steps, *extra):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-               "ardrag.cli", "train", "distill", "--preset", "tiny", "--config", str(tmp_path / "fsdp.yaml"),
-               "--run-dir", str(run_dir), "--steps", str(steps), "-q", *extra]  # fmt: skip
-        result = subprocess.run(cmd, env=env(), capture_output=True)
-        assert result.returncode == 0, result.stderr.decode()[-3000:]
-
-    torchrun(tmp_path / "straight", 4)
-    torchrun(tmp_path / "resumed", 2)
-    torchrun(tmp_path / "resumed", 4, "--resume")
-    assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
-    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints" / "step-4").iterdir()) == [
-        "critic.safetensors", "discriminator.safetensors", "generator.safetensors", "optim.pt",
-        "rng-0.pt", "rng-1.pt", "trainer.json",
-    ]  # fmt: skip
-    assert (tmp_path / "resumed" / "student" / "config.json").is_file()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ class CurationStore:
                 meta = json.loads(str(data["meta"]))
                 truth = {k[6:]: data[k] for k in data.files if k.startswith("truth_")}
                 video = data["video"]
-        except (OSError, ValueError, KeyError) as err:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:  # BadZipFile: a truncated file
             raise ShardError(f"clip file {path} is unreadable: {err}") from None
         if meta.get("truth_labels") is not None:
             truth["labels"] = meta["truth_labels"]

@@ -125,6 +125,16 @@ def test_a_clip_file_that_is_not_a_clip_is_a_shard_error_naming_it(tmp_path):
         store.load_clip(path)
 
 
+@pytest.mark.parametrize("keep", [0.5, 0.999], ids=["half", "all-but-the-end"])
+def test_a_truncated_clip_file_is_a_shard_error_naming_it(tmp_path, keep):
+    store = CurationStore(tmp_path)
+    path = store.save_clip(make_clip())
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])  # a copy or a disk that stopped short
+    with pytest.raises(ShardError, match="a-c000.npz is unreadable"):
+        store.load_clip(path)
+
+
 def test_reviews_are_validated(tmp_path):
     store = CurationStore(tmp_path)
     assert store.review("a-c000") is None

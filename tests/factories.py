@@ -50,3 +50,37 @@ def make_sample(
 # 24-32 px a frame in most clips, past what routing leaves to a quick check (``hard_speed_px``, 20).
 # (The generator's default bursts, 10-18 px a frame, are tracked well enough to be verified.)
 HARD_CASES = {"fast_prob": 0.8, "min_fast_speed": 24.0, "max_fast_speed": 32.0}
+
+
+def three_samples() -> list[Sample]:
+    """Two 640x368 samples and one 400x400 (two buckets), one with a non-ASCII prompt."""
+    return [
+        make_sample("a-0", width=640, height=368, frames=9, points=2, seed=0),
+        make_sample("a-1", width=640, height=368, frames=9, points=3, seed=1, prompt="ünïcode prompt ✓"),
+        make_sample("b-0", width=400, height=400, frames=9, points=1, seed=2),
+    ]
+
+
+def write_samples(root, samples, **kw) -> dict:
+    """``samples`` written by one ``DatasetWriter`` into ``root``; its manifest."""
+    from ardrag.data.shards import DatasetWriter, read_manifest
+
+    with DatasetWriter(root, **kw) as w:
+        for s in samples:
+            w.write(s)
+    return read_manifest(root)
+
+
+def folder_source(folder, clip_frames: int, **overrides):
+    """A ``FolderSource`` over ``folder``."""
+    from ardrag.data.sources.folder import FolderConfig, FolderSource
+
+    return FolderSource(FolderConfig(folder=str(folder), clip_frames=clip_frames, **overrides))
+
+
+def folder_clips(folder, clip_frames: int, name: str | None = None, **overrides) -> list:
+    """The clips the folder source cuts from its one input (``name``: the one with that path)."""
+    src = folder_source(folder, clip_frames, **overrides)
+    items = [i for i in src.inputs() if name is None or i.params["path"] == name]
+    assert len(items) == 1, [i.params["path"] for i in items]
+    return list(src.clips(items[0]))

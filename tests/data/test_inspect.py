@@ -5,30 +5,15 @@ test_shards.py."""
 import tarfile
 
 import pytest
-from factories import make_sample
+from factories import three_samples, write_samples
 
 from ardrag.data.inspect import inspect_dataset
-from ardrag.data.shards import MEMBERS, DatasetWriter, read_manifest
-
-
-def _samples():
-    return [
-        make_sample("a-0", width=640, height=368, frames=9, points=2, seed=0),
-        make_sample("a-1", width=640, height=368, frames=9, points=3, seed=1, prompt="ünïcode prompt ✓"),
-        make_sample("b-0", width=400, height=400, frames=9, points=1, seed=2),
-    ]
-
-
-def _write(root, samples, **kw):
-    with DatasetWriter(root, **kw) as w:
-        for s in samples:
-            w.write(s)
-    return read_manifest(root)
+from ardrag.data.shards import MEMBERS
 
 
 @pytest.mark.parametrize("cut", ["mid-member", "at-member-boundary"])
 def test_truncated_tar_is_reported_by_inspect(tmp_path, cut):
-    manifest = _write(tmp_path, _samples())
+    manifest = write_samples(tmp_path, three_samples())
     victim = tmp_path / manifest["shards"][1]["path"]
     data = victim.read_bytes()
     if cut == "mid-member":
@@ -46,14 +31,14 @@ def test_truncated_tar_is_reported_by_inspect(tmp_path, cut):
 
 
 def test_inspect_clean_dataset(tmp_path):
-    manifest = _write(tmp_path, _samples())
+    manifest = write_samples(tmp_path, three_samples())
     report = inspect_dataset(tmp_path)
     assert report["problems"] == []
     assert report["samples"] == 3 and report["version"] == manifest["version"]
 
 
 def test_inspect_flags_unlisted_and_missing(tmp_path):
-    manifest = _write(tmp_path, _samples())
+    manifest = write_samples(tmp_path, three_samples())
     (tmp_path / manifest["shards"][0]["path"]).unlink()
     (tmp_path / "shards" / "640x368" / "shard-000009.tar").write_bytes(b"")
     reasons = {p["shard"]: p["reason"] for p in inspect_dataset(tmp_path)["problems"]}
@@ -62,7 +47,7 @@ def test_inspect_flags_unlisted_and_missing(tmp_path):
 
 
 def test_altered_content_of_the_same_size_is_found_by_its_hash_only_when_verifying(tmp_path):
-    manifest = _write(tmp_path, _samples())
+    manifest = write_samples(tmp_path, three_samples())
     victim = tmp_path / manifest["shards"][0]["path"]
     with tarfile.open(victim) as tar:
         member = next(m for m in tar.getmembers() if m.name.endswith(".mp4"))
@@ -79,7 +64,7 @@ def test_altered_content_of_the_same_size_is_found_by_its_hash_only_when_verifyi
 
 
 def test_without_a_manifest_the_shards_on_disk_are_counted_by_their_folder(tmp_path):
-    _write(tmp_path, _samples())
+    write_samples(tmp_path, three_samples())
     (tmp_path / "manifest.json").unlink()
     report = inspect_dataset(tmp_path)
     assert [p["shard"] for p in report["problems"]] == ["manifest.json"]

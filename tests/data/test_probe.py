@@ -15,25 +15,23 @@ from pathlib import Path
 
 import pytest
 import videos
+from factories import folder_clips, folder_source
 
 from ardrag.data import probe
 from ardrag.data.clip import Clip, InputRejected
 from ardrag.data.probe import TEST_HOOK_ENV, CfrTimeline
 from ardrag.data.sample import KEY_PATTERN
-from ardrag.data.sources.folder import FolderConfig, FolderSource
+from ardrag.data.sources.folder import FolderSource
 
 CLIP = 17  # the shortest clip (4k+1 frames): short videos keep the tests fast
 
 
 def source(folder: Path, **overrides) -> FolderSource:
-    return FolderSource(FolderConfig(folder=str(folder), clip_frames=CLIP, **overrides))
+    return folder_source(folder, CLIP, **overrides)
 
 
 def clips_of(folder: Path, name: str | None = None, **overrides) -> list[Clip]:
-    src = source(folder, **overrides)
-    items = [i for i in src.inputs() if name is None or i.params["path"] == name]
-    assert len(items) == 1, [i.params["path"] for i in items]
-    return list(src.clips(items[0]))
+    return folder_clips(folder, CLIP, name, **overrides)
 
 
 def test_cfr_timeline_counts_slots():

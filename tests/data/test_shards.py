@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import make_sample
+from factories import make_sample, three_samples, write_samples
 
 from ardrag.data.codec import get_decoder, psnr
 from ardrag.data.inspect import inspect_dataset
@@ -18,24 +18,9 @@ from ardrag.errors import ShardError
 TESTS = Path(__file__).resolve().parents[1]
 
 
-def _samples():
-    return [
-        make_sample("a-0", width=640, height=368, frames=9, points=2, seed=0),
-        make_sample("a-1", width=640, height=368, frames=9, points=3, seed=1, prompt="ünïcode prompt ✓"),
-        make_sample("b-0", width=400, height=400, frames=9, points=1, seed=2),
-    ]
-
-
-def _write(root, samples, **kw):
-    with DatasetWriter(root, **kw) as w:
-        for s in samples:
-            w.write(s)
-    return read_manifest(root)
-
-
 def test_round_trip_sample_shard_sample(tmp_path):
-    samples = _samples()
-    manifest = _write(tmp_path, samples)
+    samples = three_samples()
+    manifest = write_samples(tmp_path, samples)
     assert manifest["samples"] == 3 and manifest["buckets"] == {"400x400": 1, "640x368": 2}
     assert [s["path"] for s in manifest["shards"]] == [
         "shards/400x400/shard-000000.tar",
@@ -56,7 +41,7 @@ def test_round_trip_sample_shard_sample(tmp_path):
 
 
 def test_members_are_webdataset_style_and_pickle_free(tmp_path):
-    manifest = _write(tmp_path, _samples()[:1])
+    manifest = write_samples(tmp_path, three_samples()[:1])
     with tarfile.open(tmp_path / manifest["shards"][0]["path"]) as tar:
         names = tar.getnames()
         assert names == [f"a-0.{m}" for m in MEMBERS]
@@ -69,7 +54,7 @@ def test_members_are_webdataset_style_and_pickle_free(tmp_path):
 def test_webdataset_library_reads_the_shards(tmp_path):
     import webdataset as wds
 
-    manifest = _write(tmp_path, _samples())
+    manifest = write_samples(tmp_path, three_samples())
     url = str(tmp_path / manifest["shards"][1]["path"])
     items = list(wds.WebDataset(url, shardshuffle=False, empty_check=False))
     assert [i["__key__"] for i in items] == ["a-0", "a-1"]
@@ -90,16 +75,16 @@ def test_damaged_member_is_caught_by_its_checksum_before_decoding(member):
 
 
 def test_same_samples_same_version_and_bytes(tmp_path):
-    m1 = _write(tmp_path / "one", _samples())
-    m2 = _write(tmp_path / "two", _samples())
+    m1 = write_samples(tmp_path / "one", three_samples())
+    m2 = write_samples(tmp_path / "two", three_samples())
     assert m1["version"] == m2["version"]
-    m3 = _write(tmp_path / "three", _samples()[:2])
+    m3 = write_samples(tmp_path / "three", three_samples()[:2])
     assert m3["version"] != m1["version"]
 
 
 def test_shards_roll_over_at_shard_samples(tmp_path):
     samples = [make_sample(f"k-{i}", seed=i) for i in range(5)]
-    manifest = _write(tmp_path, samples, shard_samples=2)
+    manifest = write_samples(tmp_path, samples, shard_samples=2)
     assert [s["samples"] for s in manifest["shards"]] == [2, 2, 1]
     assert [s["keys"] for s in manifest["shards"]] == [["k-0", "k-1"], ["k-2", "k-3"], ["k-4"]]
     assert not list(tmp_path.rglob("*.partial"))
@@ -112,17 +97,17 @@ def test_duplicate_key_and_existing_dataset_refused(tmp_path):
             w.write(make_sample("k"))
     assert not (tmp_path / MANIFEST).exists()
     assert not list(tmp_path.rglob("*.partial"))
-    _write(tmp_path, [make_sample("k")])
+    write_samples(tmp_path, [make_sample("k")])
     with pytest.raises(ShardError, match="already holds a dataset"):
         DatasetWriter(tmp_path)
-    _write(tmp_path, [make_sample("j")], overwrite=True)
+    write_samples(tmp_path, [make_sample("j")], overwrite=True)
     assert read_manifest(tmp_path)["shards"][0]["keys"] == ["j"]
 
 
 def test_older_format_is_refused_with_a_clear_error(tmp_path):
     from ardrag.data.loader import ShardedVideoDataset
 
-    _write(tmp_path, _samples()[:1])
+    write_samples(tmp_path, three_samples()[:1])
     manifest = json.loads((tmp_path / MANIFEST).read_text())
     manifest["format_version"] = 1
     (tmp_path / MANIFEST).write_text(json.dumps(manifest))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import videos
+from factories import folder_clips, folder_source
 
 from ardrag.data.buckets import Bucket, ResizeCrop
 from ardrag.data.clip import Clip, InputRejected
@@ -39,14 +40,11 @@ TOLERANCE_PX = 1.5
 
 
 def source(folder: Path, **overrides) -> FolderSource:
-    return FolderSource(FolderConfig(folder=str(folder), clip_frames=CLIP, **overrides))
+    return folder_source(folder, CLIP, **overrides)
 
 
 def clips_of(folder: Path, name: str | None = None, **overrides) -> list[Clip]:
-    src = source(folder, **overrides)
-    items = [i for i in src.inputs() if name is None or i.params["path"] == name]
-    assert len(items) == 1, [i.params["path"] for i in items]
-    return list(src.clips(items[0]))
+    return folder_clips(folder, CLIP, name, **overrides)
 
 
 def output_frames(duration: float) -> int:

@@ -25,7 +25,8 @@ STATUS = "auto-annotated"
 
 def auto_annotate(store_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Accept the waiting clips of a curation folder that have no current review; reshard. Returns the
-    counts (``accepted`` now, ``kept``: already decided) and the dataset's version and sample count."""
+    counts (``accepted`` now, ``kept``: already decided), the dataset's version and sample count, and the
+    ``annotator`` written into the samples' provenance."""
     store = CurationStore(store_dir)
     counts: Counter[str] = Counter()
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -48,4 +49,5 @@ def auto_annotate(store_dir: str | os.PathLike[str]) -> dict[str, Any]:
         "kept": counts["kept"],
         "version": manifest["version"],
         "samples": manifest["samples"],
+        "annotator": AUTO_ANNOTATOR,
     }

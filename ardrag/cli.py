@@ -195,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint", help="folder of a trained ardrag transformer (default: Wan with zero controls)"
     )
-    p.add_argument("--model", default=DEFAULT_WAN, help=f"Wan I2V hub id or folder (default {DEFAULT_WAN})")
+    p.add_argument(
+        "--model", default=DEFAULT_WAN, help=f"Wan I2V hub id, model preset or folder (default {DEFAULT_WAN})"
+    )
     p.add_argument("--overlay", action="store_true", help="also write <out>.overlay.mp4 with the drag drawn")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")

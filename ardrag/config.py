@@ -91,9 +91,9 @@ def load_config(
     source: str | None = None,
 ) -> C:
     """The one way a config is resolved: ``base`` (a preset's fields), then the YAML file at ``path``,
-    then ``overrides`` (e.g. the command line's; a None value is left out), merged key by key and
-    validated into ``cls``. ``source`` names the origin in errors (default: the file, else the preset or
-    the arguments)."""
+    then ``overrides`` (e.g. the command line's; a top-level None means "not given" and is left out, so
+    no field is cleared from there), merged key by key and validated into ``cls``. ``source`` names the
+    origin in errors (default: the file, else the arguments)."""
     data = dict(base or {})
     if path is not None:
         data = merge(data, read_config_file(path))

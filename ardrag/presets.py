@@ -115,8 +115,27 @@ def random_models() -> list[str]:
 def check_random_model(name: str | None) -> str | None:
     """``name`` when it names a model preset built with random weights (or is None); else ValueError."""
     if name is not None and name not in random_models():
+        if name in PRESETS["model"]:
+            raise ValueError(
+                f"model preset {name!r} is a pretrained model ({PRESETS['model'][name]['hub_id']}), not "
+                f"one built with random weights ({random_models()}): give it as the Wan model "
+                "(model.wan, --model)"
+            )
         raise ValueError(f"unknown model preset {name!r}; expected one of {random_models()}")
     return name
+
+
+def wan_model(value: str) -> str:
+    """What loads a Wan I2V model: a pretrained model preset's name becomes its hub id; any other value (a
+    hub id, a local folder) is taken as it is."""
+    entry = PRESETS["model"].get(value)
+    if entry is None:
+        return value
+    if "hub_id" not in entry:
+        raise ValueError(
+            f"model preset {value!r} is built with random weights, not loaded: set it as the preset"
+        )
+    return entry["hub_id"]
 
 
 def hub_id(name: str = DEFAULT_MODEL) -> str:

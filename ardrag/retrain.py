@@ -195,7 +195,8 @@ class Ledger:
 def stage_settings(config: RetrainConfig, stage: str) -> StageSettings:
     """A training stage's settings: its field of the retrain config, the defaults for a registered stage
     that has none."""
-    return getattr(config, stage, None) or StageSettings()
+    settings = getattr(config, stage, None)
+    return settings if isinstance(settings, StageSettings) else StageSettings()
 
 
 def train_config(config: RetrainConfig, stage: str, data_root: str, init: str | None) -> Any:
@@ -502,7 +503,7 @@ def evaluation_stage(config: RetrainConfig, student: Result) -> Result:
     last = train_config(config, TRAINING[-1], str(config.curation_dir / "dataset"), model)
     pipe = trained_pipeline(last, model)
     e = config.eval
-    results = evaluate(out, preset=config.preset, pipe=pipe, benchmark=benchmark, inception=e.inception,
+    results = evaluate(out, preset=last.model.preset, pipe=pipe, benchmark=benchmark, inception=e.inception,
                        i3d=e.i3d, aesthetic_clip=e.aesthetic_clip, aesthetic_head=e.aesthetic_head,
                        seed=e.seed, progress=config.progress)  # fmt: skip
     columns = results["columns"]

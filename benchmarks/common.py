@@ -233,7 +233,8 @@ def build_grpo(
                  "shared_noise": not args.own_noise,
                  "reward_weights": weights, **(grpo or {})},
     })  # fmt: skip
-    pipe, start = build_models(config, transformer=start)
+    # the toy run's encoders: drawn with its seed, whatever this run's --seed
+    pipe, start = build_models(config.model_copy(update={"seed": targs.seed}), transformer=start)
     at_toy_size(pipe, size, targs.heatmap_sigma)
     torch.manual_seed(args.seed)
     stage = GRPOStage(config, pipe, start)

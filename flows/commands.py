@@ -146,9 +146,9 @@ def _local_annotators(mode: str) -> dict[str, Any]:
     """The annotation hooks of the local runner (:func:`ardrag.retrain.run_local`): the annotation
     package's own calls, without Prefect."""
     if mode == "auto":
-        from annotation.auto import AUTO_ANNOTATOR, auto_annotate
+        from annotation.auto import auto_annotate
 
-        return {"auto": lambda folder: {**auto_annotate(folder), "annotator": AUTO_ANNOTATOR}}
+        return {"auto": auto_annotate}
     if mode == "label-studio":
         from annotation.pull import pull
         from annotation.push import push

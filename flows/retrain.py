@@ -49,17 +49,17 @@ def curation_stage(config: dict[str, Any]) -> dict[str, Any]:
     return stages.curation_stage(cfg, curate=run_curate)
 
 
-def _auto_annotate(folder: Path) -> dict[str, Any]:
-    from annotation.auto import AUTO_ANNOTATOR, auto_annotate
-
-    return {**auto_annotate(folder), "annotator": AUTO_ANNOTATOR}
-
-
 def _label_studio(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     from flows.annotate import annotation_pull, annotation_push
 
     pushed = annotation_push(str(folder))
     return pushed, annotation_pull(str(folder), announce=False)  # the dataset stage announces
+
+
+def _auto_annotate(folder: Path) -> dict[str, Any]:
+    from annotation.auto import auto_annotate  # imported when the mode runs
+
+    return auto_annotate(folder)
 
 
 ANNOTATORS = {"auto": _auto_annotate, "label-studio": _label_studio}

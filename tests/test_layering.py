@@ -51,6 +51,17 @@ def test_models_are_built_without_the_data_sources():
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+def test_importing_the_models_loads_no_data_source():
+    code = (
+        "import importlib, pkgutil, sys, ardrag.model\n"
+        "for m in pkgutil.walk_packages(ardrag.model.__path__, 'ardrag.model.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('ardrag.data.sources')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_annotation_never_imports_flows():
     for path in sorted((ROOT / "annotation").rglob("*.py")):
         assert "flows" not in _imports(path), path

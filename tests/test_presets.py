@@ -16,6 +16,7 @@ from ardrag.presets import (
     hub_id,
     preset,
     random_models,
+    wan_model,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +43,14 @@ def test_model_presets_are_built_or_loaded():
     with pytest.raises(ConfigError, match="built in memory; it has no hub id"):
         hub_id(TINY)
     assert check_random_model(None) is None and check_random_model(TOY) == TOY
-    with pytest.raises(ValueError, match=r"unknown model preset 'wan2.1-i2v-14b-480p'; expected one of"):
+    with pytest.raises(ValueError, match=r"'wan2.1-i2v-14b-480p' is a pretrained model \(Wan-AI/.*model.wan"):
         check_random_model("wan2.1-i2v-14b-480p")
+    with pytest.raises(ValueError, match=r"unknown model preset 'huge'; expected one of \['tiny', 'toy'\]"):
+        check_random_model("huge")
+    assert wan_model("wan2.1-i2v-14b-720p") == hub_id("wan2.1-i2v-14b-720p")
+    assert wan_model("/weights/wan") == "/weights/wan" and wan_model(DEFAULT_WAN) == DEFAULT_WAN
+    with pytest.raises(ValueError, match="'toy' is built with random weights, not loaded"):
+        wan_model(TOY)
     with pytest.raises(ValueError, match=r"unknown preset 'huge'; expected one of \['tiny'\]"):
         check_preset("train", "huge")
 

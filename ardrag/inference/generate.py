@@ -24,7 +24,7 @@ from ardrag.fsutil import atomic_write
 from ardrag.inference.session import StreamSession
 from ardrag.inference.trajectory import Trajectory, fit_to_resolution, load_reference, load_trajectory
 from ardrag.model.pipeline import ARDragPipeline
-from ardrag.presets import DEFAULT_WAN, check_random_model
+from ardrag.presets import DEFAULT_WAN, check_random_model, wan_model
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,10 @@ def load_pipeline(preset: str | None, checkpoint: str | None, model: str, seed: 
                 f"--checkpoint and --preset {preset} exclude each other: the preset is random weights"
             )
         return ARDragPipeline.tiny(seed, preset)
+    try:
+        model = wan_model(model)
+    except ValueError as err:
+        raise ConfigError(f"--model: {err}") from None
     return ARDragPipeline.from_pretrained(model, checkpoint=checkpoint)
 
 

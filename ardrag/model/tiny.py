@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from ardrag.console import route_library_logs
 from ardrag.errors import ConfigError
+from ardrag.model import TEXT_TOKENS
 from ardrag.presets import TINY, preset
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanTransformer3DModel
 
-TEXT_TOKENS = 512  # diffusers' Wan I2V attention takes the last 512 context tokens as text
 IMAGE_SIZE = 32  # the tiny CLIP encoder's input size
 
 # The toy Wan 2.1 I2V transformer of the tiny preset (also the model tests' base); other random presets

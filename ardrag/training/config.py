@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ardrag.config import Config
 from ardrag.data.loader import LoaderConfig
-from ardrag.presets import DEFAULT_WAN, check_random_model
+from ardrag.presets import DEFAULT_WAN, check_random_model, wan_model
 
 
 class DataConfig(Config):
@@ -67,6 +67,11 @@ class ModelConfig(Config):
     @classmethod
     def _preset(cls, name: str | None) -> str | None:
         return check_random_model(name)
+
+    @field_validator("wan")
+    @classmethod
+    def _wan(cls, value: str) -> str:
+        return wan_model(value)
 
 
 class OptimConfig(Config):

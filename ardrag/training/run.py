@@ -21,7 +21,6 @@ import torch
 from ardrag import presets
 from ardrag.config import load_config
 from ardrag.errors import ConfigError
-from ardrag.presets import PRESETS
 from ardrag.training.config import TrainConfig
 from ardrag.training.stages import get_stage
 
@@ -32,10 +31,8 @@ def resolve_config(stage: str, path: str | None = None, preset: str | None = Non
                    overrides: dict[str, Any] | None = None) -> TrainConfig:  # fmt: skip
     """The run's config: the training preset, then the file, then ``overrides`` (e.g. ``run_dir``)."""
     if path is None and preset is None:
-        raise ConfigError(
-            f"no configuration: pass --config FILE, --preset NAME ({', '.join(sorted(PRESETS['train']))}), "
-            "or both"
-        )
+        names = ", ".join(sorted(presets.PRESETS["train"]))
+        raise ConfigError(f"no configuration: pass --config FILE, --preset NAME ({names}), or both")
     base = presets.preset("train", preset) if preset is not None else None
     source = None if path is not None or preset is None else f"--preset {preset}"
     return load_config(TrainConfig, path, {"stage": stage, **(overrides or {})}, base=base, source=source)
@@ -107,6 +104,8 @@ def build_models(config: TrainConfig, transformer: Any = None, vae: Any = None) 
     elif m.vae is not None:
         _set_vae(pipe, _read_vae(m.vae), f"model.vae {m.vae!r}")
     if transformer is not None:
+        if m.init is not None:
+            log.info("model.init %r is not loaded: the transformer override stands in for it", m.init)
         teacher = (
             transformer
             if isinstance(transformer, ARDragTransformer)

@@ -43,8 +43,9 @@ from ardrag.data.buckets import Bucket, ResizeCrop, nearest_bucket, resolve_buck
 from ardrag.data.clip import Clip, InputRejected, SourceInput, file_digest, safe_id
 from ardrag.data.sample import KEY_PATTERN, SourceInfo, negative_prompt
 from ardrag.errors import ConfigError
-from ardrag.model.tiny import TEXT_TOKENS, build_tiny_pipeline
-from ardrag.presets import DEFAULT_WAN, check_random_model
+from ardrag.model import TEXT_TOKENS
+from ardrag.model.tiny import build_tiny_pipeline
+from ardrag.presets import DEFAULT_WAN, check_random_model, wan_model
 
 if TYPE_CHECKING:
     from diffusers import WanImageToVideoPipeline
@@ -95,7 +96,7 @@ class WanJob(Config):
 class WanConfig(Config):
     """Where jobs come from and how Wan renders them; the defaults are the real 14B I2V model's."""
 
-    model: str = DEFAULT_WAN  # hub id or local folder of a diffusers WanImageToVideoPipeline
+    model: str = DEFAULT_WAN  # hub id, model preset or local folder of a diffusers WanImageToVideoPipeline
     preset: str | None = None  # a random-weight model preset (ardrag.presets), built in memory (tests, CPU)
     jobs: str | None = None  # YAML/JSON list of jobs (see WanJob)
     images: str | None = None  # folder of images ...
@@ -118,6 +119,11 @@ class WanConfig(Config):
     @classmethod
     def _preset(cls, name: str | None) -> str | None:
         return check_random_model(name)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        return wan_model(value)
 
     @field_validator("buckets")
     @classmethod

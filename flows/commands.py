@@ -143,7 +143,7 @@ def _print_report(result: dict[str, Any], as_json: bool) -> None:
 
 
 def _local_annotators(mode: str) -> dict[str, Any]:
-    """The annotation hooks of the local runner (:func:`ardrag.retrain.run_local`): the annotation
+    """The annotation hooks of the local runner (:func:`ardrag.retrain.run.run_local`): the annotation
     package's own calls, without Prefect."""
     if mode == "auto":
         from annotation.auto import auto_annotate
@@ -161,7 +161,7 @@ def _run_retrain(config: Any, local: bool) -> dict[str, Any]:
     """The stages through the Prefect flow, or with ``local`` in this process without Prefect (which
     is then never imported)."""
     if local:
-        from ardrag.retrain import run_local
+        from ardrag.retrain.run import run_local
 
         return run_local(config, annotators=_local_annotators(config.annotation))
     _local_api_defaults()
@@ -172,7 +172,7 @@ def _run_retrain(config: Any, local: bool) -> dict[str, Any]:
 
 def _retrain(args: argparse.Namespace) -> int:
     from ardrag import console
-    from ardrag.retrain import load_retrain_config
+    from ardrag.retrain.config import load_retrain_config
 
     overrides = {"out": args.out} if args.out else {}
     config = load_retrain_config(args.config, overrides)
@@ -188,7 +188,9 @@ LOCAL_HELP = "run the stages in this process without Prefect (no API server, UI,
 def register_retrain(sub: argparse._SubParsersAction) -> None:
     stages = "curation -> annotation -> dataset -> teacher -> distill -> GRPO -> eval"
     p = sub.add_parser("retrain", help=f"{stages} (Prefect; --local: without)")
-    p.add_argument("--config", required=True, help="YAML file parsed into RetrainConfig (ardrag.retrain)")
+    p.add_argument(
+        "--config", required=True, help="YAML file parsed into RetrainConfig (ardrag.retrain.config)"
+    )
     p.add_argument("--out", help="retrain folder (overrides the config's out)")
     p.add_argument("--local", action="store_true", help=LOCAL_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -199,7 +201,7 @@ def _demo(args: argparse.Namespace) -> int:
     import time
 
     from ardrag import console
-    from ardrag.retrain import DEMO, load_retrain_config
+    from ardrag.retrain.config import DEMO, load_retrain_config
 
     if args.auto_annotate:
         annotation = "auto"

@@ -23,9 +23,10 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from ardrag import retrain as stages
 from ardrag.curation.pipeline import CurationConfig
-from ardrag.retrain import TRAINING, RetrainConfig, check_stage_inputs, load_retrain_config
+from ardrag.retrain import stages
+from ardrag.retrain.config import TRAINING, RetrainConfig, check_stage_inputs, load_retrain_config
+from ardrag.retrain.run import announced, finish, run_stages
 from flows.curate import curate, task_runner
 from flows.events import emit_dataset_version
 
@@ -118,10 +119,10 @@ def retrain(
     def run_stage(stage: str, *upstream: dict[str, Any]) -> dict[str, Any]:
         """The stage's subflow between a start line and an end line (status, time, summary)."""
         if stage in TRAINING:
-            return stages.announced(stage, training_stage, c, stage, *upstream)
-        return stages.announced(stage, SUBFLOWS[stage], c, *upstream)
+            return announced(stage, training_stage, c, stage, *upstream)
+        return announced(stage, SUBFLOWS[stage], c, *upstream)
 
-    result = stages.finish(cfg, stages.run_stages(run_stage), time.monotonic() - t0)
+    result = finish(cfg, run_stages(run_stage), time.monotonic() - t0)
     create_markdown_artifact(Path(result["report"]).read_text(encoding="utf-8"), key="retrain-report",
                              description=f"retrain report of {cfg.root}")  # fmt: skip
     return result

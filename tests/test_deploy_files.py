@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from ardrag.config import repo_root
-from ardrag.retrain import TRAINING, RetrainConfig, train_config
+from ardrag.retrain.config import TRAINING, RetrainConfig, train_config
 
 ROOT = repo_root()
 CHECK = str(Path(sys.executable).with_name("check-jsonschema"))

@@ -17,7 +17,7 @@ import yaml
 from ardrag.curation.store import CurationStore
 from ardrag.data.codec import get_decoder
 from ardrag.data.shards import decode_sample, read_manifest, read_sample_file
-from ardrag.retrain import STAGES
+from ardrag.retrain.config import STAGES
 
 ARDRAG = str(Path(sys.executable).with_name("ardrag"))
 

@@ -1,0 +1,141 @@
+"""The retrain config (what to curate, annotate, train and evaluate, and where), the ``TrainConfig``
+each training stage resolves from it, and the stages' names in order."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from ardrag.config import Config, build_config, load_config, merge
+from ardrag.errors import ConfigError
+from ardrag.presets import TINY, check_preset, preset
+from ardrag.training.stages import STAGES as REGISTRY
+
+# the training chain: the stage registry's stages in its order (ardrag.training.stages); every stage
+# starts from the one before's export
+TRAINING = tuple(REGISTRY)
+STAGES = ("curation", "annotation", "dataset", *TRAINING, "evaluation")
+
+
+class CurationSettings(Config):
+    dir: str | None = Field(None, description="curation folder (default <out>/curation)")
+    source: Literal["procedural", "folder", "wan"] = "procedural"
+    preset: str | None = Field(None, description="named source preset (ardrag.presets), e.g. tiny")
+    source_config: dict[str, Any] = Field(default_factory=dict, description="the source's config fields")
+    config: dict[str, Any] = Field(default_factory=dict, description="CurationConfig fields")
+    runner: Literal["local", "dask"] = "local"
+    workers: int = Field(2, ge=1)
+
+
+class StageSettings(Config):
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="TrainConfig fields of this stage, over `train` and the preset"
+    )
+    nproc_per_node: int = Field(1, ge=1, description="> 1: run the stage under torchrun")
+
+
+class EvalSettings(Config):
+    benchmark: str | None = Field(None, description="benchmark.jsonl or its folder (default: procedural)")
+    procedural: dict[str, Any] = Field(
+        default_factory=dict, description="overrides of datasets/eval/procedural.yaml (e.g. num_clips)"
+    )
+    inception: str | None = None
+    i3d: str | None = None
+    aesthetic_clip: str | None = None
+    aesthetic_head: str | None = None
+    seed: int = 0
+
+
+class RetrainConfig(Config):
+    out: str = Field("runs/retrain", description="curation, stages, training runs, evaluation, report")
+    preset: str | None = Field(
+        None, description="a training preset (ardrag.presets), e.g. the tiny one: toy models, train and eval"
+    )
+    curation: CurationSettings = CurationSettings()
+    annotation: Literal["none", "label-studio", "auto"] = Field(
+        "none",
+        description="none: hard cases wait; label-studio: push and pull (Label Studio settings from the "
+        "environment); auto: accept them without a person, labelled auto-annotated",
+    )
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields of every stage")
+    teacher: StageSettings = StageSettings()
+    distill: StageSettings = StageSettings()
+    grpo: StageSettings = StageSettings()
+    eval: EvalSettings = EvalSettings()
+    progress: bool = Field(True, description="progress bars on the console")
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, name: str | None) -> str | None:
+        return check_preset("train", name)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.out).resolve()
+
+    @property
+    def curation_dir(self) -> Path:
+        return Path(self.curation.dir).resolve() if self.curation.dir else self.root / "curation"
+
+
+# The embedded defaults of `ardrag demo`: procedural clips, the opencv tracker, the tiny models, a few
+# minutes on a 2-core CPU.
+DEMO: dict[str, Any] = {
+    "out": "runs/demo",
+    "preset": TINY,
+    "curation": {
+        "source": "procedural",
+        "preset": TINY,
+        # half the clips have a sprite that bursts at 24-32 px a frame, past what routing leaves to a
+        # quick check (20 px a frame, calibrated on real footage): those wait for a person
+        "source_config": {"num_clips": 24, "fast_prob": 0.5, "min_fast_speed": 24.0, "max_fast_speed": 32.0},
+        "config": {"auto_accept": True},  # easy clips accepted by rule (labelled auto-accept)
+    },
+    "train": {"save_every": 50, "log_every": 1},
+    "teacher": {"config": {"steps": 150}},
+    "distill": {"config": {"steps": 100}},
+    "grpo": {"config": {"steps": 40}},
+    "eval": {"procedural": {"num_clips": 8}},
+}
+
+
+def load_retrain_config(path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None,
+                        base: dict[str, Any] | None = None) -> RetrainConfig:  # fmt: skip
+    """``base`` (e.g. :data:`DEMO`), then the YAML file, then ``overrides``."""
+    return load_config(RetrainConfig, path, overrides, base=base)
+
+
+def stage_settings(config: RetrainConfig, stage: str) -> StageSettings:
+    """A training stage's settings: its field of the retrain config, the defaults for a registered stage
+    that has none."""
+    settings = getattr(config, stage, None)
+    return settings if isinstance(settings, StageSettings) else StageSettings()
+
+
+def train_config(config: RetrainConfig, stage: str, data_root: str, init: str | None) -> Any:
+    """The resolved ``TrainConfig`` of a training stage (its run folder not yet set): the preset, the
+    shared ``train`` fields, the stage's own, then the dataset and the upstream model."""
+    from ardrag.training.config import TrainConfig
+
+    fields: dict[str, Any] = preset("train", config.preset) if config.preset is not None else {}
+    for layer in (
+        config.train,
+        stage_settings(config, stage).config,
+        {"stage": stage, "data": {"root": data_root}},
+    ):
+        fields = merge(fields, layer)
+    if init is not None:
+        fields = merge(fields, {"model": {"init": init}})
+    return build_config(TrainConfig, fields, source=f"the retrain config's {stage} stage")
+
+
+def check_stage_inputs(config: RetrainConfig) -> None:
+    """Fail before any compute on what can be checked up front: the training configs resolve."""
+    for stage in TRAINING:
+        try:
+            train_config(config, stage, str(config.curation_dir / "dataset"), None)
+        except ConfigError as err:
+            raise ConfigError(f"retrain stage {stage}: {err}") from None

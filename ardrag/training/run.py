@@ -81,6 +81,10 @@ def check_config(config: TrainConfig, world: int = 1, resume: bool = False) -> N
                 )
 
 
+ENCODER_FIELDS = ("in_channels", "text_dim", "image_dim")  # what the encoders and the VAE fix
+ARCHITECTURE_FIELDS = ("num_layers", "num_attention_heads", "attention_head_dim")
+
+
 def build_models(config: TrainConfig, transformer: Any = None, vae: Any = None) -> tuple[Any, Any]:
     """(pipeline with encoders and VAE, the model the stage starts from: the teacher to train or distil
     from, or for GRPO the distilled student).
@@ -101,8 +105,8 @@ def build_models(config: TrainConfig, transformer: Any = None, vae: Any = None) 
     )
     if vae is not None:
         _set_vae(pipe, vae, "the vae override")
-    elif m.vae is not None:
-        _set_vae(pipe, _read_vae(m.vae), f"model.vae {m.vae!r}")
+    else:
+        _load_vae(config, pipe)
     if transformer is not None:
         if m.init is not None:
             log.info("model.init %r is not loaded: the transformer override stands in for it", m.init)
@@ -123,10 +127,6 @@ def build_models(config: TrainConfig, transformer: Any = None, vae: Any = None) 
     return pipe, teacher.to(pipe.device)
 
 
-ENCODER_FIELDS = ("in_channels", "text_dim", "image_dim")  # what the encoders and the VAE fix
-ARCHITECTURE_FIELDS = ("num_layers", "num_attention_heads", "attention_head_dim")
-
-
 def _check_fits(model: Any, pipe: Any, config: TrainConfig, what: str, keys: tuple[str, ...]) -> None:
     """``model``'s config has the ``keys`` of the pipeline's own Wan transformer."""
     base = pipe.wan.transformer.config
@@ -138,13 +138,17 @@ def _check_fits(model: Any, pipe: Any, config: TrainConfig, what: str, keys: tup
             )
 
 
-def _read_vae(folder: str) -> Any:
+def _load_vae(config: TrainConfig, pipe: Any) -> None:
+    """Put the VAE of ``model.vae`` (e.g. one fitted for a toy run) into ``pipe``, when set."""
+    if config.model.vae is None:
+        return
     from diffusers import AutoencoderKLWan
 
     try:
-        return AutoencoderKLWan.from_pretrained(folder)
+        vae = AutoencoderKLWan.from_pretrained(config.model.vae)
     except (OSError, ValueError) as err:
-        raise ConfigError(f"model.vae {folder!r} could not be loaded as a Wan VAE: {err}") from None
+        raise ConfigError(f"model.vae {config.model.vae!r} could not be loaded as a Wan VAE: {err}") from None
+    _set_vae(pipe, vae, f"model.vae {config.model.vae!r}")
 
 
 def _set_vae(pipe: Any, vae: Any, what: str) -> None:
@@ -169,8 +173,7 @@ def trained_pipeline(config: TrainConfig, export: str) -> Any:
         pipe.transformer = CausalARDragTransformer.from_pretrained(export).eval()
     else:
         pipe = ARDragPipeline.from_pretrained(config.model.wan, checkpoint=export)
-    if config.model.vae is not None:
-        _set_vae(pipe, _read_vae(config.model.vae), f"model.vae {config.model.vae!r}")
+    _load_vae(config, pipe)
     return pipe
 
 

@@ -15,6 +15,7 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -165,3 +166,14 @@ def fit_to_bucket(
         visible = np.ones(tracks.shape[:-1], dtype=bool)
     new_tracks, new_visible = tf.apply_points(tracks, visible)
     return out, new_tracks, new_visible, bucket
+
+
+def resize_frames(video: Any, size: tuple[int, int]) -> Any:
+    """Frames at a model's size: (N, H, W, 3) uint8 tensor -> (N, 3, h, w) float in [-1, 1], antialiased
+    bilinear (torch's, as training prepares its inputs; not the curation resize above)."""
+    import torch.nn.functional as F
+
+    x = video.permute(0, 3, 1, 2).float() / 127.5 - 1
+    if tuple(x.shape[2:]) != tuple(size):
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return x.clamp(-1, 1)

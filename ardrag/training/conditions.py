@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ardrag.data.buckets import resize_frames
 from ardrag.data.heatmap import render_heatmaps
 from ardrag.data.sample import negative_prompt
 from ardrag.model.pipeline import encode_text
@@ -94,14 +94,6 @@ def clip_frames(frames: int, max_frames: int) -> int:
     return 1 + 4 * ((min(frames, max_frames) - 1) // 4)
 
 
-def _resize(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, h, w) float in [-1, 1], antialiased."""
-    x = video.permute(0, 3, 1, 2).float() / 127.5 - 1
-    if tuple(x.shape[2:]) != size:
-        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return x.clamp(-1, 1)
-
-
 @torch.no_grad()
 def prepare(pipe: Any, batch: dict[str, Any], index: list[int], scale: float, max_frames: int,
             guided: bool) -> Conditions:  # fmt: skip
@@ -111,7 +103,7 @@ def prepare(pipe: Any, batch: dict[str, Any], index: list[int], scale: float, ma
     b, t, height, width = video.shape[:4]
     t = clip_frames(t, max_frames)
     h, w = training_size(height, width, scale)
-    frames = torch.stack([_resize(v[:t], (h, w)) for v in video])  # (B, T, 3, h, w)
+    frames = torch.stack([resize_frames(v[:t], (h, w)) for v in video])  # (B, T, 3, h, w)
     latents = vae.encode(frames.permute(0, 2, 1, 3, 4).to(device, dtype)).latent_dist.mode()
     tracks = batch["tracks"][:, :t].numpy() * np.array([w / width, h / height], np.float32)
     visible, intensity = batch["visible"][:, :t].numpy(), batch["intensity"][:, :t].numpy()
@@ -121,7 +113,7 @@ def prepare(pipe: Any, batch: dict[str, Any], index: list[int], scale: float, ma
     ])  # fmt: skip
     heat = torch.from_numpy(maps)[:, None].expand(-1, 3, -1, -1, -1) * 2 - 1
     control = vae.encode(heat.to(device, dtype)).latent_dist.mode()
-    ref = _resize(batch["reference"], (h, w))  # (B, 3, h, w)
+    ref = resize_frames(batch["reference"], (h, w))  # (B, 3, h, w)
     ref_latent = vae.encode(ref[:, :, None].to(device, dtype)).latent_dist.mode()
     from PIL import Image
 

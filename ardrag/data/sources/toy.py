@@ -23,9 +23,9 @@ from typing import Literal
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field, field_validator
 
+from ardrag.data.buckets import resize_frames
 from ardrag.data.sample import Sample
 from ardrag.data.sources.procedural import ProceduralConfig, ProceduralSource, Scene, Sprite
 
@@ -60,10 +60,9 @@ def smooth_sprite(sprite: Sprite) -> Sprite:
 
 
 def resize_video(video: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 (T, H, W, 3) at (height, width): antialiased bilinear in [-1, 1], rounded back to uint8."""
-    x = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 127.5 - 1
-    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    """uint8 (T, H, W, 3) at (height, width), resized as training resizes its inputs, back to uint8."""
+    x = resize_frames(torch.from_numpy(video), size)
+    return ((x + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def resize_sample(sample: Sample, size: tuple[int, int]) -> Sample:

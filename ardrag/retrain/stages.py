@@ -40,8 +40,10 @@ OnDatasetVersion = Callable[[Path, dict[str, Any]], Any]
 def run_training(config: Any, nproc_per_node: int = 1, progress: bool = True) -> dict[str, Any]:
     """Train one stage into ``config.run_dir``, resuming from its checkpoints when it has some; with
     ``nproc_per_node`` > 1 under torchrun (its resolved config written to the run folder first)."""
+    from ardrag.training.checkpoint import checkpoint_dirs
+
     run = Path(config.run_dir)
-    resume = (run / "checkpoints").is_dir() and any((run / "checkpoints").glob("step-*"))
+    resume = bool(checkpoint_dirs(run))
     if nproc_per_node == 1:
         from ardrag.training.run import train
 
@@ -273,7 +275,8 @@ def evaluation_stage(config: RetrainConfig, student: Result) -> Result:
         },
         "seconds": time.monotonic() - t0,
     }
-    if config.preset is not None:
-        result["note"] = (f"{config.preset.capitalize()} preset: FID, FVD and the aesthetic score use random "
-                          "networks; they exercise the pipeline and say nothing about quality.")  # fmt: skip
+    if last.model.preset is not None:
+        result["note"] = (f"{last.model.preset.capitalize()} preset: FID, FVD and the aesthetic score use "
+                          "random networks; they exercise the pipeline and say nothing about "
+                          "quality.")  # fmt: skip
     return {**ledger.put("evaluation", result), "status": "ran"}

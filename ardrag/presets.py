@@ -16,7 +16,10 @@ Every lookup goes through :func:`preset`, so an unknown name gets one clear erro
 from __future__ import annotations
 
 import copy
-from typing import Any
+import functools
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 from ardrag.errors import ConfigError
 
@@ -144,3 +147,10 @@ def hub_id(name: str = DEFAULT_MODEL) -> str:
     if "hub_id" not in entry:
         raise ConfigError(f"model preset {name!r} is built in memory; it has no hub id")
     return entry["hub_id"]
+
+
+# Config field types that name presets: checked where a config is validated, with the errors above.
+RandomModelPreset = Annotated[str | None, AfterValidator(check_random_model)]
+WanModel = Annotated[str, AfterValidator(wan_model)]  # a hub id, a pretrained model preset or a folder
+TrainPreset = Annotated[str | None, AfterValidator(functools.partial(check_preset, "train"))]
+CaptionerPreset = Annotated[str | None, AfterValidator(functools.partial(check_preset, "captioner"))]

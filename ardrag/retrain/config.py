@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from ardrag.config import Config, build_config, load_config, merge
 from ardrag.errors import ConfigError
-from ardrag.presets import TINY, check_preset, preset
+from ardrag.presets import TINY, TrainPreset, preset
 from ardrag.training.stages import STAGES as REGISTRY
 
 # the training chain: the stage registry's stages in its order (ardrag.training.stages); every stage
@@ -51,7 +51,7 @@ class EvalSettings(Config):
 
 class RetrainConfig(Config):
     out: str = Field("runs/retrain", description="curation, stages, training runs, evaluation, report")
-    preset: str | None = Field(
+    preset: TrainPreset = Field(
         None, description="a training preset (ardrag.presets), e.g. the tiny one: toy models, train and eval"
     )
     curation: CurationSettings = CurationSettings()
@@ -66,11 +66,6 @@ class RetrainConfig(Config):
     grpo: StageSettings = StageSettings()
     eval: EvalSettings = EvalSettings()
     progress: bool = Field(True, description="progress bars on the console")
-
-    @field_validator("preset")
-    @classmethod
-    def _preset(cls, name: str | None) -> str | None:
-        return check_preset("train", name)
 
     @property
     def root(self) -> Path:

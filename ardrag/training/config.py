@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ardrag.config import Config
 from ardrag.data.loader import LoaderConfig
-from ardrag.presets import DEFAULT_WAN, check_random_model, wan_model
+from ardrag.presets import DEFAULT_WAN, RandomModelPreset, WanModel
 
 
 class DataConfig(Config):
@@ -49,10 +49,10 @@ class DataConfig(Config):
 
 
 class ModelConfig(Config):
-    preset: str | None = Field(
+    preset: RandomModelPreset = Field(
         None, description="a model preset built with random weights (ardrag.presets), instead of wan"
     )
-    wan: str = Field(DEFAULT_WAN, description="Wan I2V hub id or folder (encoders, VAE, base)")
+    wan: WanModel = Field(DEFAULT_WAN, description="Wan I2V hub id, model preset or folder (encoders, VAE)")
     init: str | None = Field(
         None,
         description="teacher: ardrag transformer folder to start from (default: the Wan transformer "
@@ -62,16 +62,6 @@ class ModelConfig(Config):
         None, description="an AutoencoderKLWan folder replacing the Wan model's (or the tiny preset's) VAE"
     )
     gradient_checkpointing: bool = False
-
-    @field_validator("preset")
-    @classmethod
-    def _preset(cls, name: str | None) -> str | None:
-        return check_random_model(name)
-
-    @field_validator("wan")
-    @classmethod
-    def _wan(cls, value: str) -> str:
-        return wan_model(value)
 
 
 class OptimConfig(Config):

@@ -40,7 +40,7 @@ from pydantic import Field, field_validator, model_validator
 from ardrag.config import Config
 from ardrag.console import route_library_logs
 from ardrag.errors import describe
-from ardrag.presets import TINY, check_preset
+from ardrag.presets import TINY, CaptionerPreset
 
 logger = logging.getLogger(__name__)
 
@@ -53,18 +53,13 @@ class TransformersCaptionerConfig(Config):
     """Which vision-language model captions, what it is asked and where it runs."""
 
     model: str | None = None  # hub id or local folder (save_pretrained); required unless preset is set
-    preset: str | None = None  # a captioner preset (ardrag.presets): random-weight LLaVA built in memory
+    preset: CaptionerPreset = None  # a captioner preset (ardrag.presets): random-weight LLaVA built in memory
     instruction: str = Field(DEFAULT_INSTRUCTION, min_length=1)  # asked of chat-template models only
     frames: Literal["first", "middle"] = "first"  # which frame is captioned; "middle": frame T // 2
     max_new_tokens: int = Field(48, ge=1, le=512)
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", ...
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     seed: int = Field(0, ge=0, lt=2**63)  # seeds the tiny preset's random weights; unused with model
-
-    @field_validator("preset")
-    @classmethod
-    def _preset(cls, name: str | None) -> str | None:
-        return check_preset("captioner", name)
 
     @field_validator("model")
     @classmethod

@@ -45,7 +45,7 @@ from ardrag.data.sample import KEY_PATTERN, SourceInfo, negative_prompt
 from ardrag.errors import ConfigError
 from ardrag.model import TEXT_TOKENS
 from ardrag.model.tiny import build_tiny_pipeline
-from ardrag.presets import DEFAULT_WAN, check_random_model, wan_model
+from ardrag.presets import DEFAULT_WAN, RandomModelPreset, WanModel
 
 if TYPE_CHECKING:
     from diffusers import WanImageToVideoPipeline
@@ -96,8 +96,8 @@ class WanJob(Config):
 class WanConfig(Config):
     """Where jobs come from and how Wan renders them; the defaults are the real 14B I2V model's."""
 
-    model: str = DEFAULT_WAN  # hub id, model preset or local folder of a diffusers WanImageToVideoPipeline
-    preset: str | None = None  # a random-weight model preset (ardrag.presets), built in memory (tests, CPU)
+    model: WanModel = DEFAULT_WAN  # hub id, model preset or folder of a diffusers WanImageToVideoPipeline
+    preset: RandomModelPreset = None  # a random-weight model preset, built in memory (tests, CPU)
     jobs: str | None = None  # YAML/JSON list of jobs (see WanJob)
     images: str | None = None  # folder of images ...
     prompts: str | None = None  # ... and a YAML/JSON mapping: file name -> prompt; None: prompts.yaml there
@@ -114,16 +114,6 @@ class WanConfig(Config):
     max_sequence_length: int = TEXT_TOKENS
     render_downscale: int = Field(1, ge=1, le=64)  # render at bucket / this, then resize up to the bucket
     progress_bar: bool = False  # diffusers' per-step bar on stderr
-
-    @field_validator("preset")
-    @classmethod
-    def _preset(cls, name: str | None) -> str | None:
-        return check_random_model(name)
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        return wan_model(value)
 
     @field_validator("buckets")
     @classmethod

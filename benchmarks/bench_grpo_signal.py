@@ -5,8 +5,8 @@ gradient's noise, its step size, and whether the reward can be raised at all. Th
 
 1. **Gradients.** From issue 6's toy student (``--toy``), on the pool of ``bench_grpo_toy.py`` (the first
    --clips training clips), --groups groups of G rollouts per clip, collected as in training
-   (``GRPOStage.collect``: selective SDE steps, shared starting noise), and per group the gradient of the
-   GRPO loss at ratio 1 with no KL term: the policy-gradient estimate of that group.
+   (``GRPOStage.collect``: one re-noising action per frame, every other draw shared), and per group the
+   gradient of the GRPO loss at ratio 1 with no KL term: the policy-gradient estimate of that group.
 2. **Agreement.** The groups are split at random into two halves (the same number per clip in each); the
    cosine between the halves' mean gradients, over --splits splits. Two estimates of the same gradient
    agree (cosine near 1) when the signal dominates, and are orthogonal (near 0) when the noise does. With
@@ -15,7 +15,7 @@ gradient's noise, its step size, and whether the reward can be raised at all. Th
 3. **Line check.** The mean reward of latent frames 1.. on the pool (frame 0 is the reference image: its
    motion reward is constant; its brightness does take part in that reward's gradient), with N fixed
    seeds per clip (common random numbers), of
-   the deterministic sampler and of the selective SDE sampler, after moving the weights by eta times the
+   the deployed sampler given the seeds and with selective actions, after moving the weights by eta times the
    unit vector of the mean gradient: along the GRPO step (-gradient of the loss, the ascent direction),
    against it, and along a random direction (the control: how much any move of that size changes the
    reward). eta is a Euclidean distance in weight space (``|theta|`` is printed for scale).
@@ -26,7 +26,7 @@ function of the frames, so its gradient shows what a learnable reward looks like
 machinery.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_grpo_signal.py --toy /tmp/toy [--clips 4 --group 8
-        --groups 8 --rewards motion brightness --noise-level 0.7]
+        --groups 8 --rewards motion brightness]
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ import numpy as np
 import torch
 from common import add_grpo_arguments, build_grpo
 
-from ardrag.training.conditions import SampleRandom, prepare, sample_seed
-from ardrag.training.grpo import repeat_conditions, selective_rollout
+from ardrag.inference.sampler import FrameNoise, SampleRandom, SelectiveNoise
+from ardrag.training.conditions import prepare, sample_seed
+from ardrag.training.grpo import repeat_conditions, selective_rollout, stochastic_steps_for
 
 
 def flat_gradient(params: list[torch.Tensor]) -> torch.Tensor:
@@ -69,19 +70,22 @@ def half_agreement(grads: list[torch.Tensor], clip_of: list[int], splits: int, s
 
 
 def line_reward(built: Any, conds: list[Any], seeds: int, seed: int, stochastic: bool) -> float:
-    """Mean reward of latent frames 1.. over the pool, ``seeds`` fixed seeds per clip: the deterministic
-    sampler, or the selective SDE sampler with fixed SDE steps."""
-    stage, steps_per_frame = built.stage, len(built.config.grpo.timesteps)
+    """Mean reward of latent frames 1.. over the pool, ``seeds`` fixed seeds per clip: the deployed
+    sampler given those seeds, or with one re-noising draw per frame from a second fixed stream (GRPO's
+    selective actions, at fixed transitions)."""
+    stage, kw = built.stage, built.stage._kw()
     values = []
     with torch.no_grad():
         for i, c0 in enumerate(conds):
             c = repeat_conditions(c0, seeds)
             rng = SampleRandom([sample_seed(seed, 7, i, j) for j in range(seeds)], c.latents.device)
-            steps = None
+            noise = FrameNoise(rng)
             if stochastic:
-                g = torch.Generator().manual_seed(sample_seed(seed, 8, i))
-                steps = torch.randint(steps_per_frame, (seeds, built.latent), generator=g)
-            frames = selective_rollout(stage.policy, c, rng, steps, **stage._kw()).clean[:, :, : built.latent]
+                picks = stochastic_steps_for([sample_seed(seed, 8, i)] * seeds, built.latent,
+                                             kw["sampler"].transitions)  # fmt: skip
+                actions = SampleRandom([sample_seed(seed, 9, i, j) for j in range(seeds)], c.latents.device)
+                noise = SelectiveNoise(rng, actions, picks)
+            frames = selective_rollout(stage.policy, c, noise, frames=built.latent, **kw).clean
             values.append(float(stage.rewards(c, frames)["total"][:, 1:].mean()))
     return statistics.mean(values)
 
@@ -148,10 +152,10 @@ def main() -> None:
         directions = {"GRPO step": -mean / mean.norm(), "against it": mean / mean.norm(),
                       "random": random / random.norm()}  # fmt: skip
         policy.eval()
-        base = {"ode": evaluate(False), "sde": evaluate(True)}
+        base = {"fixed": evaluate(False), "actions": evaluate(True)}
         print(
             f"  |theta| {norm:.1f}; reward of latent frames 1.. at the start: deterministic "
-            f"{base['ode']:.4f}, selective SDE {base['sde']:.4f}"
+            f"{base['fixed']:.4f}, with selective actions {base['actions']:.4f}"
         )
         rows = []
         for eta in args.etas:
@@ -161,11 +165,11 @@ def main() -> None:
                     for p, t in zip(params, theta, strict=True):
                         p.copy_(t + eta * d[offset : offset + p.numel()].view_as(p))
                         offset += p.numel()
-                ode, sde = evaluate(False), evaluate(True)
-                change = {"ode": ode - base["ode"], "sde": sde - base["sde"]}
+                fixed, actions = evaluate(False), evaluate(True)
+                change = {"fixed": fixed - base["fixed"], "actions": actions - base["actions"]}
                 rows.append({"eta": eta, "direction": name, **change})
-                print(f"  eta {eta:<4} {name:11s} change: deterministic {change['ode']:+.4f}, "
-                      f"selective SDE {change['sde']:+.4f}", flush=True)  # fmt: skip
+                print(f"  eta {eta:<4} {name:11s} change: fixed draws {change['fixed']:+.4f}, "
+                      f"with actions {change['actions']:+.4f}", flush=True)  # fmt: skip
         with torch.no_grad():
             for p, t in zip(params, theta, strict=True):
                 p.copy_(t)

@@ -20,10 +20,10 @@ motion reward gets the evaluation's tracker.
   fractions of width and height: 16 px in x or 9.6 in y at 80x48); the library's default 0.01, half that
   distance, scores 0 for most of the toy student's frames, and the advantages are then noise) and aesthetic
   (the tiny preset's random CLIP and LAION-format head: a number that must not collapse, not a judgement of
-  beauty). With --reward-tracker toy (the default) the motion reward's tracker is the evaluation's:
-  ``common.TRACKER``'s settings, on the frames upscaled to about 320 px wide
-  (``common.UpscaledTracker``; the opencv defaults lose nearly every point on the toy VAE's blurry
-  frames); ``GRPOConfig.tracker`` takes only a name. --aesthetic-weight 0 (the default) keeps the random
+  beauty). The motion reward's tracker is the evaluation's (the library's
+  ``ardrag.data.trackers.scaled.metric_tracker``: opencv on the frames upscaled to about 320 px wide,
+  with settings for soft frames; the opencv defaults lose nearly every point on the toy VAE's blurry
+  frames). --aesthetic-weight 0 (the default) keeps the random
   head's score out of the advantages (it is still logged): in frame 0, where the motion reward is
   constant, the per-frame normalisation would otherwise turn its tiny differences into unit advantages.
   --brightness trains on a control reward instead, each frame's mean intensity (``common.brightness_reward``),
@@ -38,9 +38,12 @@ motion reward gets the evaluation's tracker.
   it gives spans the whole run, while the tenths' means lie 0.9 of a run apart). The clip of each step
   is recorded as the trainer takes it (``clip_order`` in figures.json); with --batch > 1 a step's "clip"
   is its set of clips, so these figures mean something only when sets recur (e.g. --batch = --clips).
-  Then a seeded before/after check: the starting student and the final policy generate (``StreamSession``,
-  3 steps, same seeds) each clip of the pool and the toy's held-out clips; their mean motion reward and
-  tracking error (``bench_train_toy``'s measure, ``common.tracking_errors``) are compared.
+  Then the before/after check, through ``ardrag eval``'s code path (``ardrag.evaluation.run.evaluate``:
+  ``StreamSession`` with the deployed sampler, seed 0, the metric tracker): the starting student and the
+  final policy on the training pool and on --eval-clips held-out clips drawn with --eval-seed (default
+  9100 + --seed: other seeds give other held-out clips; the toy trains on seed 0 and holds out seed 1),
+  paired by clip, with bootstrap 95 % intervals of each mean, of the difference after - before and of the
+  ratio (``compare_eval.compare``). Held-out clips are never used to choose settings.
 
 Writes ``figures.json`` and copies ``rewards.png`` to --out.
 
@@ -52,6 +55,7 @@ Writes ``figures.json`` and copies ``rewards.png`` to --out.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import statistics
@@ -61,11 +65,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import add_grpo_arguments, build_grpo, loader, stream, tracking_errors
+from common import add_grpo_arguments, build_grpo, evaluate_models, loader, toy_benchmark
+from compare_eval import compare
 
 from ardrag import console
 from ardrag.model.transformer_ardrag import CausalARDragTransformer
-from ardrag.rewards import latent_frame_rewards, motion_reward
 from ardrag.training.grpo import debiased_ema, plot_rewards
 from ardrag.training.run import export_model
 from ardrag.training.trainer import Trainer
@@ -113,29 +117,21 @@ def within_clip_trend(values: list[float], keys: list[str]) -> dict[str, float]:
     return {"change": slope * n, "se": se * n, "steps": len(values)}
 
 
-def before_after(
-    pipe: Any,
-    models: dict[str, Any],
-    clips: list[dict[str, Any]],
-    reward_tracker: Any,
-    eval_tracker: Any,
-    alpha: float,
-) -> dict[str, dict[str, float]]:
-    """Per model: mean motion reward (as in training: mean over latent frames) and mean tracking error."""
-    out = {}
-    for name, model in models.items():
-        rewards, errors = [], []
-        for i, clip in enumerate(clips):
-            video = stream(pipe, model, clip, seed=i)
-            per = motion_reward(video, tracks=clip["tracks"], visible=clip["visible"], tracker=reward_tracker,
-                                alpha=alpha)  # fmt: skip
-            rewards.append(float(latent_frame_rewards(per).mean()))
-            errors.append(tracking_errors(video, clip, eval_tracker))
-        out[name] = {
-            "motion_reward": statistics.mean(rewards),
-            "track_error_px": float(np.concatenate(errors).mean()),
-        }
-    return out
+def before_after(built: Any, final: Any, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """The starting student and the final policy through ``ardrag eval``'s code path on the training pool
+    and on --eval-clips held-out clips drawn with --eval-seed; per clip set, both runs' results and their
+    paired comparison (``compare_eval.compare``: bootstrap intervals over the clips)."""
+    models = {"starting student": built.start, "after GRPO": final}
+    sets = {"training pool": (args.clips, built.toy_args.seed), "held-out": (args.eval_clips, args.eval_seed)}
+    check = {}
+    for where, (num, seed) in sets.items():
+        bench = toy_benchmark(built.toy_args, built.size, num, seed, out / "eval" / where.replace(" ", "_"))
+        results = evaluate_models(built.pipe, models, bench, out / "eval" / where.replace(" ", "_"))
+        before, after = results["starting student"], results["after GRPO"]
+        check[where] = {"clips": num, "seed": seed, "before": before["consistency_error_px"],
+                        "after": after["consistency_error_px"],
+                        "compare": compare(before, after, args.resamples, 0)}  # fmt: skip
+    return check
 
 
 def main() -> None:
@@ -144,24 +140,26 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/bench_grpo_toy")
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--steps", type=int, help="a cap besides --minutes")
-    ap.add_argument("--eval-clips", type=int, default=8, help="held-out clips of the before/after check")
+    ap.add_argument("--eval-clips", type=int, default=16, help="held-out clips of the before/after check")
+    ap.add_argument("--eval-seed", type=int, help="their seed (default 9100 + --seed; the toy trains on 0)")
+    ap.add_argument("--resamples", type=int, default=5000, help="bootstrap resamples of the intervals")
     args = ap.parse_args()
+    if args.eval_seed is None:
+        args.eval_seed = 9100 + args.seed
     console.setup()  # the trainer's progress and time-limit lines
     torch.set_num_threads(1)
     out = Path(args.out)
-    built = build_grpo(args, out, args.minutes, args.eval_clips, steps=args.steps)
-    pipe, start, stage, config = built.pipe, built.start, built.stage, built.config
-    student, latent, pool, held = built.student, built.latent, built.pool, built.held
-    eval_tracker = built.tracker
+    built = build_grpo(args, out, args.minutes, steps=args.steps)
+    stage, config = built.stage, built.config
+    student, latent = built.student, built.latent
     toy = Path(args.toy)
-    reward_tracker = stage.tracker
 
     order: list[str] = []  # the clip of each step, in the order the trainer takes them
 
     print(f"GRPO from {student}: {args.clips} clips, G = {args.group}, {latent} latent frames, lr {args.lr}, "
-          f"noise level {args.noise_level}, clip range {args.clip_range}, KL {args.kl_beta}, "
-          f"{args.updates_per_rollout} updates per rollout, {args.minutes} min, reward tracker "
-          f"{args.reward_tracker}, {'own' if args.own_noise else 'shared'} starting noise, aesthetic weight "
+          f"clip range {args.clip_range}, KL {args.kl_beta}, "
+          f"{args.updates_per_rollout} updates per rollout, {args.minutes} min, "
+          f"{'own' if args.own_noise else 'shared'} starting noise, aesthetic weight "
           f"{args.aesthetic_weight}{', trained on brightness' if args.brightness else ''}",
           flush=True)  # fmt: skip
     t0 = time.perf_counter()
@@ -203,20 +201,21 @@ def main() -> None:
         shutil.copy(plot, out / "rewards.png")
         print(f"\nreward curves: {out / 'rewards.png'}")
 
-    # before / after, same seeds
+    # before / after: ardrag eval's code path, paired by clip, with bootstrap intervals
     final = CausalARDragTransformer.from_pretrained(export).eval()
-    models = {"starting student": start.eval(), "after GRPO": final}
-    scoring = (reward_tracker, eval_tracker, args.motion_alpha)
-    check = {"training pool": before_after(pipe, models, pool, *scoring),
-             "held-out": before_after(pipe, models, held, *scoring)}  # fmt: skip
-    figures["before_after"] = check
-    print("\nbefore / after (StreamSession, 3 steps, same seeds): mean motion reward, tracking error (px)")
+    figures["before_after"] = check = before_after(built, final, args, out)
+    print("\nbefore / after (ardrag eval's code path: StreamSession, the deployed sampler, seed 0): tracking "
+          "error (px), mean [95 % interval]")  # fmt: skip
     for where, res in check.items():
-        for name, r in res.items():
-            print(
-                f"  {where:14s} {name:18s} reward {r['motion_reward']:.4f}  error {r['track_error_px']:.2f}"
-            )
-    (out / "figures.json").write_text(json.dumps(figures, indent=1))
+        c = res["compare"].get("consistency_error_px")
+        if c is None:
+            print(f"  {where}: fewer than 2 clips with a tracking error")
+            continue
+        b, a, d = c["before"], c["after"], c["after - before"]
+        print(f"  {where:14s} ({res['clips']} clips, seed {res['seed']}): {b.estimate:.2f} [{b.low:.2f}, "
+              f"{b.high:.2f}] -> {a.estimate:.2f} [{a.low:.2f}, {a.high:.2f}]; after - before "
+              f"{d.estimate:+.2f} [{d.low:+.2f}, {d.high:+.2f}]: {c['change']}")  # fmt: skip
+    (out / "figures.json").write_text(json.dumps(figures, indent=1, default=dataclasses.asdict))
 
 
 if __name__ == "__main__":

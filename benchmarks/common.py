@@ -8,7 +8,6 @@ stage. The scripts import it as ``common`` (a script's own folder is the first e
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import sys
@@ -16,7 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
@@ -27,6 +25,7 @@ from ardrag.data.loader import ShardedVideoDataset
 from ardrag.data.sample import Sample
 from ardrag.data.sources.toy import ToyConfig, ToySource
 from ardrag.data.trackers import get_tracker
+from ardrag.data.trackers.scaled import SMALL_VIDEO_OPENCV, ScaledTracker
 from ardrag.inference.session import StreamSession
 from ardrag.model.pipeline import ARDragPipeline, GenerationConfig
 from ardrag.model.transformer_ardrag import CausalARDragTransformer
@@ -64,6 +63,30 @@ def held_out_clips(args: argparse.Namespace, size: tuple[int, int], num: int) ->
     return [clip_dict(s) for s in ToySource(toy_config(args, num, args.seed + 1, size)).samples()]
 
 
+def evaluate_models(
+    pipe: ARDragPipeline, models: dict[str, Any], benchmark: Path, out: Path
+) -> dict[str, Any]:
+    """``ardrag eval``'s code path (``ardrag.evaluation.run.evaluate``: ``StreamSession`` with the deployed
+    sampler, the metric tracker, seed 0) for each model on ``benchmark``; its ``results.json`` per model
+    under ``out / name``. The metric networks are the tiny preset's (random: only the tracking and
+    smoothness figures mean something here)."""
+    from ardrag.evaluation.run import evaluate
+
+    results = {}
+    for name, model in models.items():
+        pipe.transformer = model.eval()
+        results[name] = evaluate(out / name.replace(" ", "_"), preset=TINY, pipe=pipe, benchmark=benchmark,
+                                 progress=False)  # fmt: skip
+    return results
+
+
+def toy_benchmark(targs: argparse.Namespace, size: tuple[int, int], num: int, seed: int, out: Path) -> Path:
+    """``num`` clips of the toy run's kind drawn with ``seed``, written as an evaluation benchmark."""
+    from ardrag.evaluation.benchmark import write_procedural_benchmark
+
+    return write_procedural_benchmark(toy_config(targs, num, seed, size), out)
+
+
 def write_clips(samples: list[Sample], out: Path, config: ToyConfig, shard_samples: int) -> None:
     shards = ShardConfig(shard_samples=shard_samples, encode=EncodeConfig(threads=1))
     write_dataset(samples, out, config, shards=shards, name="procedural", progress=False)
@@ -86,6 +109,28 @@ def loader(config: TrainConfig, root: str, seen: list[str] | None = None) -> Cal
 
 
 # -- models ----------------------------------------------------------------------------------------
+TOY_EVAL_SEED = 9001  # datasets/eval/toy.yaml's seed: clips that no toy run trains on
+
+
+def toy_pipe(toy: Path) -> tuple[ARDragPipeline, argparse.Namespace, tuple[int, int], Any]:
+    """(pipeline, run arguments, size, untrained model) of a ``bench_train_toy.py`` run: its encoders,
+    fitted VAE, size and heatmap spots, and the random toy transformer its teacher started from (control
+    weights zero: the untrained model)."""
+    from ardrag.model.tiny import tiny_transformer
+
+    figures = json.loads((toy / "figures.json").read_text())
+    targs, size = argparse.Namespace(**figures["args"]), tuple(figures["size"])
+    heads, head_dim, layers, ffn = targs.transformer
+    wan = tiny_transformer(targs.seed, TOY, num_attention_heads=heads, attention_head_dim=head_dim,
+                           num_layers=layers, ffn_dim=ffn, added_kv_proj_dim=heads * head_dim)  # fmt: skip
+    config = resolve_config(
+        "teacher", preset=TINY, overrides={"seed": targs.seed, "model": {"vae": str(toy / "vae")}}
+    )
+    pipe, untrained = build_models(config, transformer=wan)
+    at_toy_size(pipe, size, targs.heatmap_sigma)
+    return pipe, targs, size, untrained.eval()
+
+
 def at_toy_size(pipe: ARDragPipeline, size: tuple[int, int], sigma: float) -> ARDragPipeline:
     """The pipeline generating at the toy's training size, with its heatmap spots (sigma in px)."""
     fields = pipe.config.model_dump()
@@ -95,38 +140,18 @@ def at_toy_size(pipe: ARDragPipeline, size: tuple[int, int], sigma: float) -> AR
 
 
 # -- evaluation ------------------------------------------------------------------------------------
-TRACKER = {"win_size": 31, "appearance_threshold": None, "fb_threshold_px": 4.0, "predict_motion": False}
-
-
-class UpscaledTracker:
-    """Runs ``tracker`` on the video upscaled ``up`` times (bicubic; by default to about 320 px wide) and
-    gives its tracks in the video's own pixels. The evaluation's tracker, and the toy GRPO reward's."""
-
-    def __init__(self, tracker: Any, up: int | None = None):
-        self.tracker, self.up = tracker, up
-
-    def setup(self) -> None:
-        self.tracker.setup()
-
-    def track(self, video: np.ndarray, queries: np.ndarray) -> Any:
-        h, w = video.shape[1:3]
-        up = self.up or max(1, round(320 / w))
-        big = np.stack([cv2.resize(f, (w * up, h * up), interpolation=cv2.INTER_CUBIC) for f in video])
-        q = np.asarray(queries, np.float32).copy()
-        q[:, 1:] = (q[:, 1:] + 0.5) * up - 0.5
-        result = self.tracker.track(big, q)
-        return dataclasses.replace(result, tracks=((result.tracks + 0.5) / up - 0.5).astype(np.float32))
+TRACKER = SMALL_VIDEO_OPENCV  # the library's settings for small, soft frames (ardrag.data.trackers.scaled)
 
 
 def tracking_errors(video: np.ndarray, clip: dict[str, Any], tracker: Any) -> np.ndarray:
-    """L2 errors (px) of the target points tracked from frame 0 through ``video`` by ``UpscaledTracker``
+    """L2 errors (px) of the target points tracked from frame 0 through ``video`` by ``ScaledTracker``
     (predictions clipped to the frame), over the frames after 0 where the target point is visible; points
     not visible in frame 0 are left out."""
     ok = clip["visible"][0]
     tracks, visible = clip["tracks"][:, ok], clip["visible"][:, ok].copy()
     h, w = video.shape[1:3]
     queries = np.concatenate([np.zeros((len(tracks[0]), 1)), tracks[0]], 1).astype(np.float32)
-    found = UpscaledTracker(tracker).track(video, queries).tracks
+    found = ScaledTracker(tracker).track(video, queries).tracks
     predicted = np.clip(found, -0.5, np.array([w - 0.5, h - 0.5], np.float32))
     visible[0] = False
     return np.linalg.norm(predicted - tracks, axis=-1)[visible]
@@ -164,12 +189,9 @@ def add_grpo_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--group", type=int, default=8, help="G, rollouts per condition")
     ap.add_argument("--batch", type=int, default=4, help="conditions (clips) per step")
     ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--noise-level", type=float, default=0.7)
     ap.add_argument("--clip-range", type=float, default=1e-3, help="epsilon of the clipped ratio")
     ap.add_argument("--kl-beta", type=float, default=0.04)
     ap.add_argument("--updates-per-rollout", type=int, default=2)
-    ap.add_argument("--reward-tracker", choices=("toy", "default"), default="toy",
-                    help="toy: the motion reward's tracker gets common.TRACKER, upscaled")  # fmt: skip
     ap.add_argument(
         "--motion-alpha",
         type=float,
@@ -228,7 +250,7 @@ def build_grpo(
         "data": {"root": str(out / "data"), "procedural_clips": 0, "scale": 1.0, "max_frames": frames},
         "model": {"preset": TOY, "init": str(student), "vae": str(toy / "vae")},
         "grpo": {"group_size": args.group, "latent_frames": latent, "cache_window": start.config.cache_window,
-                 "noise_level": args.noise_level, "kl_beta": args.kl_beta, "clip_range": args.clip_range,
+                 "kl_beta": args.kl_beta, "clip_range": args.clip_range,
                  "updates_per_rollout": args.updates_per_rollout, "motion_alpha": args.motion_alpha,
                  "shared_noise": not args.own_noise,
                  "reward_weights": weights, **(grpo or {})},
@@ -240,11 +262,9 @@ def build_grpo(
     stage = GRPOStage(config, pipe, start)
     eval_tracker = get_tracker("opencv", TRACKER)
     eval_tracker.setup()
-    if args.reward_tracker == "toy":
-        stage.tracker = UpscaledTracker(eval_tracker)
     loader_cfg = config.data.loader.model_copy(update={"batch_size": config.batch_size})
     dataset = ShardedVideoDataset(str(out / "data"), loader_cfg)
     return argparse.Namespace(
         pipe=pipe, start=start, stage=stage, config=config, pool=[clip_dict(x) for x in samples], held=held,
-        dataset=dataset, tracker=eval_tracker, student=student, latent=latent,
+        dataset=dataset, tracker=eval_tracker, student=student, latent=latent, toy_args=targs, size=size,
     )  # fmt: skip

@@ -62,7 +62,7 @@ class Networks:
 
     def __init__(self, preset: str | None, inception: str | None, i3d: str | None,
                  aesthetic_clip: str | None, aesthetic_head: str | None, seed: int = 0):  # fmt: skip
-        from ardrag.data.trackers import get_tracker
+        from ardrag.data.trackers.scaled import metric_tracker
         from ardrag.metrics import I3DFeatures, InceptionFeatures
         from ardrag.rewards import AestheticScorer
 
@@ -89,7 +89,7 @@ class Networks:
             if aesthetic_head is None:
                 raise ConfigError("--aesthetic-clip needs --aesthetic-head (the LAION MLP's weights)")
             self.scorer = AestheticScorer.from_paths(aesthetic_clip, aesthetic_head)
-        self.tracker = get_tracker("opencv")
+        self.tracker = metric_tracker("opencv")  # small videos upscaled first (ardrag.data.trackers.scaled)
         self.tracker.setup()
 
 

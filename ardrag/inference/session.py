@@ -6,6 +6,11 @@ from one step to the next, and gets those frames back decoded as soon as the lat
 :meth:`~StreamSession.regenerate` redoes the last step with other controls: the KV caches, the streaming
 VAE encoder and decoder and the noise generator roll back to where that step started.
 
+Each step runs the student's sampler (:mod:`ardrag.inference.sampler`, the one that distillation and GRPO
+train): its schedule, its re-noising draws and the noise that replaces the reference after frame 0
+(drawn once per frame) are those of training, so a GRPO rollout and a session given the same draws
+(``noise``) produce the same frames, bit for bit.
+
 Starting a session encodes the prompt and the reference's CLIP embedding; the reference's VAE latent is
 encoded by the first step, in one batch with frame 0's control heatmap (both are one frame, the first
 chunk of the causal VAE encoder), and the encoder then keeps only the control stream.
@@ -20,6 +25,7 @@ import numpy as np
 import torch
 
 from ardrag.errors import ConfigError
+from ardrag.inference.sampler import FrameNoise, FrameSampler, SampleRandom
 from ardrag.model.pipeline import ARDragPipeline
 from ardrag.model.vae import StreamingVaeDecoder, StreamingVaeEncoder
 
@@ -29,12 +35,25 @@ class _State:
     caches: list[dict[str, Any]]
     encoder: Any
     decoder: Any
-    rng: torch.Tensor
+    rng: Any
     frame: int
 
 
 class StreamSession:
-    def __init__(self, pipe: ARDragPipeline, reference: np.ndarray, prompt: str, seed: int = 0):
+    """``seed`` seeds the session's one noise stream; ``noise`` (a :class:`FrameNoise`, e.g. GRPO's
+    :class:`~ardrag.inference.sampler.SelectiveNoise` with one row) replaces it, and ``sampler`` the
+    pipeline's (``FrameSampler.from_config(pipe.config)``)."""
+
+    def __init__(
+        self,
+        pipe: ARDragPipeline,
+        reference: np.ndarray,
+        prompt: str,
+        seed: int = 0,
+        *,
+        noise: FrameNoise | None = None,
+        sampler: FrameSampler | None = None,
+    ):
         self.pipe = pipe
         model = pipe.transformer
         self.text, self.negative = pipe.encode_prompt(prompt)
@@ -46,35 +65,23 @@ class StreamSession:
         self.caches = [model.new_cache() for _ in range(2 if self.guided else 1)]
         self.encoder = StreamingVaeEncoder(pipe.vae)
         self.decoder = StreamingVaeDecoder(pipe.vae)
-        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.noise = noise if noise is not None else FrameNoise(SampleRandom([seed]))
+        self.sampler = sampler if sampler is not None else FrameSampler.from_config(pipe.config)
         self.frame = 0  # latent frames done
+        self.latent: torch.Tensor | None = None  # the last frame's clean latent (normalised)
         self._before_last: _State | None = None
-        self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._pending: tuple[torch.Tensor, ...] | None = None
 
     @property
     def pixel_frames_next(self) -> int:
         """How many pixel frames the next step covers (and how many control rows it takes)."""
         return 1 if self.frame == 0 else 4
 
-    def _noise(self, like: torch.Tensor) -> torch.Tensor:
-        return torch.randn(like.shape, generator=self.generator, dtype=torch.float32).to(like)
-
-    def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The 36 input channels of this frame and the image tokens for cross-attention."""
-        if self.frame == 0:
-            mask, cond, clip = torch.ones_like(x[:, :4]), self.ref_latent, self.clip
-        else:  # the paper: no reference after frame 0, Gaussian noise in its place
-            mask, cond, clip = (
-                torch.zeros_like(x[:, :4]),
-                self._noise(self.ref_latent),
-                self._noise(self.clip),
-            )
-        return torch.cat([x, mask, cond], 1), clip
-
-    def _velocity(
-        self, x_in: torch.Tensor, t: float, clip: torch.Tensor, control: torch.Tensor, write: bool
-    ) -> torch.Tensor:
-        model, ts = self.pipe.transformer, torch.tensor([t], device=x_in.device)
+    def _velocity(self, x: torch.Tensor, t: float, inputs: tuple[torch.Tensor, ...], control: torch.Tensor,
+                  write: bool) -> torch.Tensor:  # fmt: skip
+        model, ts = self.pipe.transformer, torch.tensor([t], device=x.device)
+        mask, cond, clip = inputs
+        x_in = torch.cat([x, mask, cond], 1)
         v = model.forward_frame(x_in, ts, self.text, self.caches[0], clip, control=control, write=write)
         if self.guided:
             v_neg = model.forward_frame(
@@ -85,14 +92,14 @@ class StreamSession:
 
     def _state(self) -> _State:
         return _State([c.snapshot() for c in self.caches], self.encoder.snapshot(), self.decoder.snapshot(),
-                      self.generator.get_state(), self.frame)  # fmt: skip
+                      self.noise.get_state(), self.frame)  # fmt: skip
 
     def _restore(self, state: _State) -> None:
         for cache, snap in zip(self.caches, state.caches, strict=True):
             cache.restore(snap)
         self.encoder.restore(state.encoder)
         self.decoder.restore(state.decoder)
-        self.generator.set_state(state.rng)
+        self.noise.set_state(state.rng)
         self.frame = state.frame
 
     @torch.no_grad()
@@ -113,17 +120,17 @@ class StreamSession:
             self.ref_latent, control = latents[:1], latents[1:]
         else:
             control = self.pipe.normalize(self.encoder.encode_next(pixels))
-        x = self._noise(self.ref_latent)
-        steps = self.pipe.config.timesteps
-        for i, t in enumerate(steps):
-            x_in, clip = self._inputs(x)
-            x0 = x - (t / 1000) * self._velocity(x_in, t, clip, control, write=False)
-            x = (
-                x0
-                if i == len(steps) - 1
-                else (1 - steps[i + 1] / 1000) * x0 + steps[i + 1] / 1000 * self._noise(x0)
-            )
-        self._pending = (*self._inputs(x), control)
+        m, sampler = self.frame, self.sampler
+        inputs = self.noise.inputs(m, self.ref_latent, self.clip)
+
+        def predict(x: torch.Tensor, n: int) -> torch.Tensor:
+            return sampler.predict(x, self._velocity(x, sampler.timesteps[n], inputs, control, False), n)
+
+        x, _ = sampler.run(
+            predict, self.noise.start(m, self.ref_latent), lambda n: self.noise.renoise(m, n, self.ref_latent)
+        )
+        self._pending = (x, inputs, control)
+        self.latent = x
         pixels = self.decoder.decode_next(x)
         self.frame += 1
         frames = ((pixels[0].permute(1, 2, 3, 0).float() + 1) * 127.5).round().clamp(0, 255)
@@ -131,13 +138,14 @@ class StreamSession:
 
     @torch.no_grad()
     def flush(self) -> None:
-        """Write the last frame into the KV caches (the pass at ``write_timestep`` on the clean latent).
+        """Write the last frame into the KV caches (the sampler's pass at ``write_timestep`` on the clean
+        latent, with the frame's own inputs).
         :meth:`step` defers it to the start of the next step, so that its frames come out one transformer
         pass sooner; call it to have the caches complete now (an idle moment between user inputs)."""
         if self._pending is not None:
-            x_in, clip, control = self._pending
+            x, inputs, control = self._pending
             self._pending = None
-            self._velocity(x_in, self.pipe.config.write_timestep, clip, control, write=True)
+            self._velocity(x, self.sampler.write_timestep, inputs, control, write=True)
 
     def regenerate(
         self, tracks: np.ndarray, visible: np.ndarray | None = None, intensity: np.ndarray | None = None

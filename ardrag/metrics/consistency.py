@@ -2,7 +2,8 @@
 
 Tracker-based, as in the paper: the target points visible at frame 0 are tracked through the generated
 video, starting from their target positions at frame 0 (a tracker of :mod:`ardrag.data.trackers`:
-``opencv`` by default, CoTracker in the paper), and the tracked positions are compared with the targets.
+``opencv`` by default, CoTracker in the paper; videos narrower than 320 px are upscaled first, see
+:mod:`ardrag.data.trackers.scaled`), and the tracked positions are compared with the targets.
 The tracker's own visibility flags are not used: a point the video loses or mangles should count as
 wrong, not be excused, so its predicted position is compared like any other.
 
@@ -34,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ardrag.data.trackers import get_tracker
+from ardrag.data.trackers.scaled import metric_tracker
 from ardrag.errors import describe
 from ardrag.rewards import check_video
 
@@ -105,7 +106,7 @@ def consistency_from_tracks(
 def motion_consistency(video: np.ndarray, target_tracks: Any, target_visible: Any, tracker: Any = None,
                        *, alpha: float = ALPHA) -> ConsistencyResult:  # fmt: skip
     """Track the targets visible at frame 0 through ``video`` and compare (see the module docstring).
-    ``tracker``: a set-up tracker (default: ``opencv``)."""
+    ``tracker``: a set-up tracker (default: ``metric_tracker("opencv")``)."""
     video = check_video(video)
     t, h, w = video.shape[:3]
     target, vis = _check_targets(target_tracks, target_visible, t)
@@ -114,7 +115,7 @@ def motion_consistency(video: np.ndarray, target_tracks: Any, target_visible: An
     if len(start) == 0 or t == 1:
         return consistency_from_tracks(target, target, vis, (w, h), alpha=alpha)
     if tracker is None:
-        tracker = get_tracker("opencv")
+        tracker = metric_tracker("opencv")
         tracker.setup()
     queries = np.concatenate([np.zeros((len(start), 1), np.float32), target[0].astype(np.float32)], axis=1)
     found = tracker.track(video, queries).tracks

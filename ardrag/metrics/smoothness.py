@@ -33,7 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ardrag.data.trackers import get_tracker
+from ardrag.data.trackers.scaled import metric_tracker
 from ardrag.errors import describe
 from ardrag.metrics.inputs import as_videos
 
@@ -94,7 +94,7 @@ def acceleration_smoothness_scores(videos: Any, tracker: Any = None, *, max_poin
         if len(v) < 3:
             raise ValueError(f"videos[{i}] is {describe(v)}; expected at least 3 frames (acceleration)")
     if tracker is None:
-        tracker = get_tracker("opencv")
+        tracker = metric_tracker("opencv")
         tracker.setup()
     out = []
     for v in clips:

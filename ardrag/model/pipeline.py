@@ -17,7 +17,7 @@ v = noise - x_0. A few-step sampler denoises to x_0 at each step and re-noises t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -38,6 +38,12 @@ class GenerationConfig(Config):
     timesteps: list[float] = Field(default_factory=lambda: [1000.0, 755.0, 522.0], min_length=1)
     write_timestep: float = Field(
         0.0, ge=0, le=1000, description="the clean frame's pass that fills the cache"
+    )
+    sampler: Literal["renoise", "ode"] = Field(
+        "renoise",
+        description="how a frame reaches the next level (ardrag.inference.sampler): re-noise the x0 "
+        "prediction with fresh noise, as distillation and GRPO train it (the default), or the flow ODE's "
+        "Euler step (for comparison)",
     )
     guidance_scale: float = Field(1.0, ge=1.0, description="> 1: classifier-free guidance, two caches")
     negative_prompt: str = "default"

@@ -5,7 +5,8 @@ resolution (the bucket times ``data.scale``, rounded to multiples of 16; tracks 
 without gradients: the clean video latents, the control heatmaps, the reference (VAE latent and CLIP
 embedding) and the prompts (with the negative prompts when guidance needs them).
 
-Every random draw of a sample comes from its own generator, seeded by (run seed, step, phase, the
+Every random draw of a sample comes from its own generator (``SampleRandom``, defined with the sampler
+in :mod:`ardrag.inference.sampler` and re-exported here), seeded by (run seed, step, phase, the
 sample's global index): a global batch split over 2 processes draws exactly what one process draws for
 the whole batch, which the multi-process test relies on.
 """
@@ -22,6 +23,7 @@ import torch
 from ardrag.data.buckets import resize_frames
 from ardrag.data.heatmap import render_heatmaps
 from ardrag.data.sample import negative_prompt
+from ardrag.inference.sampler import SampleRandom
 from ardrag.model.pipeline import encode_text
 from ardrag.model.vae import normalize_latents
 
@@ -30,32 +32,6 @@ def sample_seed(*parts: int) -> int:
     """A 63-bit seed from integers (run seed, step, phase, sample index, ...), stable across runs."""
     digest = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-class SampleRandom:
-    """Per-sample generators: ``randn(shape)`` returns (B, *shape), row i drawn from sample i's own
-    stream; ``uniform()`` returns (B,)."""
-
-    def __init__(self, seeds: list[int], device: torch.device):
-        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
-        self.device = device
-
-    def __len__(self) -> int:
-        return len(self.generators)
-
-    def randn(self, *shape: int, rows: list[bool] | None = None) -> torch.Tensor:
-        """(B, *shape); with ``rows``, only those samples draw (the others get zeros and keep their
-        streams where they were), so a sample's draws never depend on the rest of its batch."""
-        return torch.stack([
-            torch.randn(shape, generator=g) if rows is None or rows[i] else torch.zeros(shape)
-            for i, g in enumerate(self.generators)
-        ]).to(self.device)  # fmt: skip
-
-    def uniform(self) -> torch.Tensor:
-        return torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators])
-
-    def choice(self, n: int) -> list[int]:
-        return [int(torch.randint(n, (1,), generator=g)) for g in self.generators]
 
 
 @dataclass
@@ -139,8 +115,10 @@ def prepare(pipe: Any, batch: dict[str, Any], index: list[int], scale: float, ma
 
 
 def image_condition(c: Conditions, frames: int, rng: SampleRandom) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mask (B, 4, F, h, w), image condition (B, 16, F, h, w)) of a whole clip: the reference latent at
-    latent frame 0 (mask 1), Gaussian noise after it (mask 0), as in :mod:`ardrag.inference.teacher`."""
+    """(mask (B, 4, F, h, w), image condition (B, 16, F, h, w)) of a whole clip, for the bidirectional
+    passes (teacher, critic): the reference latent at latent frame 0 (mask 1), Gaussian noise after it
+    (mask 0), as in :mod:`ardrag.inference.teacher`. The student's frame-by-frame inputs come from
+    :class:`ardrag.inference.sampler.FrameNoise`."""
     shape = c.ref_latent.shape
     cond = rng.randn(shape[1], frames, *shape[3:])
     cond[:, :, :1] = c.ref_latent
@@ -152,12 +130,3 @@ def image_condition(c: Conditions, frames: int, rng: SampleRandom) -> tuple[torc
 def shift_sigma(u: torch.Tensor, shift: float) -> torch.Tensor:
     """Flow shift of noise levels in [0, 1]: shift u / (1 + (shift - 1) u)."""
     return shift * u / (1 + (shift - 1) * u)
-
-
-def frame_inputs(c: Conditions, m: int, rng: SampleRandom) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mask, image condition, CLIP tokens) of latent frame m: the reference at m = 0, noise after."""
-    shape = (c.batch, 4, 1, *c.ref_latent.shape[3:])
-    if m == 0:
-        return torch.ones(shape, device=c.ref_latent.device), c.ref_latent, c.clip
-    cond = rng.randn(*c.ref_latent.shape[1:])
-    return torch.zeros(shape, device=c.ref_latent.device), cond, rng.randn(*c.clip.shape[1:])

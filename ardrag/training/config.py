@@ -106,14 +106,18 @@ class DistillConfig(Config):
 
 class GRPOConfig(Config):
     group_size: int = Field(4, ge=2, description="G: rollouts per condition")
-    timesteps: list[float] = Field(default_factory=lambda: [1000.0, 755.0, 522.0], min_length=1)
+    timesteps: list[float] = Field(
+        default_factory=lambda: [1000.0, 755.0, 522.0],
+        min_length=2,
+        description="the deployed sampler's schedule; the action is one of its re-noising transitions",
+    )
     cache_window: int = Field(7, ge=1)
-    latent_frames: int = Field(21, ge=1, description="latent frames per rollout")
-    noise_level: float = Field(0.7, gt=0, description="a in the SDE step's sigma = a sqrt(s / (1 - s))")
+    latent_frames: int = Field(21, ge=2, description="latent frames per rollout (frame 0 carries no action)")
     shared_noise: bool = Field(
         True,
-        description="a condition's G rollouts start every frame from the same noise (and frame inputs), so "
-        "that they differ only by their SDE steps' noise, the one draw the log-probability covers",
+        description="a condition's G rollouts share every draw but their actions (starting noise, noise "
+        "inputs, the other transitions' re-noising), so that they differ only by what the "
+        "log-probability covers",
     )
     clip_range: float = Field(1e-3, gt=0, description="epsilon of the clipped importance ratio")
     kl_beta: float = Field(0.04, ge=0, description="weight of the KL to the starting student")

@@ -7,9 +7,11 @@ the teacher trained by flow matching on the generator's samples) and a **discrim
 critic's last-block features.
 
 **Rollout** (one exit step s per rollout, drawn from (seed, step) so every process agrees): every latent
-frame starts from noise and is denoised at ``timesteps`` with the KV cache of the frames before it; only
-step s runs with gradients, and its prediction of the clean frame is the frame's output (what the losses
-see). What enters the cache is the switch:
+frame starts from noise and is denoised at ``timesteps`` with the KV cache of the frames before it, by the
+deployed sampler (:mod:`ardrag.inference.sampler`: x0 prediction, re-noising to the next level, the
+noise in place of the reference drawn once per frame, the cache write); only step s runs with gradients,
+and its prediction of the clean frame is the frame's output (what the losses see). What enters the cache
+is the switch:
 
 - ``self_rollout`` (Algorithm 1): after step s the frame goes on, without gradients, through every
   remaining step (re-noised from step s's prediction, as at inference), and the fully denoised frame is
@@ -42,12 +44,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ardrag.inference.sampler import FrameNoise, FrameSampler
 from ardrag.model.transformer_ardrag import ARDragTransformer, CausalARDragTransformer, KVCache
 from ardrag.training import parallel
 from ardrag.training.conditions import (
     Conditions,
     SampleRandom,
-    frame_inputs,
     image_condition,
     prepare,
     sample_seed,
@@ -107,47 +109,39 @@ def rollout(
     mode: str,
     grad: bool,
 ) -> Rollout:
-    """Generate ``frames`` latent frames one at a time (see the module docstring)."""
-    if not 0 <= exit_step < len(timesteps):
-        raise ValueError(f"exit step {exit_step} outside the {len(timesteps)}-step schedule")
+    """Generate ``frames`` latent frames one at a time with the deployed sampler (see the module
+    docstring)."""
     if mode not in ("self_rollout", "self_forcing"):
         raise ValueError(f"rollout mode {mode!r}; expected 'self_rollout' or 'self_forcing'")
+    sampler = FrameSampler(tuple(timesteps))
+    if not 0 <= exit_step < sampler.steps:
+        raise ValueError(f"exit step {exit_step} outside the {sampler.steps}-step schedule")
+    noise = FrameNoise(rng)
     cache = generator.new_cache(window)
     dtype = next(generator.parameters()).dtype
-    b, (_, _, _, h, w) = c.batch, c.ref_latent.shape
+    b = c.batch
     text = c.text.to(dtype)
     outputs, written = [], []
     for m in range(frames):
         control = c.control[:, :, m : m + 1].to(dtype)
-        mask, cond, clip = frame_inputs(c, m, rng)
+        mask, cond, clip = noise.inputs(m, c.ref_latent, c.clip)
         clip = clip.to(dtype)
 
-        def predict(x: torch.Tensor, t: float, *, write: bool = False, mask=mask, cond=cond, clip=clip,
-                    control=control) -> torch.Tensor:  # fmt: skip
+        def velocity(x: torch.Tensor, t: float, *, write: bool = False, mask=mask, cond=cond, clip=clip,
+                     control=control) -> torch.Tensor:  # fmt: skip
             ts = torch.full((b,), t, device=x.device, dtype=dtype)
             x_in = torch.cat([x, mask, cond], 1).to(dtype)
-            v = generator.forward_frame(x_in, ts, text, cache, clip, control=control, write=write)
-            return x - (t / 1000) * v.float()
+            return generator.forward_frame(x_in, ts, text, cache, clip, control=control, write=write).float()
 
-        x = rng.randn(16, 1, h, w)
-        clean = None
-        for n, t in enumerate(timesteps):
-            with torch.set_grad_enabled(grad and n == exit_step):
-                x0 = predict(x, t)
-            if n == exit_step:
-                outputs.append(x0)
-                x0 = x0.detach()
-                if mode == "self_forcing":
-                    clean = x0
-                    break
-            if n + 1 < len(timesteps):
-                s_next = timesteps[n + 1] / 1000
-                x = (1 - s_next) * x0 + s_next * rng.randn(16, 1, h, w)
-            else:
-                clean = x0
-        assert clean is not None
+        clean, exit_x0 = sampler.run(
+            lambda x, n, velocity=velocity: sampler.predict(x, velocity(x, sampler.timesteps[n]), n),
+            noise.start(m, c.ref_latent),
+            lambda n, m=m: noise.renoise(m, n, c.ref_latent),
+            exit_step=exit_step, grad=grad, stop_at_exit=mode == "self_forcing",
+        )  # fmt: skip
+        outputs.append(exit_x0)
         with torch.no_grad():
-            predict(clean, 0.0, write=True)
+            velocity(clean, sampler.write_timestep, write=True)
         written.append(clean)
     return Rollout(torch.cat(outputs, 2), written, cache)
 

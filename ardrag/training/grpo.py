@@ -1,35 +1,48 @@
-"""Stage 2: GRPO on the causal student with selective stochasticity (paper section 3.3).
+"""Stage 2: GRPO on the causal student with selective stochasticity (paper section 3.3), on the sampler
+that inference runs.
 
 **Rollouts.** For every condition (reference, prompt, trajectories) G rollouts are generated frame by
-frame with the KV cache, as at inference, except for the sampler: every denoising step is the
-deterministic flow ODE step x' = x + (s' - s) v, but in each latent frame exactly one step n^ (drawn per
-frame from the condition's seed and shared by its G rollouts) is the SDE step of Eq. 4. The last step
-lands on s = 0: the clean frame, which is written into the cache. With ``shared_noise`` (the default) the
-G rollouts also share each frame's starting noise and noise inputs, as DanceGRPO shares its initial
-noise, so that they differ only by the SDE steps' noise: the one draw that the log-probability covers.
-Otherwise every rollout draws its own starting noise too, and reward differences that come from it, which
-no update can credit, add to the advantages' noise. Kept per frame is what training needs: the
-stochastic step's input and output, its index, the frame's condition inputs, the clean frame and the old
-log-probability; no activations.
+frame with the KV cache by the deployed sampler (:mod:`ardrag.inference.sampler`: x0 prediction,
+re-noising to the next level, the noise in place of the reference drawn once per frame, the cache write
+on the clean frame), the very code that ``StreamSession`` runs. A rollout and a session given the same
+draws give the same frames, bit for bit (tests/inference/test_sampler.py).
 
-**SDE step** (Eq. 4 in diffusers' convention: s = t / 1000, s = 1 is noise, v = noise - x_0, so the step
-runs towards smaller s and dt = s' - s < 0):
+**Selective stochasticity.** The re-noising draw x_{n+1} = (1 - s_{n+1}) x0_theta(x_n) + s_{n+1} eps is
+Gaussian around a model-dependent mean: N((1 - s_{n+1}) x0_theta(x_n), s_{n+1}^2 I). In each latent frame
+after the first, exactly one transition n^ (drawn per frame from the condition's seed, shared by its G
+rollouts, among the N - 1 re-noising transitions) is the policy's stochastic action: its eps comes from
+each rollout's own stream (:class:`~ardrag.inference.sampler.SelectiveNoise`). Every other draw (the
+other transitions' eps, the starting noise, the noise inputs) is fixed by the condition's seed and, with
+``shared_noise`` (the default), the same for the G rollouts, as DanceGRPO shares its initial noise: the
+rollouts of a group differ only by the draws that the log-probability covers. Without ``shared_noise``
+every rollout draws its own, and reward differences that come from that noise, which no update can
+credit, add to the advantages' noise. Kept per frame is what training needs: the action's input and
+output, its index, the frame's inputs, the clean frame and the old log-probability; no activations.
 
-    mean = x + dt [v + sigma^2 / (2 s) (x + (1 - s) v)],   std = sigma sqrt(-dt),
-    sigma = a sqrt(s / (1 - s)),
+**Log-probability** of the action: the diagonal Gaussian's, computed in float32 and averaged over the
+frame's elements (public GRPO code does the same; it keeps ratios near 1). Replaying a rollout under
+unchanged weights gives the same log-probability bit for bit, so the ratio is exactly 1 before an update.
 
-with a = ``noise_level``; at s = 1 the denominator uses the next level instead (as Flow-GRPO does),
-since sigma would be infinite. x + (1 - s) v is the predicted noise, so the correction is the score
-term of the reverse SDE. The log-probability of the sampled x' is the diagonal Gaussian's, computed in
-float32 and averaged over the frame's elements (public GRPO code does the same; it keeps ratios near 1).
+**Loss** (Eq. 13, 14), over the frames that follow the reference (Eq. 14's sum; frame 0 regenerates the
+reference, its motion reward is constant by construction, and it carries no action): per latent frame m,
+the reward of rollout i is normalised by the mean and the standard deviation (population, + 1e-6) of
+frame m's rewards over the G rollouts (equal rewards give zero advantage); with r = exp(log p_theta -
+log p_old) of the frame's action, loss = mean over i, m of [-min(r A, clip(r, 1 - eps, 1 + eps) A) +
+beta KL], KL in closed form for two Gaussians with the same std: ||mean_theta - mean_ref||^2 / (2 std^2),
+averaged like the log-probability, against the frozen starting student. With ``updates_per_rollout`` > 1
+the same rollouts serve several optimizer steps (the ratio moves away from 1 after the first).
 
-**Loss** (Eq. 13, 14): per latent frame m, the reward of rollout i is normalised by the mean and the
-standard deviation (population, + 1e-6) of frame m's rewards over the G rollouts (equal rewards give
-zero advantage); with r = exp(log p_theta - log p_old) of the stochastic step,
-loss = mean over i, m of [-min(r A, clip(r, 1 - eps, 1 + eps) A) + beta KL], KL in closed form for two
-Gaussians with the same std: ||mean_theta - mean_ref||^2 / (2 std^2), averaged like the log-probability,
-against the frozen starting student. With ``updates_per_rollout`` > 1 the same rollouts serve several
-optimizer steps (the ratio moves away from 1 after the first).
+**Deviations from the paper, and why:**
+- The stochastic transition is the sampler's own re-noising draw, not an SDE step of the flow ODE (the
+  paper's Eq. 4, with a noise level): the deployed sampler re-noises, so its draw is the policy's only
+  randomness after the starting noise, and no noise level is needed.
+- Replay rebuilds each frame's KV cache from the rollout's clean frames without gradients: the
+  log-probability of frame m differentiates through frame m's pass only, not through the cached frames
+  before it (their gradient would need the whole rollout's graph kept, frame after frame).
+- The log-probability and the KL are averaged over a frame's elements rather than summed (a constant
+  factor that keeps the ratios near 1 and the clip range meaningful).
+- The rewards of a rollout come from the whole decoded clip, mapped to latent frames
+  (``ardrag.rewards.latent_frame_rewards``); the advantages are per latent frame, as in Eq. 13.
 """
 
 from __future__ import annotations
@@ -42,24 +55,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ardrag.inference.sampler import FrameNoise, FrameSampler, SampleRandom, SelectiveNoise
 from ardrag.model.transformer_ardrag import CausalARDragTransformer, KVCache
-from ardrag.training.conditions import Conditions, SampleRandom, frame_inputs
+from ardrag.training.conditions import Conditions
 from ardrag.training.trainer import Phase, Stage
 
 
-# -- the steps -----------------------------------------------------------------------------------
-def sde_sigma(s: float, timesteps: list[float], noise_level: float) -> float:
-    cap = timesteps[1] / 1000 if len(timesteps) > 1 else 0.999
-    return noise_level * math.sqrt(s / (1 - (cap if s >= 1 else s)))
-
-
-def sde_step_mean_std(x: torch.Tensor, v: torch.Tensor, s: float, s_next: float, sigma: float
-                      ) -> tuple[torch.Tensor, float]:  # fmt: skip
-    dt = s_next - s
-    mean = x + dt * (v + sigma**2 / (2 * s) * (x + (1 - s) * v))
-    return mean, sigma * math.sqrt(-dt)
-
-
+# -- the rollouts --------------------------------------------------------------------------------
 def gaussian_logprob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | float) -> torch.Tensor:
     """log N(x; mean, std^2 I) per sample (std a number or one per sample), averaged over the non-batch
     dimensions, in float32."""
@@ -71,18 +73,24 @@ def gaussian_logprob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | fl
 
 @dataclass
 class FrameStep:
-    """One latent frame's stochastic steps (one per rollout) and what replaying them needs."""
+    """One latent frame of a rollout: its action (one per row, or none) and what replaying it needs."""
 
-    step: torch.Tensor  # (B,) long: the SDE step of each rollout
-    x_in: torch.Tensor  # (B, 16, 1, h, w)
-    x_out: torch.Tensor
+    frame: int
+    step: torch.Tensor  # (B,) long: each row's stochastic transition n^ (-1: none, as in frame 0)
+    x_in: torch.Tensor  # (B, 16, 1, h, w): x at level n^ (zeros where no action)
+    x_out: torch.Tensor  # x at level n^ + 1, the action
     logp: torch.Tensor  # (B,) old log-probability
-    mean: torch.Tensor  # the steps' Gaussian means under the rollout's weights
+    mean: torch.Tensor  # the actions' Gaussian means under the rollout's weights
     std: torch.Tensor  # (B,)
     mask: torch.Tensor
     cond: torch.Tensor
     clip: torch.Tensor
     clean: torch.Tensor  # what was written into the cache
+
+    @property
+    def scored(self) -> bool:
+        """Whether the frame carries an action in every row (it enters the loss)."""
+        return bool((self.step >= 0).all())
 
 
 @dataclass
@@ -91,6 +99,11 @@ class SelectiveRollout:
     clean: torch.Tensor  # (B, 16, F, h, w)
     trace: list[tuple[int, int, list[str], torch.Tensor, torch.Tensor]] = field(default_factory=list)
     cache: KVCache | None = None
+
+    @property
+    def scored(self) -> list[FrameStep]:
+        """The frames that enter the loss (every frame after the first)."""
+        return [f for f in self.frames if f.scored]
 
 
 def _velocity(model: CausalARDragTransformer, c: Conditions, cache: KVCache, m: int, x: torch.Tensor,
@@ -105,87 +118,84 @@ def _velocity(model: CausalARDragTransformer, c: Conditions, cache: KVCache, m: 
     return v.float()
 
 
-def _sde(x: torch.Tensor, v: torch.Tensor, n: int, levels: list[float], timesteps: list[float],
-         noise_level: float) -> tuple[torch.Tensor, float]:  # fmt: skip
-    s, s_next = levels[n], levels[n + 1]
-    return sde_step_mean_std(x, v, s, s_next, sde_sigma(s, timesteps, noise_level))
-
-
 @torch.no_grad()
 def selective_rollout(
     model: CausalARDragTransformer,
     c: Conditions,
-    rng: SampleRandom,
-    stochastic_steps: torch.Tensor | None,
+    noise: FrameNoise,
     *,
-    timesteps: list[float],
+    sampler: FrameSampler,
     window: int,
-    noise_level: float,
+    frames: int | None = None,
     trace: bool = False,
-    sde_rng: SampleRandom | None = None,
 ) -> SelectiveRollout:
-    """Generate F latent frames; ``stochastic_steps`` (B, F): rollout i's SDE step in frame m, every
-    other step the ODE step. ``None``: the fully deterministic sampler over ``c.frames`` frames
-    (``trace`` records every transition, with each row's kind, for tests). ``rng`` draws each frame's
-    starting noise and inputs, ``sde_rng`` (default ``rng``) the SDE steps' noise."""
-    sde_rng = rng if sde_rng is None else sde_rng
-    frames = stochastic_steps.shape[1] if stochastic_steps is not None else c.frames
+    """Generate ``frames`` latent frames (default: ``noise``'s stochastic steps', else ``c.frames``) with
+    the deployed sampler and ``noise``'s draws: a :class:`SelectiveNoise` makes its picked transitions the
+    policy's actions and records them; a plain :class:`FrameNoise` gives the deterministic sampler given
+    the seeds (``trace`` records every transition, with each row's kind, for tests)."""
+    if sampler.kind != "renoise":
+        raise ValueError(f"GRPO's actions are re-noising draws; the sampler is {sampler.kind!r}")
+    selective = isinstance(noise, SelectiveNoise)
+    if frames is None:
+        frames = noise.steps.shape[1] if selective else c.frames
     cache = model.new_cache(window)
-    levels = [t / 1000 for t in timesteps] + [0.0]
-    (b, _, _, h, w) = c.ref_latent.shape
+    b = c.batch
     out = SelectiveRollout([], c.latents.new_zeros(0), cache=cache)
     clean_frames = []
     for m in range(frames):
-        mask, cond, clip = frame_inputs(c, m, rng)
-        x = rng.randn(16, 1, h, w)
-        picked = None if stochastic_steps is None else stochastic_steps[:, m].to(x.device)
-        x_in, x_out = torch.zeros_like(x), torch.zeros_like(x)
-        mean_at, std_at = torch.zeros_like(x), torch.zeros(b, device=x.device)
-        for n, t in enumerate(timesteps):
-            v = _velocity(model, c, cache, m, x, t, mask, cond, clip)
-            x_next = x + (levels[n + 1] - levels[n]) * v
-            rows = torch.zeros(b, dtype=torch.bool, device=x.device) if picked is None else picked == n
-            if rows.any():
-                mean, std = _sde(x, v, n, levels, timesteps, noise_level)
-                sampled = mean + std * sde_rng.randn(16, 1, h, w, rows=rows.tolist())
-                sel = rows.view(-1, 1, 1, 1, 1)
-                x_next = torch.where(sel, sampled, x_next)
-                x_in, x_out = torch.where(sel, x, x_in), torch.where(sel, x_next, x_out)
-                mean_at = torch.where(sel, mean, mean_at)
-                std_at = torch.where(rows, torch.full_like(std_at, std), std_at)
+        mask, cond, clip = noise.inputs(m, c.ref_latent, c.clip)
+        picked = noise.picked(m) if selective else torch.full((b,), -1)
+        x = noise.start(m, c.ref_latent)
+        got = {"x_in": torch.zeros_like(x), "x_out": torch.zeros_like(x), "mean": torch.zeros_like(x)}
+
+        def on_step(n: int, x: torch.Tensor, x0: torch.Tensor, x_next: torch.Tensor, m=m, picked=picked,
+                    got=got) -> None:  # fmt: skip
+            rows = (picked == n).to(x.device)
             if trace:
-                out.trace.append((m, n, ["sde" if r else "ode" for r in rows.tolist()], x, x_next))
-            x = x_next
-        _velocity(model, c, cache, m, x, 0.0, mask, cond, clip, write=True)
-        clean_frames.append(x)
-        if picked is not None:
-            logp = gaussian_logprob(x_out, mean_at, std_at)
-            out.frames.append(FrameStep(picked, x_in, x_out, logp, mean_at, std_at, mask, cond, clip, x))
+                out.trace.append((m, n, ["action" if r else "fixed" for r in rows.tolist()], x, x_next))
+            if rows.any():
+                sel = rows.view(-1, 1, 1, 1, 1)
+                got["x_in"] = torch.where(sel, x, got["x_in"])
+                got["x_out"] = torch.where(sel, x_next, got["x_out"])
+                got["mean"] = torch.where(sel, sampler.mean(x0, n), got["mean"])
+
+        def predict(x: torch.Tensor, n: int, m=m, mask=mask, cond=cond, clip=clip) -> torch.Tensor:
+            v = _velocity(model, c, cache, m, x, sampler.timesteps[n], mask, cond, clip)
+            return sampler.predict(x, v, n)
+
+        clean, _ = sampler.run(predict, x, lambda n, m=m: noise.renoise(m, n, c.ref_latent), on_step=on_step)
+        _velocity(model, c, cache, m, clean, sampler.write_timestep, mask, cond, clip, write=True)
+        clean_frames.append(clean)
+        std = torch.tensor([sampler.std(n) if n >= 0 else 1.0 for n in picked.tolist()], device=x.device)
+        logp = gaussian_logprob(got["x_out"], got["mean"], std)
+        out.frames.append(FrameStep(m, picked.long(), got["x_in"], got["x_out"], logp, got["mean"], std,
+                                    mask, cond, clip, clean))  # fmt: skip
     out.clean = torch.cat(clean_frames, 2)
     return out
 
 
 def replay(
-    model: CausalARDragTransformer, c: Conditions, rollout: SelectiveRollout, *, timesteps: list[float],
-    window: int, noise_level: float,
+    model: CausalARDragTransformer, c: Conditions, rollout: SelectiveRollout, *, sampler: FrameSampler,
+    window: int,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
-    """(log-probabilities (B, F), Gaussian means per frame) of the rollout's stochastic steps under
-    ``model``'s current weights (with gradients when enabled): one forward per frame with each row at
-    its own step; the cache is rebuilt from the rollout's clean frames, written without gradients."""
+    """(log-probabilities (B, S), Gaussian means per scored frame) of the rollout's actions under
+    ``model``'s current weights (with gradients when enabled): one forward per scored frame with each row
+    at its own step; the cache is rebuilt from the rollout's clean frames, written without gradients."""
     cache = model.new_cache(window)
-    levels = [t / 1000 for t in timesteps] + [0.0]
     logps, means = [], []
-    for m, f in enumerate(rollout.frames):
-        t = torch.tensor([timesteps[n] for n in f.step.tolist()], device=f.x_in.device)
-        v = _velocity(model, c, cache, m, f.x_in, t, f.mask, f.cond, f.clip)
-        mean = torch.zeros_like(f.x_in)
-        for n in sorted(set(f.step.tolist())):  # the same arithmetic as the rollout, per step
-            sel = (f.step == n).view(-1, 1, 1, 1, 1)
-            mean = torch.where(sel, _sde(f.x_in, v, n, levels, timesteps, noise_level)[0], mean)
-        logps.append(gaussian_logprob(f.x_out, mean, f.std))
-        means.append(mean)
+    for f in rollout.frames:
+        if f.scored:
+            t = torch.tensor([sampler.timesteps[n] for n in f.step.tolist()], device=f.x_in.device)
+            v = _velocity(model, c, cache, f.frame, f.x_in, t, f.mask, f.cond, f.clip)
+            mean = torch.zeros_like(f.x_in)
+            for n in sorted(set(f.step.tolist())):  # the same arithmetic as the rollout, per step
+                sel = (f.step == n).to(f.x_in.device).view(-1, 1, 1, 1, 1)
+                mean = torch.where(sel, sampler.mean(sampler.predict(f.x_in, v, n), n), mean)
+            logps.append(gaussian_logprob(f.x_out, mean, f.std))
+            means.append(mean)
         with torch.no_grad():
-            _velocity(model, c, cache, m, f.clean, 0.0, f.mask, f.cond, f.clip, write=True)
+            _velocity(model, c, cache, f.frame, f.clean, sampler.write_timestep, f.mask, f.cond, f.clip,
+                      write=True)  # fmt: skip
     return torch.stack(logps, 1), means
 
 
@@ -220,12 +230,15 @@ def grpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tens
     }  # fmt: skip
 
 
-def stochastic_steps_for(seeds: list[int], frames: int, steps: int) -> torch.Tensor:
-    """(len(seeds), frames): one SDE step per latent frame for each seed."""
+def stochastic_steps_for(seeds: list[int], frames: int, transitions: int) -> torch.Tensor:
+    """(len(seeds), frames): each frame's stochastic transition (one of ``transitions``) for each seed;
+    -1 in frame 0, which carries no action."""
+    if transitions < 1:
+        raise ValueError("GRPO's action is a re-noising transition: the schedule needs at least 2 steps")
     rows = []
     for seed in seeds:
         g = torch.Generator().manual_seed(seed)
-        rows.append(torch.randint(steps, (frames,), generator=g))
+        rows.append(torch.cat([torch.full((1,), -1), torch.randint(transitions, (frames - 1,), generator=g)]))
     return torch.stack(rows)
 
 
@@ -266,7 +279,7 @@ class GRPOStage(Stage):
     def __init__(self, config: Any, pipe: Any, start: Any):
         import copy
 
-        from ardrag.data.trackers import get_tracker
+        from ardrag.data.trackers.scaled import metric_tracker
         from ardrag.rewards import AestheticScorer
 
         self.config, self.pipe, g = config, pipe, config.grpo
@@ -283,7 +296,7 @@ class GRPOStage(Stage):
             self.scorer = AestheticScorer.tiny(config.seed)  # check_config allows this on tiny only
         else:
             self.scorer = AestheticScorer.from_paths(g.aesthetic_clip, g.aesthetic_head)
-        self.tracker = get_tracker(g.tracker)
+        self.tracker = metric_tracker(g.tracker)  # as the evaluation tracks: small videos upscaled first
         self.tracker.setup()
         o = config.optim
         self._optimizer = torch.optim.AdamW(
@@ -306,7 +319,7 @@ class GRPOStage(Stage):
 
     def _kw(self) -> dict[str, Any]:
         g = self.config.grpo
-        return {"timesteps": g.timesteps, "window": g.cache_window, "noise_level": g.noise_level}
+        return {"sampler": FrameSampler(tuple(g.timesteps)), "window": g.cache_window}
 
     def rewards(self, c: Conditions, clean: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-rollout, per-latent-frame rewards (B, F) of each registered reward, and their weighted sum."""
@@ -331,31 +344,34 @@ class GRPOStage(Stage):
         """Rollouts (no gradients), rewards, advantages and the reference policy's means."""
         from ardrag.training.conditions import sample_seed
 
-        g = self.config.grpo
+        g, kw = self.config.grpo, self._kw()
         frames = min(g.latent_frames, c.frames)
         # per condition, shared by its G rollouts
         seeds = [sample_seed(self.config.seed, step, i // g.group_size, 5) for i in c.index]
-        steps = stochastic_steps_for(seeds, frames, len(g.timesteps))
-        if g.shared_noise:  # starting noise per condition; the SDE noise per rollout
+        steps = stochastic_steps_for(seeds, frames, kw["sampler"].transitions)
+        if g.shared_noise:  # every draw but the actions per condition; the actions per rollout
             shared = [sample_seed(self.config.seed, step, 3, i // g.group_size) for i in c.index]
-            rng, sde_rng = SampleRandom(shared, c.latents.device), c.random(self.config.seed, step, 4)
+            rng = SampleRandom(shared, c.latents.device)
         else:
-            rng = sde_rng = c.random(self.config.seed, step, 3)
-        rollout = selective_rollout(self.policy, c, rng, steps, **self._kw(), sde_rng=sde_rng)
+            rng = c.random(self.config.seed, step, 3)
+        noise = SelectiveNoise(rng, c.random(self.config.seed, step, 4), steps)
+        rollout = selective_rollout(self.policy, c, noise, **kw)
         rewards = self.rewards(c, rollout.clean)
         with torch.no_grad():
-            _, ref_means = replay(self.reference, c, rollout, **self._kw())
-        advantages = group_advantages(rewards["total"], g.group_size).to(c.latents.device)
-        return {"rollout": rollout, "rewards": rewards, "ref_means": ref_means, "advantages": advantages}
+            _, ref_means = replay(self.reference, c, rollout, **kw)
+        scored = [f.frame for f in rollout.scored]
+        advantages = group_advantages(rewards["total"][:, scored], g.group_size).to(c.latents.device)
+        return {"rollout": rollout, "rewards": rewards, "ref_means": ref_means, "advantages": advantages,
+                "scored": scored}  # fmt: skip
 
     def policy_loss(self, c: Conditions, got: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Eq. 14 on collected rollouts, under the policy's current weights (with gradients)."""
         g = self.config.grpo
         rollout = got["rollout"]
         logp, means = replay(self.policy, c, rollout, **self._kw())
-        old = torch.stack([f.logp for f in rollout.frames], 1)
+        old = torch.stack([f.logp for f in rollout.scored], 1)
         return grpo_loss(logp, old, got["advantages"], means, got["ref_means"],
-                         [f.std for f in rollout.frames], g.clip_range, g.kl_beta)  # fmt: skip
+                         [f.std for f in rollout.scored], g.clip_range, g.kl_beta)  # fmt: skip
 
     def loss(
         self, c: Conditions, micro: int, step: int, update: int
@@ -365,7 +381,8 @@ class GRPOStage(Stage):
         got = self._collected[micro]
         loss, logs = self.policy_loss(c, got)
         if update == 0:
-            logs.update({f"reward_{k}": float(v.mean()) for k, v in got["rewards"].items()})
+            # over the frames the loss sees (frame 0's motion reward is constant)
+            logs.update({f"reward_{k}": float(v[:, got["scored"]].mean()) for k, v in got["rewards"].items()})
         if update == self.config.grpo.updates_per_rollout - 1:
             self._collected.pop(micro, None)
         logs["loss"] = float(loss.detach())

@@ -7,11 +7,11 @@ import pytest
 import torch
 from training_helpers import procedural_batch
 
+from ardrag.inference.sampler import FrameNoise
 from ardrag.training.conditions import (
     Conditions,
     SampleRandom,
     clip_frames,
-    frame_inputs,
     image_condition,
     prepare,
     sample_seed,
@@ -117,9 +117,10 @@ def test_the_image_condition_is_the_reference_then_noise():
     assert torch.equal(mask[:, :, 0], torch.ones(2, 4, 2, 2)) and not mask[:, :, 1:].any()
     assert torch.equal(cond[:, :, :1], c.ref_latent) and cond[:, :, 1:].std() > 0.5
 
-    mask, cond, clip = frame_inputs(c, 0, c.random(0))
+    noise = FrameNoise(c.random(0))  # the student's frame-by-frame inputs: the sampler's
+    mask, cond, clip = noise.inputs(0, c.ref_latent, c.clip)
     assert mask.eq(1).all() and torch.equal(cond, c.ref_latent) and torch.equal(clip, c.clip)
-    mask, cond, clip = frame_inputs(c, 2, c.random(0))
+    mask, cond, clip = noise.inputs(2, c.ref_latent, c.clip)
     assert not mask.any() and cond.shape == c.ref_latent.shape and clip.shape == c.clip.shape
     assert cond.std() > 0.5 and clip.std() > 0.5  # noise in place of the reference and its CLIP tokens
 

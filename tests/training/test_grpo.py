@@ -1,25 +1,25 @@
-"""GRPO's pieces: selective stochasticity, the ratio-is-one check, per-frame advantages."""
+"""GRPO's pieces: selective stochasticity on the deployed sampler, the ratio-is-one check, per-frame
+advantages over the frames after the reference."""
 
 import math
 
 import pytest
 import torch
 
+from ardrag.inference.sampler import FrameNoise, FrameSampler, SampleRandom, SelectiveNoise
 from ardrag.model.transformer_ardrag import CausalARDragTransformer
 from ardrag.training.grpo import (
-    _velocity,
     debiased_ema,
     group_advantages,
     grpo_loss,
     repeat_conditions,
     replay,
-    sde_sigma,
     selective_rollout,
     stochastic_steps_for,
 )
 
-STEPS = [1000.0, 755.0, 522.0]
-KW = {"timesteps": STEPS, "window": 2, "noise_level": 0.7}
+SAMPLER = FrameSampler((1000.0, 755.0, 522.0))
+KW = {"sampler": SAMPLER, "window": 2}
 
 
 @pytest.fixture(scope="module")
@@ -37,58 +37,67 @@ def group(conditions):
     return repeat_conditions(conditions, 2)  # 2 conditions x G = 2 rollouts
 
 
+def selective(group, steps):
+    """Shared draws per condition (rows 0-1 and 2-3), the actions per rollout."""
+    return SelectiveNoise(SampleRandom([7, 7, 8, 8]), SampleRandom([1, 2, 3, 4]), steps)
+
+
 def test_the_ratio_is_exactly_one_without_an_update(policy, group):
-    steps = torch.tensor([[2, 0, 1], [2, 0, 1], [0, 1, 1], [0, 1, 1]])  # per condition, shared by its G = 2
-    rollout = selective_rollout(policy, group, group.random(0, 0), steps, **KW)
-    old = torch.stack([f.logp for f in rollout.frames], 1)
+    steps = torch.tensor([[-1, 0, 1], [-1, 0, 1], [-1, 1, 0], [-1, 1, 0]])  # per condition, shared by its G
+    rollout = selective_rollout(policy, group, selective(group, steps), **KW)
+    old = torch.stack([f.logp for f in rollout.scored], 1)
     with torch.enable_grad():
         new, means = replay(policy, group, rollout, **KW)
-    assert new.requires_grad and old.shape == new.shape == (4, 3)
+    assert new.requires_grad and old.shape == new.shape == (4, 2)  # frames 1 and 2: frame 0 has no action
     assert torch.equal(new.detach(), old)  # bit for bit
     assert torch.equal(torch.exp(new.detach() - old), torch.ones_like(old))
-    for f, mean in zip(rollout.frames, means, strict=True):
+    for f, mean in zip(rollout.scored, means, strict=True):
         assert torch.equal(mean.detach(), f.mean)
 
 
-def test_exactly_one_sde_step_per_frame_and_the_others_are_the_ode_sampler(policy, group):
-    steps = torch.tensor([[1, 2, 0]] * 2 + [[0, 0, 2]] * 2)
-    rollout = selective_rollout(policy, group, group.random(0, 0), steps, **KW, trace=True)
+def test_one_action_per_frame_after_the_first_and_every_other_draw_is_fixed(policy, group):
+    steps = torch.tensor([[-1, 1, 0]] * 2 + [[-1, 0, 1]] * 2)
+    rollout = selective_rollout(policy, group, selective(group, steps), **KW, trace=True)
     for row, picks in enumerate(steps.tolist()):
         kinds = [[k[row] for m, _, k, _, _ in rollout.trace if m == frame] for frame in range(3)]
-        assert [kind.count("sde") for kind in kinds] == [1, 1, 1]  # exactly one SDE step per frame
-        assert [kind.index("sde") for kind in kinds] == picks
+        assert [kind.count("action") for kind in kinds] == [0, 1, 1]
+        assert [kind.index("action") for kind in kinds[1:]] == picks[1:]
     assert [f.step.tolist() for f in rollout.frames] == steps.T.tolist()
-    # Every ODE transition is x + (s' - s) v(x) with the cache of the frames before, bit for bit: redo
-    # each one against a cache rebuilt from the rollout's clean frames.
-    levels = [t / 1000 for t in STEPS] + [0.0]
-    cache = policy.new_cache(2)
-    with torch.no_grad():
-        for m, f in enumerate(rollout.frames):
-            for frame, n, kinds, x, x_next in rollout.trace:
-                if frame == m:
-                    v = _velocity(policy, group, cache, m, x, STEPS[n], f.mask, f.cond, f.clip)
-                    ode = x + (levels[n + 1] - levels[n]) * v
-                    for row, kind in enumerate(kinds):
-                        assert torch.equal(x_next[row], ode[row]) == (kind == "ode"), (m, n, row)
-            _velocity(policy, group, cache, m, f.clean, 0.0, f.mask, f.cond, f.clip, write=True)
-    # before the first SDE step, the selective rollout and the fully deterministic sampler agree
-    plain = selective_rollout(policy, group, group.random(0, 0), None, **KW, trace=True)
-    assert torch.equal(plain.trace[0][4][:2], rollout.trace[0][4][:2])  # rows 0-1: SDE at step 1
-    assert all(k == "ode" for _, _, kinds, _, _ in plain.trace for k in kinds)
+    # The action is the re-noising draw: x' = mean + std * eps with the sampler's mean (1 - s') x0 and std
+    # s', and eps is the row's own action stream, one draw per scored frame.
+    actions = SampleRandom([1, 2, 3, 4])
+    for f in rollout.scored:
+        eps = actions.randn(*f.x_in.shape[1:])
+        std = torch.tensor([SAMPLER.std(n) for n in f.step.tolist()])
+        assert torch.equal(f.std, std)
+        torch.testing.assert_close((f.x_out - f.mean) / std.view(-1, 1, 1, 1, 1), eps, rtol=0, atol=1e-5)
+    # Without actions the same shared draws give the deterministic sampler: frame 0 (no action) is the
+    # same bit for bit, and so is frame 1 up to its action; the actions then change the frames.
+    plain = selective_rollout(policy, group, FrameNoise(SampleRandom([7, 7, 8, 8])), **KW, trace=True)
+    assert torch.equal(plain.clean[:, :, 0], rollout.clean[:, :, 0])
+    first = [(x, x_next) for m, n, _, x, x_next in plain.trace if m == 1 and n == 0][0]
+    got = [(x, x_next) for m, n, _, x, x_next in rollout.trace if m == 1 and n == 0][0]
+    assert torch.equal(first[0], got[0])  # frame 1 starts alike
+    assert torch.equal(first[1][:2], got[1][:2])  # rows 0-1 act at transition 1: transition 0 alike
+    assert not torch.equal(first[1][2:], got[1][2:])  # rows 2-3 act at transition 0
+    assert all(k == "fixed" for _, _, kinds, _, _ in plain.trace for k in kinds)
     assert not torch.equal(plain.clean, rollout.clean)
 
 
 def test_a_different_seed_picks_different_steps():
-    picks = stochastic_steps_for(list(range(6)), 8, 3)
+    picks = stochastic_steps_for(list(range(6)), 8, 2)
     assert picks.shape == (6, 8) and len({tuple(p) for p in picks.tolist()}) == 6
-    assert ((picks >= 0) & (picks < 3)).all()
-    assert torch.equal(stochastic_steps_for([4], 8, 3)[0], picks[4])  # a seed's picks are its own
+    assert (picks[:, 0] == -1).all() and ((picks[:, 1:] >= 0) & (picks[:, 1:] < 2)).all()
+    assert torch.equal(stochastic_steps_for([4], 8, 2)[0], picks[4])  # a seed's picks are its own
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        stochastic_steps_for([0], 3, 0)
 
 
-def test_sde_noise_is_finite_at_pure_noise_and_shrinks():
-    sigmas = [sde_sigma(t / 1000, STEPS, 0.7) for t in STEPS]
-    assert all(math.isfinite(s) and s > 0 for s in sigmas)
-    assert sigmas[0] == pytest.approx(0.7 * math.sqrt(1 / (1 - 0.755)))
+def test_grpo_refuses_the_ode_sampler(policy, group):
+    steps = torch.tensor([[-1, 0, 1]] * 4)
+    with pytest.raises(ValueError, match="re-noising"):
+        selective_rollout(policy, group, selective(group, steps), sampler=FrameSampler(SAMPLER.timesteps,
+                          kind="ode"), window=2)  # fmt: skip
 
 
 def test_advantages_are_normalised_per_frame_within_each_group():
@@ -150,9 +159,7 @@ def test_rollout_decoding_matches_the_plain_vae_decode(tiny_models, conditions):
 
 
 @pytest.mark.parametrize("shared", [True, False])
-def test_a_groups_rollouts_share_their_starting_noise_and_differ_by_the_sde_noise(
-    tiny_models, tmp_path, shared
-):
+def test_a_groups_rollouts_share_every_draw_but_their_actions(tiny_models, tmp_path, shared):
     from training_helpers import procedural_batch, tiny_config
 
     from ardrag.training.grpo import GRPOStage
@@ -161,22 +168,23 @@ def test_a_groups_rollouts_share_their_starting_noise_and_differ_by_the_sde_nois
     config = tiny_config("grpo", run_dir=str(tmp_path), grpo={"shared_noise": shared, "latent_frames": 3})
     stage = GRPOStage(config, pipe, teacher)
     group = config.grpo.group_size
-    rollout = stage.collect(stage.batch(procedural_batch(), [0, 1]), step=0)["rollout"]
-    for m, f in enumerate(rollout.frames):
-        x_in, x_out = f.x_in.view(2, group, -1), f.x_out.view(2, group, -1)
-        assert (f.step.view(2, group) == f.step.view(2, group)[:, :1]).all()  # one SDE step per condition
+    got = stage.collect(stage.batch(procedural_batch(), [0, 1]), step=0)
+    rollout = got["rollout"]
+    assert got["scored"] == [1, 2] and got["advantages"].shape == (2 * group, 2)
+    pairs = [(0, j) for j in range(1, group)]
+    first = rollout.frames[0].clean.view(2, group, -1)  # frame 0: no action
+    for cond in range(2):
+        same = [torch.equal(first[cond, i], first[cond, j]) for i, j in pairs]
+        assert all(same) if shared else not any(same)
+    for f in rollout.scored:
+        x_out = f.x_out.view(2, group, -1)
+        assert (f.step.view(2, group) == f.step.view(2, group)[:, :1]).all()  # one action step per condition
         for cond in range(2):
-            pairs = [(0, j) for j in range(1, group)]
-            assert not any(torch.equal(x_out[cond, i], x_out[cond, j]) for i, j in pairs)  # own SDE noise
-            if m == 0:  # up to frame 0's SDE step: the same start (shared) or each rollout's own
-                same = [torch.equal(x_in[cond, i], x_in[cond, j]) for i, j in pairs]
-                assert all(same) if shared else not any(same)
-            else:  # the noise inputs of later frames: shared, or each rollout's own
-                inputs = (f.cond.view(2, group, -1), f.clip.view(2, group, -1))
-                same = [torch.equal(t[cond, i], t[cond, j]) for t in inputs for i, j in pairs]
-                assert all(same) if shared else not any(same)
-        if m > 0:  # the two conditions never share their noise inputs
-            assert not torch.equal(f.cond.view(2, group, -1)[0, 0], f.cond.view(2, group, -1)[1, 0])
+            assert not any(torch.equal(x_out[cond, i], x_out[cond, j]) for i, j in pairs)  # own actions
+            inputs = (f.cond.view(2, group, -1), f.clip.view(2, group, -1))
+            same = [torch.equal(t[cond, i], t[cond, j]) for t in inputs for i, j in pairs]
+            assert all(same) if shared else not any(same)
+        assert not torch.equal(f.cond.view(2, group, -1)[0, 0], f.cond.view(2, group, -1)[1, 0])
 
 
 def test_three_grpo_steps_raise_a_reward_they_can_raise_and_its_negation_lowers_it(tiny_models, tmp_path):
@@ -184,7 +192,7 @@ def test_three_grpo_steps_raise_a_reward_they_can_raise_and_its_negation_lowers_
     each clean frame's first latent channel: the deterministic sampler's frames follow its sign."""
     from training_helpers import procedural_batch, tiny_config
 
-    from ardrag.training.conditions import SampleRandom, prepare
+    from ardrag.training.conditions import prepare
     from ardrag.training.grpo import GRPOStage
     from ardrag.training.trainer import Trainer
 
@@ -200,9 +208,9 @@ def test_three_grpo_steps_raise_a_reward_they_can_raise_and_its_negation_lowers_
 
         def level(policy, c=c, config=config):
             with torch.no_grad():
-                out = selective_rollout(policy, c, SampleRandom([11, 12], c.latents.device), None,
-                                        timesteps=config.grpo.timesteps, window=config.grpo.cache_window,
-                                        noise_level=config.grpo.noise_level)  # fmt: skip
+                out = selective_rollout(policy, c, FrameNoise(SampleRandom([11, 12], c.latents.device)),
+                                        sampler=FrameSampler(tuple(config.grpo.timesteps)),
+                                        window=config.grpo.cache_window)  # fmt: skip
             return float(out.clean[:, 0, :3].mean())
 
         start = level(stage.policy)

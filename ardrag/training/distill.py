@@ -31,6 +31,16 @@ applies to bidirectional passes only), so no backward sees a cache mutated since
 - generator phase (every ``generator_every``-th step, step 0 included): ``dmd_weight`` x DMD (the
   gradient (fake - real) of the clean-frame predictions, normalised by mean |x - real|, applied as
   0.5 ||x - sg(x - grad)||^2) + ``generator_adv_weight`` x the non-saturating generator loss.
+
+**Where the paper is silent or we differ, and why:**
+- One exit step per training step, shared by the batch and every process (drawn from (seed, step)),
+  rather than one per rollout: the processes must agree on the passes that carry gradients.
+- The cache is written by a separate pass on the finished frame at t = 0 (the sampler's
+  ``write_timestep``), without gradients, as the public causal ports do; the paper does not say how its
+  cache is filled.
+- The DMD gradient is normalised by mean |x - x_real| and applied through 0.5 ||x - sg(x - grad)||^2,
+  the critic is trained by flow matching and the adversarial head sits on its last block: DMD2's public
+  recipe, which the paper cites without stating these details.
 """
 
 from __future__ import annotations

@@ -191,9 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--traj", required=True, help="trajectory JSON (see the README)")
     p.add_argument("--prompt", required=True, help="what the video shows")
     p.add_argument("--out", required=True, help="mp4 to write")
-    p.add_argument("--preset", help="a model preset with random weights, offline: tiny (toy size) or toy")
     p.add_argument(
-        "--checkpoint", help="folder of a trained ardrag transformer (default: Wan with zero controls)"
+        "--preset", help="a model preset, offline: tiny (random weights) or toy (the shipped trained model)"
+    )
+    p.add_argument(
+        "--checkpoint",
+        help="folder of a trained ardrag transformer (default: Wan's with zero controls, or the preset's)",
     )
     p.add_argument(
         "--model", default=DEFAULT_WAN, help=f"Wan I2V hub id, model preset or folder (default {DEFAULT_WAN})"
@@ -206,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="generate a benchmark's clips and score the paper's six metrics")
     p.add_argument("--out", required=True, help="folder for results.json, results.md, grid.mp4")
     p.add_argument(
-        "--preset", help="a random model preset (tiny, toy): random model and metric networks, offline"
+        "--preset", help="a model preset (tiny: random; toy: the shipped toy model); random metric networks"
     )
     p.add_argument("--checkpoint", help="folder of a trained ardrag student")
     p.add_argument("--model", help="Wan I2V hub id or folder (encoders, VAE)")

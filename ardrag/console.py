@@ -115,10 +115,11 @@ def setup(verbose: bool = False) -> None:
 
 def route_library_logs() -> None:
     """Send the logs of transformers and diffusers, which print on handlers of their own, through the
-    root logger instead (to the log file; to the console with ``--verbose``). Does nothing unless a
-    command set up the console (:func:`setup`), so a library user's logging is left alone. Called by the
-    modules that load those libraries' models, before the imports that may warn (importing the libraries
-    here would cost every command seconds)."""
+    root logger instead (to the log file; to the console with ``--verbose``), and turn off their progress
+    bars (loading and saving weights: seconds at most here). Does nothing unless a command set up the
+    console (:func:`setup`), so a library user's logging is left alone. Called by the modules that load
+    those libraries' models, before the imports that may warn (importing the libraries here would cost
+    every command seconds)."""
     if not _state["setup"] or _state["routed"]:
         return
     for name in ("transformers", "diffusers"):
@@ -126,6 +127,7 @@ def route_library_logs() -> None:
             module = importlib.import_module(f"{name}.utils.logging")
             module.disable_default_handler()
             module.enable_propagation()
+            module.disable_progress_bar()
     _state["routed"] = True
 
 

@@ -6,7 +6,13 @@ Families:
   ProceduralConfig`, :class:`~ardrag.data.sources.wan.WanConfig`).
 - ``model``: the models ardrag builds or loads. A preset with ``transformer`` is built in memory with
   random weights by :mod:`ardrag.model.tiny` (its value: fields over the tiny Wan transformer's config);
-  one with ``hub_id`` is a diffusers Wan I2V model loaded by id (or from a local folder of it).
+  one with ``hub_id`` is a diffusers Wan I2V model loaded by id (or from a local folder of it). One with
+  ``weights`` also ships trained: ``ardrag/assets/<weights>/``, a model folder
+  (:mod:`ardrag.model.model_folder`) that ``benchmarks/make_toy_model.py --ship`` writes. The ``toy``
+  preset is both: as ``model.preset`` it is the architecture its recipe trains from, with random
+  weights; ``--preset toy`` (``ardrag generate``, ``ardrag eval``) and ``model.wan: toy`` load the
+  trained model. ``eval_set`` names the evaluation set (``datasets/eval/<eval_set>.yaml``) that
+  ``ardrag eval`` uses for the preset when no benchmark is given.
 - ``train``: a whole training config (:class:`~ardrag.training.config.TrainConfig`), under the file and
   the command line's values.
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator
@@ -24,7 +31,7 @@ from pydantic import AfterValidator
 from ardrag.errors import ConfigError
 
 TINY = "tiny"  # random weights at toy size, offline: tests and quick looks on a CPU
-TOY = "toy"  # the tiny encoders with a wider transformer: the toy benchmarks that learn on a CPU
+TOY = "toy"  # the tiny encoders with a wider transformer: the toy model, trained on a CPU and shipped
 WAN_I2V_14B_480P = "wan2.1-i2v-14b-480p"  # the real model, the paper's base
 DEFAULT_MODEL = WAN_I2V_14B_480P
 DEFAULT_WAN = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"  # its hub id: the Wan I2V model loaded by default
@@ -42,6 +49,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         TINY: {"transformer": {}},
         # 4 layers, 4 heads x 32, ffn 256 (1.1 M parameters): the tiny preset's 24-wide tokens cannot hold
         # the 64 latent values of the patch they predict, and its teacher learns nothing visible.
+        # Trained by benchmarks/make_toy_model.py (the VAE, teacher, students and GRPO of the toy
+        # benchmarks) and shipped in ardrag/assets/toy; its clips look like ardrag.data.sources.toy's.
         TOY: {
             "transformer": {
                 "num_attention_heads": 4,
@@ -49,7 +58,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                 "num_layers": 4,
                 "ffn_dim": 256,
                 "added_kv_proj_dim": 128,  # the inner dim, heads x head_dim
-            }
+            },
+            "weights": TOY,
+            "eval_set": TOY,
         },
         WAN_I2V_14B_480P: {"hub_id": DEFAULT_WAN},
         "wan2.1-i2v-14b-720p": {"hub_id": "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"},
@@ -110,6 +121,10 @@ def check_preset(family: str, name: str | None) -> str | None:
     return name
 
 
+ASSETS = Path(__file__).resolve().parent / "assets"  # the trained models shipped with the package
+MAKE_TOY = "python benchmarks/make_toy_model.py --out DIR --ship"  # the command that writes them
+
+
 def random_models() -> list[str]:
     """The model presets built in memory with random weights (no download, no folder)."""
     return sorted(k for k, v in PRESETS["model"].items() if "transformer" in v)
@@ -128,12 +143,37 @@ def check_random_model(name: str | None) -> str | None:
     return name
 
 
+def shipped_models() -> list[str]:
+    """The model presets whose trained weights ship with the package (``weights``)."""
+    return sorted(k for k, v in PRESETS["model"].items() if "weights" in v)
+
+
+def shipped_folder(name: str) -> Path:
+    """The model folder of shipped model preset ``name``; a ConfigError naming the path and the command
+    that writes it when the folder is not there."""
+    entry = preset("model", name)
+    if "weights" not in entry:
+        raise ConfigError(f"model preset {name!r} has no shipped weights; these have: {shipped_models()}")
+    folder = ASSETS / entry["weights"]
+    if not (folder / "recipe.json").is_file():
+        raise ConfigError(
+            f"the {name} model's weights are not in {folder} (no recipe.json there): make them with "
+            f"`{MAKE_TOY}` from a checkout, or install a package that ships them"
+        )
+    return folder
+
+
 def wan_model(value: str) -> str:
-    """What loads a Wan I2V model: a pretrained model preset's name becomes its hub id; any other value (a
-    hub id, a local folder) is taken as it is."""
+    """What loads a Wan I2V model: a pretrained model preset's name becomes its hub id, a shipped one's
+    its model folder (which must exist); any other value (a hub id, a local folder) is taken as it is."""
     entry = PRESETS["model"].get(value)
     if entry is None:
         return value
+    if "weights" in entry:
+        try:
+            return str(shipped_folder(value))
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
     if "hub_id" not in entry:
         raise ValueError(
             f"model preset {value!r} is built with random weights, not loaded: set it as the preset"

@@ -84,3 +84,17 @@ def folder_clips(folder, clip_frames: int, name: str | None = None, **overrides)
     items = [i for i in src.inputs() if name is None or i.params["path"] == name]
     assert len(items) == 1, [i.params["path"] for i in items]
     return list(src.clips(items[0]))
+
+
+def toy_model_folder(path, seed: int = 0):
+    """A model folder (``ardrag.model.model_folder``) of the toy model preset's shape with random weights,
+    at the toy's size and heatmap spots: what ``benchmarks/make_toy_model.py --ship`` writes, untrained.
+    Returns its pipeline."""
+    from ardrag.data.heatmap import HeatmapConfig
+    from ardrag.model.model_folder import save_model_folder
+    from ardrag.model.pipeline import ARDragPipeline
+    from ardrag.presets import TOY
+
+    pipe = ARDragPipeline.tiny(seed, TOY, height=48, width=80, heatmap=HeatmapConfig(sigma=3.0))
+    save_model_folder(path, pipe, {"preset": TOY, "made_by": "tests/factories.py (random weights)"})
+    return pipe

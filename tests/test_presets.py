@@ -16,6 +16,8 @@ from ardrag.presets import (
     hub_id,
     preset,
     random_models,
+    shipped_folder,
+    shipped_models,
     wan_model,
 )
 
@@ -49,10 +51,27 @@ def test_model_presets_are_built_or_loaded():
         check_random_model("huge")
     assert wan_model("wan2.1-i2v-14b-720p") == hub_id("wan2.1-i2v-14b-720p")
     assert wan_model("/weights/wan") == "/weights/wan" and wan_model(DEFAULT_WAN) == DEFAULT_WAN
-    with pytest.raises(ValueError, match="'toy' is built with random weights, not loaded"):
-        wan_model(TOY)
+    with pytest.raises(ValueError, match="'tiny' is built with random weights, not loaded"):
+        wan_model(TINY)
     with pytest.raises(ValueError, match=r"unknown preset 'huge'; expected one of \['tiny'\]"):
         check_preset("train", "huge")
+
+
+def test_the_toy_preset_ships_its_trained_weights(tmp_path, monkeypatch):
+    """As model.preset the toy is its architecture with random weights; as model.wan (and --preset in
+    generate and eval) its model folder in the package, which must be there."""
+    import ardrag.presets as presets
+
+    assert shipped_models() == [TOY] and TOY in random_models()
+    monkeypatch.setattr(presets, "ASSETS", tmp_path)
+    for call in (lambda: shipped_folder(TOY), lambda: wan_model(TOY)):
+        with pytest.raises((ConfigError, ValueError), match=f"toy model's weights are not in {tmp_path}/toy"):
+            call()
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "recipe.json").write_text("{}")
+    assert shipped_folder(TOY) == tmp_path / "toy" and wan_model(TOY) == str(tmp_path / "toy")
+    with pytest.raises(ConfigError, match="'tiny' has no shipped weights"):
+        shipped_folder(TINY)
 
 
 def test_a_config_names_a_preset_that_exists():

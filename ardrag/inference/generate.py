@@ -23,8 +23,9 @@ from ardrag.errors import ConfigError
 from ardrag.fsutil import atomic_write
 from ardrag.inference.session import StreamSession
 from ardrag.inference.trajectory import Trajectory, fit_to_resolution, load_reference, load_trajectory
+from ardrag.model.model_folder import load_model_folder
 from ardrag.model.pipeline import ARDragPipeline
-from ardrag.presets import DEFAULT_WAN, check_random_model, wan_model
+from ardrag.presets import DEFAULT_WAN, check_random_model, shipped_folder, shipped_models, wan_model
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,17 @@ def latent_chunks(num_frames: int) -> list[tuple[int, int]]:
 
 
 def load_pipeline(preset: str | None, checkpoint: str | None, model: str, seed: int) -> ARDragPipeline:
-    """The student to generate with: a random model preset (``preset``), or the Wan encoders of ``model``
-    with the transformer of ``checkpoint`` (or Wan's own with zero control weights)."""
+    """The student to generate with: a model preset's (``preset``: the trained weights shipped for it,
+    else random ones), or the Wan encoders of ``model`` with the transformer of ``checkpoint`` (or Wan's
+    own with zero control weights). With a shipped preset, ``checkpoint`` replaces its student (e.g. one
+    that ``ardrag demo`` trained from it)."""
     if preset is not None:
         try:
             check_random_model(preset)
         except ValueError as err:
             raise ConfigError(f"--preset: {err}") from None
+        if preset in shipped_models():
+            return load_model_folder(shipped_folder(preset), checkpoint)
         if checkpoint is not None:
             raise ConfigError(
                 f"--checkpoint and --preset {preset} exclude each other: the preset is random weights"

@@ -87,8 +87,15 @@ class ARDragPipeline:
         cls, wan_id_or_path: str, checkpoint: str | None = None, torch_dtype: Any = None, **overrides: Any
     ) -> ARDragPipeline:
         """Encoders and VAE from a diffusers Wan I2V model (hub id or folder); the transformer from an
-        ardrag checkpoint folder, or from the Wan transformer with zero control weights."""
+        ardrag checkpoint folder, or from the Wan transformer with zero control weights. A model folder
+        (:mod:`ardrag.model.model_folder`, e.g. the shipped toy model's) brings its own trained student
+        and generation config instead (``overrides`` on top)."""
         from diffusers import WanImageToVideoPipeline
+
+        from ardrag.model.model_folder import is_model_folder, load_model_folder
+
+        if is_model_folder(wan_id_or_path):
+            return load_model_folder(wan_id_or_path, checkpoint, torch_dtype, **overrides)
 
         wan = WanImageToVideoPipeline.from_pretrained(wan_id_or_path, torch_dtype=torch_dtype)
         if checkpoint is not None:

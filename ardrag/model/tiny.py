@@ -139,10 +139,20 @@ def tiny_vae(seed: int = 0) -> AutoencoderKLWan:
 
 
 def assemble_pipeline(
-    tokenizer: Any, text_encoder: Any, image_encoder: Any, vae: Any, transformer: Any, image_size: int
+    tokenizer: Any,
+    text_encoder: Any,
+    image_encoder: Any,
+    vae: Any,
+    transformer: Any,
+    image_size: int | None = None,
+    image_processor: Any = None,
 ) -> Any:
     """A Wan 2.1 I2V pipeline from built components, in eval mode (UMT5's dropout would otherwise make
-    two runs with one seed differ), with the scheduler Wan's diffusers pipelines use."""
+    two runs with one seed differ), with the scheduler Wan's diffusers pipelines use. The CLIP
+    preprocessing: ``image_processor`` (e.g. a loaded one), else :func:`clip_image_processor` at
+    ``image_size``."""
+    if (image_size is None) == (image_processor is None):
+        raise ValueError("assemble_pipeline takes image_size or image_processor, exactly one")
     route_library_logs()
     from diffusers import UniPCMultistepScheduler, WanImageToVideoPipeline
 
@@ -155,7 +165,7 @@ def assemble_pipeline(
         scheduler=UniPCMultistepScheduler(
             prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
         ),
-        image_processor=clip_image_processor(size=image_size),
+        image_processor=image_processor or clip_image_processor(size=image_size),
         image_encoder=image_encoder,
         transformer=transformer,
     )
@@ -184,10 +194,16 @@ def byte_tokenizer() -> Any:
     )
 
 
-def clip_image_processor(size: int) -> Any:
-    """CLIP preprocessing; the PIL backend, since transformers' default one needs torchvision."""
+def clip_image_processor_class() -> type:
+    """CLIP preprocessing's class; the PIL backend, since transformers' default one needs torchvision."""
     try:
         from transformers import CLIPImageProcessorPil as Processor
     except ImportError:  # transformers < 5 has only the PIL-based class, under the plain name
         from transformers import CLIPImageProcessor as Processor
-    return Processor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return Processor
+
+
+def clip_image_processor(size: int) -> Any:
+    """CLIP preprocessing at ``size`` (shortest edge, then a centre crop)."""
+    crop = {"height": size, "width": size}
+    return clip_image_processor_class()(size={"shortest_edge": size}, crop_size=crop)

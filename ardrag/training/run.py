@@ -91,8 +91,10 @@ def build_models(config: TrainConfig, transformer: Any = None, vae: Any = None) 
 
     The encoders and VAE come from ``model.preset`` (random weights) or ``model.wan``, the VAE from
     ``model.vae`` when set; the model from ``model.init``, else the Wan transformer with zero control
-    weights. Overrides replace them with built models: ``transformer`` an ``ARDragTransformer``, or a
-    diffusers ``WanTransformer3DModel`` (then with zero control weights); ``vae`` an ``AutoencoderKLWan``.
+    weights, or, when ``model.wan`` is a model folder (e.g. ``toy``, the shipped toy model), its trained
+    transformer, control weights included. Overrides replace them with built models: ``transformer`` an
+    ``ARDragTransformer``, or a diffusers ``WanTransformer3DModel`` (then with zero control weights);
+    ``vae`` an ``AutoencoderKLWan``.
     """
     from ardrag.model.pipeline import ARDragPipeline
     from ardrag.model.transformer_ardrag import ARDragTransformer
@@ -122,6 +124,9 @@ def build_models(config: TrainConfig, transformer: Any = None, vae: Any = None) 
         except (OSError, ValueError, RuntimeError) as err:
             raise ConfigError(f"model.init {m.init!r} could not be loaded as a teacher: {err}") from None
         _check_fits(teacher, pipe, config, f"model.init {m.init!r}", ENCODER_FIELDS + ARCHITECTURE_FIELDS)
+    elif isinstance(pipe.wan.transformer, ARDragTransformer):  # a model folder's trained student
+        teacher = ARDragTransformer.from_config(pipe.wan.transformer.config)
+        teacher.load_state_dict(pipe.wan.transformer.state_dict())
     else:
         teacher = ARDragTransformer.from_wan(pipe.wan.transformer)
     return pipe, teacher.to(pipe.device)

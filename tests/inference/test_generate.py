@@ -86,3 +86,34 @@ def test_unreadable_image_fails_before_any_model_loads(inputs, monkeypatch):
     monkeypatch.setattr(gen, "load_pipeline", lambda *a: pytest.fail("a model was loaded"))
     with pytest.raises(ConfigError, match="could not be decoded"):
         gen.generate(d / "bad.png", d / "traj.json", "x", d / "out.mp4", preset="tiny")
+
+
+def test_preset_toy_generates_with_the_shipped_model_folder(inputs, tmp_path, monkeypatch):
+    """``--preset toy`` loads ardrag/assets/toy (here a folder of random weights in its place), at its
+    resolution; ``--checkpoint`` swaps in another student; ``--preset tiny`` stays random."""
+    from factories import toy_model_folder
+
+    import ardrag.presets as presets
+    from ardrag.model.pipeline import ARDragPipeline
+    from ardrag.presets import TOY
+
+    d, _ = inputs
+    monkeypatch.setattr(presets, "ASSETS", tmp_path / "assets")
+    with pytest.raises(ConfigError) as err:  # not made yet: the path and the command that makes it
+        gen.generate(d / "ref.png", d / "traj.json", "x", d / "out.mp4", preset=TOY)
+    assert str(tmp_path / "assets" / "toy") in str(err.value)
+    assert "python benchmarks/make_toy_model.py --out DIR --ship" in str(err.value)
+    assert not (d / "out.mp4").exists()
+
+    toy = toy_model_folder(tmp_path / "assets" / "toy")
+    written = gen.generate(d / "ref.png", d / "traj.json", "x", d / "out.mp4", preset=TOY, progress=False)
+    assert (written["width"], written["height"], written["frames"]) == (80, 48, 10)
+    assert frame_count(d / "out.mp4") == 10
+    other = ARDragPipeline.tiny(4, TOY).transformer
+    other.save_pretrained(str(tmp_path / "student"))
+    pipe = gen.load_pipeline(TOY, str(tmp_path / "student"), "unused", seed=0)
+    assert pipe.transformer.state_dict()["proj_out.weight"].equal(other.state_dict()["proj_out.weight"])
+    assert pipe.vae.state_dict().keys() == toy.vae.state_dict().keys()
+    with pytest.raises(ConfigError, match="exclude each other: the preset is random weights"):
+        gen.load_pipeline("tiny", str(tmp_path / "student"), "unused", seed=0)
+    assert gen.load_pipeline("tiny", None, "unused", seed=0).config.width == 96

@@ -12,11 +12,14 @@
 - Blank lines and lines starting with ``#`` are skipped. A line that is not a valid entry becomes an
   :class:`EntryError` with its line number and reason: the evaluation reports it per clip and goes on.
 
-**Procedural set.** ``datasets/eval/procedural.yaml`` (a :class:`ProceduralConfig`) defines a set with
+**Procedural sets.** ``datasets/eval/procedural.yaml`` (a :class:`ProceduralConfig`) defines a set with
 ground truth: :func:`write_procedural_benchmark` renders it into the list format (reference frame PNG,
 trajectory JSON from the exact tracks, the clip as the reference video). It is what ``ardrag eval``
-uses when no ``--benchmark`` is given. A user's own benchmark (the paper's has 206 clips) is any folder
-with a ``benchmark.jsonl`` in this format: ``ardrag eval --benchmark DIR_OR_FILE``.
+uses when no ``--benchmark`` is given, unless the model preset names its own set (``eval_set`` in
+:mod:`ardrag.presets`): ``datasets/eval/toy.yaml`` (a :class:`ToyConfig`) holds clips that look like
+the toy model's training data, at its size, from a seed it never trained on. A user's own benchmark
+(the paper's has 206 clips) is any folder with a ``benchmark.jsonl`` in this format: ``ardrag eval
+--benchmark DIR_OR_FILE``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 from ardrag.config import datasets_dir, load_config
 from ardrag.data.codec import encode_mp4
 from ardrag.data.sources.procedural import ProceduralConfig, ProceduralSource
+from ardrag.data.sources.toy import ToyConfig, ToySource
 from ardrag.errors import ConfigError
 from ardrag.fsutil import atomic_write
 
@@ -104,6 +108,10 @@ def load_benchmark(path: str | os.PathLike[str]) -> list[BenchmarkEntry | EntryE
     return out
 
 
+# the evaluation sets of datasets/eval/: file stem -> the config class its YAML parses into
+EVAL_SETS: dict[str, type[ProceduralConfig]] = {"procedural": ProceduralConfig, "toy": ToyConfig}
+
+
 def procedural_config(path: str | os.PathLike[str] | None = None) -> ProceduralConfig:
     """The procedural evaluation set's definition (default ``datasets/eval/procedural.yaml``)."""
     path = Path(path) if path is not None else datasets_dir() / "eval" / "procedural.yaml"
@@ -112,16 +120,32 @@ def procedural_config(path: str | os.PathLike[str] | None = None) -> ProceduralC
     return load_config(ProceduralConfig, path)
 
 
+def eval_set_config(model_preset: str | None = None) -> ProceduralConfig:
+    """The evaluation set used without a benchmark: the one model preset ``model_preset`` names
+    (``eval_set``), else ``datasets/eval/procedural.yaml``."""
+    from ardrag.presets import PRESETS
+
+    name = PRESETS["model"].get(model_preset or "", {}).get("eval_set", "procedural")
+    if name not in EVAL_SETS:
+        raise ConfigError(f"evaluation set {name!r} is unknown; expected one of {sorted(EVAL_SETS)}")
+    path = datasets_dir() / "eval" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"evaluation set {str(path)!r} does not exist")
+    return load_config(EVAL_SETS[name], path)
+
+
 def write_procedural_benchmark(config: ProceduralConfig, out: str | os.PathLike[str]) -> Path:
-    """Render the procedural set into ``out`` in the list format; returns the list's path. Idempotent:
-    an existing list written from the same config is reused."""
+    """Render a procedural set (a :class:`ToyConfig` one with the toy's look) into ``out`` in the list
+    format; returns the list's path. Idempotent: an existing list written from the same config is
+    reused."""
     out = Path(out)
     listing, stamp = out / LIST_NAME, out / ".config-digest"
     if listing.is_file() and stamp.is_file() and stamp.read_text() == config.digest():
         return listing
     out.mkdir(parents=True, exist_ok=True)
     lines = []
-    for sample in ProceduralSource(config).samples():
+    source = ToySource(config) if isinstance(config, ToyConfig) else ProceduralSource(config)
+    for sample in source.samples():
         t, h, w = sample.video.shape[:3]
         name = sample.key
         ok, png = cv2.imencode(".png", cv2.cvtColor(sample.video[0], cv2.COLOR_RGB2BGR))

@@ -45,8 +45,8 @@ from ardrag.errors import ArdragError, ConfigError
 from ardrag.evaluation.benchmark import (
     BenchmarkEntry,
     EntryError,
+    eval_set_config,
     load_benchmark,
-    procedural_config,
     write_procedural_benchmark,
 )
 from ardrag.fsutil import atomic_write
@@ -158,7 +158,7 @@ def evaluate(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if benchmark is None:
-        benchmark = write_procedural_benchmark(procedural_config(), out / "benchmark")
+        benchmark = write_procedural_benchmark(eval_set_config(preset), out / "benchmark")
     entries = load_benchmark(benchmark)
     nets = Networks(preset, inception, i3d, aesthetic_clip, aesthetic_head, seed)  # before any generation
     if pipe is None:

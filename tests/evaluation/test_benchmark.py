@@ -14,6 +14,7 @@ from ardrag.evaluation.benchmark import (
     LIST_NAME,
     BenchmarkEntry,
     EntryError,
+    eval_set_config,
     load_benchmark,
     procedural_config,
     write_procedural_benchmark,
@@ -107,3 +108,21 @@ def test_the_default_procedural_set_is_the_datasets_definition(tmp_path):
     assert config.num_clips == 8 and config.seed == 9001
     with pytest.raises(ConfigError, match="does not exist"):
         procedural_config(tmp_path / "none.yaml")
+
+
+def test_a_model_preset_names_its_evaluation_set(tmp_path):
+    """The toy model's clips look like its training data, at its size, from a seed its recipe never drew;
+    a preset without its own set gets the procedural one."""
+    from ardrag.data.sources.toy import ToyConfig, ToySource
+    from ardrag.presets import TOY
+
+    assert eval_set_config("tiny") == eval_set_config(None) == procedural_config()
+    toy = eval_set_config(TOY)
+    assert isinstance(toy, ToyConfig) and toy.seed not in (0, 1)  # the recipe's training, held-out seeds
+    assert (toy.size, toy.background, toy.sprite_texture, toy.num_frames) == ((48, 80), "flat", "smooth", 9)
+    small = toy.model_copy(update={"num_clips": 2})
+    entries = load_benchmark(write_procedural_benchmark(small, tmp_path))
+    for entry, sample in zip(entries, ToySource(small).samples(), strict=True):
+        image = load_reference(entry.reference)
+        assert image.shape == (48, 80, 3) and np.array_equal(image, sample.video[0])
+        assert (load_trajectory(entry.trajectory).width, load_trajectory(entry.trajectory).height) == (80, 48)

@@ -67,7 +67,7 @@ def _curate(args: argparse.Namespace) -> int:
 
 def register_curate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("curate", help="run the curation flow (Prefect) over a source")
-    p.add_argument("--source", required=True, choices=["procedural", "folder", "wan"])
+    p.add_argument("--source", required=True, choices=["procedural", "toy", "folder", "wan"])
     p.add_argument("--input", help="folder of videos (folder), or jobs file (wan)")
     p.add_argument("--num", type=int, help="number of clips (procedural)")
     p.add_argument("--seed", type=int, help="base seed (procedural)")

@@ -137,6 +137,7 @@ def load_curation_file(path: str | os.PathLike[str]) -> tuple[CurationConfig, di
 # What `--input`, `--num` and `--seed` set in each source's config.
 SOURCE_ARGUMENTS: dict[str, dict[str, str]] = {
     "procedural": {"num": "num_clips", "seed": "seed"},
+    "toy": {"num": "num_clips", "seed": "seed"},
     "folder": {"input": "folder"},
     "wan": {"input": "jobs"},
 }

@@ -16,6 +16,7 @@ from ardrag.config import build_config
 from ardrag.data.clip import Clip, SourceInput
 from ardrag.data.sources.folder import FolderConfig, FolderSource
 from ardrag.data.sources.procedural import ProceduralConfig, ProceduralSource
+from ardrag.data.sources.toy import ToyConfig, ToySource
 from ardrag.data.sources.wan import WanConfig, WanSource
 from ardrag.errors import ConfigError
 
@@ -36,6 +37,7 @@ class VideoSource(Protocol):
 # name -> (implementation, its config class)
 SOURCES: dict[str, tuple[type, type]] = {
     "procedural": (ProceduralSource, ProceduralConfig),
+    "toy": (ToySource, ToyConfig),  # procedural clips with the toy model's look (the demo's data)
     "folder": (FolderSource, FolderConfig),
     "wan": (WanSource, WanConfig),
 }
@@ -56,6 +58,8 @@ __all__ = [
     "FolderSource",
     "ProceduralConfig",
     "ProceduralSource",
+    "ToyConfig",
+    "ToySource",
     "VideoSource",
     "WanConfig",
     "WanSource",

@@ -61,3 +61,15 @@ def test_size_resizes_video_and_tracks_alike():
 def test_bad_settings_name_the_field(field):
     with pytest.raises(ValidationError, match=next(iter(field))):
         ToyConfig(**SMALL, **field)
+
+
+def test_the_toy_source_is_registered_for_curation():
+    from ardrag.data.sources import SOURCES, VideoSource, build_source
+
+    assert SOURCES["toy"] == (ToySource, ToyConfig)
+    source = build_source("toy", SMALL)
+    assert isinstance(source, VideoSource)
+    (item, *_) = source.inputs()
+    (clip,) = source.clips(item)
+    assert clip.video.shape == (5, 160, 256, 3) and clip.bucket == "256x160"
+    np.testing.assert_array_equal(clip.video, source.make_clip(0).video)

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from ardrag.config import Config, build_config, load_config, merge
 from ardrag.errors import ConfigError
-from ardrag.presets import TINY, TrainPreset, preset
+from ardrag.presets import TINY, TOY, TrainPreset, preset
 from ardrag.training.stages import STAGES as REGISTRY
 
 # the training chain: the stage registry's stages in its order (ardrag.training.stages); every stage
@@ -22,7 +22,7 @@ STAGES = ("curation", "annotation", "dataset", *TRAINING, "evaluation")
 
 class CurationSettings(Config):
     dir: str | None = Field(None, description="curation folder (default <out>/curation)")
-    source: Literal["procedural", "folder", "wan"] = "procedural"
+    source: Literal["procedural", "toy", "folder", "wan"] = "procedural"
     preset: str | None = Field(None, description="named source preset (ardrag.presets), e.g. tiny")
     source_config: dict[str, Any] = Field(default_factory=dict, description="the source's config fields")
     config: dict[str, Any] = Field(default_factory=dict, description="CurationConfig fields")
@@ -76,25 +76,36 @@ class RetrainConfig(Config):
         return Path(self.curation.dir).resolve() if self.curation.dir else self.root / "curation"
 
 
-# The embedded defaults of `ardrag demo`: procedural clips, the opencv tracker, the tiny models, a few
-# minutes on a 2-core CPU.
+# The embedded defaults of `ardrag demo`: clips with the toy model's look, the opencv tracker, and every
+# training stage on the shipped toy model (model.wan: the toy preset, ardrag/assets/toy: its encoders, VAE,
+# resolution and heatmap spots), the teacher starting from its trained student as a user's retrain starts
+# from Wan's; a few minutes on a 2-core CPU.
 DEMO: dict[str, Any] = {
     "out": "runs/demo",
-    "preset": TINY,
+    "preset": TINY,  # the tiny training preset: batch 1, 80x48 (0.125 of 640x368), 9 frames, cache of 2
     "curation": {
-        "source": "procedural",
-        "preset": TINY,
-        # half the clips have a sprite that bursts at 24-32 px a frame, past what routing leaves to a
-        # quick check (20 px a frame, calibrated on real footage): those wait for a person
-        "source_config": {"num_clips": 24, "fast_prob": 0.5, "min_fast_speed": 24.0, "max_fast_speed": 32.0},
+        # the toy's clips (benchmarks/bench_train_toy.py): 1-2 smooth sprites on a flat background,
+        # intensity 1, 640x368 (trained at 80x48), 9 frames; a seed the toy recipe never drew. Normal speeds
+        # stay under the 20 px a frame that routing leaves to a quick check (calibrated on real footage);
+        # half the clips have a sprite that bursts at 24-32 px a frame: those wait for a person
+        "source": "toy",
+        "source_config": {
+            "num_clips": 24, "seed": 7, "num_frames": 9, "buckets": ["640x368"], "min_sprites": 1,
+            "max_sprites": 2, "min_sprite_size": 0.25, "max_sprite_size": 0.4, "min_speed": 8.0,
+            "max_speed": 20.0, "fast_prob": 0.5, "min_fast_speed": 24.0, "max_fast_speed": 32.0,
+            "occlusion_prob": 0.0, "leave_frame_prob": 0.0, "min_intensity": 1.0, "max_intensity": 1.0,
+            "background": "flat", "sprite_texture": "smooth",
+        },
         "config": {"auto_accept": True},  # easy clips accepted by rule (labelled auto-accept)
     },
-    "train": {"save_every": 50, "log_every": 1},
-    "teacher": {"config": {"steps": 150}},
-    "distill": {"config": {"steps": 100}},
-    "grpo": {"config": {"steps": 40}},
+    "train": {"save_every": 50, "log_every": 1, "model": {"preset": None, "wan": TOY}},
+    # short, gentle stages: each starts from a model that already follows drags
+    "teacher": {"config": {"steps": 100, "optim": {"lr": 1e-5}}},
+    "distill": {"config": {"steps": 60, "optim": {"lr": 1e-5}, "distill": {"real_guidance": 1.0}}},
+    "grpo": {"config": {"steps": 20, "optim": {"lr": 1e-5},
+                        "grpo": {"reward_weights": {"aesthetic": 0.0, "motion": 1.0}, "motion_alpha": 0.04}}},
     "eval": {"procedural": {"num_clips": 8}},
-}
+}  # fmt: skip
 
 
 def load_retrain_config(path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None,

@@ -44,6 +44,8 @@ def write_report(root: str | os.PathLike[str], results: list[dict[str, Any]], se
                      f"{r.get('summary', '')} |")  # fmt: skip
     for r in results:
         lines += ["", f"## {r['stage']} ({r['status']})", ""]
+        if r.get("start"):
+            lines += [f"{'Evaluated' if r['stage'] == 'evaluation' else 'Started from'}: {r['start']}.", ""]
         if r.get("note"):
             lines += [r["note"], ""]
         for name, value in (r.get("figures") or {}).items():

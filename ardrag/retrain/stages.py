@@ -211,6 +211,41 @@ def dataset_stage(config: RetrainConfig, on_dataset_version: OnDatasetVersion | 
     return {**ledger.put("dataset", result), "status": "ran"}
 
 
+def start_weights(tc: Any, stage: str) -> str:
+    """What a training stage's model starts from, in words, for the report: the upstream stage's export,
+    a model folder's trained student (e.g. the shipped toy model's), Wan's transformer, or random weights;
+    then where its encoders and VAE come from."""
+    from ardrag.model.model_folder import folder_preset
+
+    m = tc.model
+    shipped = folder_preset(m.wan) if m.preset is None else None
+    if m.init is not None:
+        index = TRAINING.index(stage)
+        model = f"the {TRAINING[index - 1]} stage's export `{m.init}`" if index else f"`{m.init}`"
+    elif m.preset is not None:
+        model = f"random weights (model preset {m.preset}) with zero control weights"
+    elif shipped is not None:
+        model = f"the {shipped} model's trained student, control weights included (`{m.wan}`)"
+    else:
+        model = f"the transformer of `{m.wan}` with zero control weights"
+    return f"{model}; {encoders_and_vae(tc)}"
+
+
+def encoders_and_vae(tc: Any) -> str:
+    """Where a stage's encoders and VAE come from, in words."""
+    from ardrag.model.model_folder import folder_preset
+
+    m = tc.model
+    shipped = folder_preset(m.wan) if m.preset is None else None
+    if m.preset is not None:
+        out = f"the random encoders and VAE of model preset {m.preset}"
+    elif shipped is not None:
+        out = f"the {shipped} model's encoders and VAE"
+    else:
+        out = f"the encoders and VAE of `{m.wan}`"
+    return out + (f" (the VAE replaced by `{m.vae}`)" if m.vae is not None else "")
+
+
 def training_stage(config: RetrainConfig, stage: str, upstream: Result) -> Result:
     """One training stage (teacher, distill or grpo) from the dataset and the upstream stage's model,
     into ``<out>/train/<stage>-<key>``; skipped when its entry is fresh and its model still there."""
@@ -234,15 +269,28 @@ def training_stage(config: RetrainConfig, stage: str, upstream: Result) -> Resul
     line = f"{summary['steps']} steps"
     if main in figures:
         line += f"; {main} {figures[main]['first']:.4g} -> {figures[main]['last']:.4g}"
-    result = {"key": key, "summary": line, "figures": figures, "outputs": outputs,
-              "model_digest": files_digest(outputs["model"]), "seconds": time.monotonic() - t0}  # fmt: skip
+    result = {"key": key, "summary": line, "start": start_weights(tc, stage), "figures": figures,
+              "outputs": outputs, "model_digest": files_digest(outputs["model"]),
+              "seconds": time.monotonic() - t0}  # fmt: skip
     return {**ledger.put(stage, result), "status": "ran"}
+
+
+def still_clip(pipe: Any, image: Any, trajectory: Any, prompt: str, seed: int = 0) -> tuple[Any, float]:
+    """The reference image repeated for every frame of the drag (an evaluation ``clip_fn``)."""
+    import numpy as np
+
+    return np.repeat(image[None], trajectory.num_frames, axis=0), 0.0
+
+
+def _px(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} px"
 
 
 def evaluation_stage(config: RetrainConfig, student: Result) -> Result:
     """The paper's six metrics of the final student on the benchmark (``ardrag eval``'s outputs)."""
-    from ardrag.evaluation.benchmark import procedural_config, write_procedural_benchmark
+    from ardrag.evaluation.benchmark import eval_set_config, write_procedural_benchmark
     from ardrag.evaluation.run import evaluate
+    from ardrag.model.model_folder import folder_preset
     from ardrag.training.run import trained_pipeline
 
     t0, ledger = time.monotonic(), Ledger(config.root)
@@ -251,23 +299,37 @@ def evaluation_stage(config: RetrainConfig, student: Result) -> Result:
     if entry := ledger.fresh("evaluation", key):
         return skipped("evaluation", entry)
     out = config.root / "eval" / f"eval-{key}"
+    last = train_config(config, TRAINING[-1], str(config.curation_dir / "dataset"), model)
+    # the model preset of the models trained: random ones (model.preset), or the one whose model folder
+    # they started from (the demo's toy): its evaluation set, and random metric networks
+    preset = last.model.preset or folder_preset(last.model.wan)
     benchmark = config.eval.benchmark
     if benchmark is None:
-        procedural = procedural_config().model_copy(update=config.eval.procedural)
+        procedural = eval_set_config(preset).model_copy(update=config.eval.procedural)
         benchmark = str(write_procedural_benchmark(procedural, config.root / "eval" / "benchmark"))
-    last = train_config(config, TRAINING[-1], str(config.curation_dir / "dataset"), model)
     pipe = trained_pipeline(last, model)
     e = config.eval
-    results = evaluate(out, preset=last.model.preset, pipe=pipe, benchmark=benchmark, inception=e.inception,
-                       i3d=e.i3d, aesthetic_clip=e.aesthetic_clip, aesthetic_head=e.aesthetic_head,
-                       seed=e.seed, progress=config.progress)  # fmt: skip
+    settings = {"preset": preset, "pipe": pipe, "benchmark": benchmark, "inception": e.inception,
+                "i3d": e.i3d, "aesthetic_clip": e.aesthetic_clip, "aesthetic_head": e.aesthetic_head,
+                "seed": e.seed}  # fmt: skip
+    results = evaluate(out, progress=config.progress, **settings)
+    # the same evaluation of the reference frame held still: what a model that ignores the drag scores
+    still = evaluate(out / "still", progress=False, clip_fn=still_clip, **settings)
     columns = results["columns"]
+    error, still_error = results["consistency_error_px"], still["consistency_error_px"]
     header = "| " + " | ".join(columns) + " |"
     row = "| " + " | ".join("n/a" if v is None else f"{v:.4g}" for v in columns.values()) + " |"
     result = {
         "key": key,
-        "summary": f"{len(results['clips'])} clips, {len(results['errors'])} with errors",
-        "figures": {"clips": len(results["clips"]), "errors": len(results["errors"])},
+        "summary": f"{len(results['clips'])} clips, {len(results['errors'])} with errors; tracking error "
+        f"{_px(error)} (the reference frame held still: {_px(still_error)})",
+        "start": f"the {TRAINING[-1]} stage's export `{model}`; {encoders_and_vae(last)}",
+        "figures": {
+            "clips": len(results["clips"]),
+            "errors": len(results["errors"]),
+            "tracking error (px)": error,
+            "tracking error of the reference frame held still (px)": still_error,
+        },
         "table": "\n".join([header, "|" + " --- |" * len(columns), row]),
         "outputs": {
             "results": str(out / "results.md"),
@@ -275,8 +337,8 @@ def evaluation_stage(config: RetrainConfig, student: Result) -> Result:
         },
         "seconds": time.monotonic() - t0,
     }
-    if last.model.preset is not None:
-        result["note"] = (f"{last.model.preset.capitalize()} preset: FID, FVD and the aesthetic score use "
+    if preset is not None:
+        result["note"] = (f"{preset.capitalize()} preset: FID, FVD and the aesthetic score use "
                           "random networks; they exercise the pipeline and say nothing about "
                           "quality.")  # fmt: skip
     return {**ledger.put("evaluation", result), "status": "ran"}

@@ -52,8 +52,13 @@ class StageSpec:
 
 
 def _check_grpo(config: TrainConfig) -> None:
-    g = config.grpo
-    if config.model.preset is None and (g.aesthetic_clip is None or g.aesthetic_head is None):
+    """Real models need the aesthetic reward's weights; a model preset's models (random ones, or a model
+    folder's such as the shipped toy) get a random aesthetic network, as their evaluation does."""
+    from ardrag.model.model_folder import folder_preset
+
+    g, m = config.grpo, config.model
+    random_scorer = m.preset is not None or folder_preset(m.wan) is not None
+    if not random_scorer and (g.aesthetic_clip is None or g.aesthetic_head is None):
         raise ConfigError(
             "grpo.aesthetic_clip and grpo.aesthetic_head are not set: the aesthetic reward needs a CLIP "
             "ViT-L/14 folder and LAION's aesthetic MLP weights (local paths)"

@@ -104,11 +104,23 @@ def test_rerun_skips_every_stage_and_a_new_video_reruns_from_curation(tmp_path):
 
 @pytest.mark.slow
 def test_demo_queues_hard_cases_for_people_and_reports_every_stage(tmp_path):
+    from factories import toy_model_folder
+
+    from ardrag.errors import ConfigError
+    from ardrag.presets import TOY, shipped_folder
+
+    try:  # the stages start from the shipped toy model; without it, from a folder of random weights
+        toy = shipped_folder(TOY)
+        train = {}
+    except ConfigError:
+        toy = tmp_path / "toy"
+        toy_model_folder(toy)
+        train = {"train": {"model": {"wan": str(toy)}}}
     quick = tmp_path / "quick.yaml"  # the demo's defaults, fewer clips and steps
     quick.write_text(yaml.safe_dump({
         "curation": {"source_config": {"num_clips": 8}}, "teacher": {"config": {"steps": 2}},
         "distill": {"config": {"steps": 2}}, "grpo": {"config": {"steps": 2}},
-        "eval": {"procedural": {"num_clips": 2}},
+        "eval": {"procedural": {"num_clips": 2}}, **train,
     }))  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "ARDRAG_LS_URL" and not k.startswith("PREFECT_LOG")}
     env.update(OMP_NUM_THREADS="1")
@@ -133,7 +145,7 @@ def test_demo_queues_hard_cases_for_people_and_reports_every_stage(tmp_path):
     assert "httpx: HTTP Request:" in kept and "Finished in state Completed()" in kept
     store = CurationStore(tmp_path / "demo" / "curation")
     waiting = [c for c in store.waiting() if c["review"] is None]
-    assert waiting  # hard cases among 8 procedural clips (occlusion, fast motion): queued, not accepted
+    assert waiting  # hard cases among 8 toy clips (fast bursts): queued, not accepted
     assert f"## annotation (skipped (off))\n\n{len(waiting)} clips wait for a person" in report
     assert "ardrag annotate push --out" in report
     for stage in ("curation", "dataset", "teacher", "distill", "grpo", "evaluation"):
@@ -141,5 +153,12 @@ def test_demo_queues_hard_cases_for_people_and_reports_every_stage(tmp_path):
     manifest = read_manifest(tmp_path / "demo" / "curation" / "dataset")
     assert manifest["samples"] == store.summary()["states"]["accepted"] > 0  # the easy ones, by rule
     assert "| fid | fvd | aesthetic | smoothness | consistency | latency |" in report
+    # which weights each stage started from, and the evaluation's still-frame reference
+    started = "Started from: the toy model's trained student, control weights included"
+    assert f"## teacher (ran)\n\n{started} (`{toy}`)" in report
+    assert "## distill (ran)\n\nStarted from: the teacher stage's export `" in report
+    assert "## grpo (ran)\n\nStarted from: the distill stage's export `" in report
+    assert "## evaluation (ran)\n\nEvaluated: the grpo stage's export `" in report
+    assert re.search(r"- tracking error of the reference frame held still \(px\): \d", report)
     assert list((tmp_path / "demo" / "eval").glob("eval-*/grid.mp4"))
     assert list((tmp_path / "demo" / "train").glob("grpo-*/rewards.png"))

@@ -1,5 +1,6 @@
-"""ardrag.retrain.report: ``report.md`` lists every stage with its status, key, summary, figures, notes
-and outputs; a run's losses are the means over its first and its last 10 % of steps."""
+"""ardrag.retrain.report: ``report.md`` lists every stage with its status, key, summary, the weights it
+started from, figures, notes and outputs; a run's losses are the means over its first and its last 10 %
+of steps."""
 
 import json
 
@@ -13,7 +14,7 @@ def test_the_report_lists_every_stage_with_its_status_and_figures(tmp_path):
          "outputs": {"curation folder": "/c"}},
         {"stage": "annotation", "status": "skipped (off)", "summary": "2 clips wait",
          "note": "start Label Studio"},
-        {"stage": "teacher", "status": "skipped", "key": "k2",
+        {"stage": "teacher", "status": "skipped", "key": "k2", "start": "the toy model's trained student",
          "figures": {"teacher/loss": {"first": 0.123456, "last": 0.0123456}, "steps": 2}},
         {"stage": "evaluation", "status": "blocked", "table": "| fid |\n| --- |\n| 1 |"},
     ]  # fmt: skip
@@ -35,6 +36,7 @@ def test_the_report_lists_every_stage_with_its_status_and_figures(tmp_path):
         assert f"## {r['stage']} ({r['status']})" in lines
     assert "- inputs: 4\n- states: accepted 3, rejected 1\n- curation folder: `/c`" in text
     assert "## annotation (skipped (off))\n\nstart Label Studio\n" in text
+    assert "## teacher (skipped)\n\nStarted from: the toy model's trained student.\n\n- teacher/loss" in text
     assert "- teacher/loss: first 10 % 0.1235, last 10 % 0.01235\n- steps: 2" in text
     assert text.endswith("## evaluation (blocked)\n\n\n| fid |\n| --- |\n| 1 |")
 

@@ -34,3 +34,37 @@ def test_a_stage_under_torchrun_with_two_processes_then_resumed(tmp_path):
     again = run_training(longer, nproc_per_node=2, progress=False)
     rows = [json.loads(x) for x in (tmp_path / "run" / "losses.jsonl").read_text().splitlines()]
     assert again["steps"] == 3 and [r["step"] for r in rows] == [1, 2, 3]
+
+
+def test_the_report_says_what_each_training_stage_starts_from(tmp_path, monkeypatch):
+    """The demo's chain: the teacher from the shipped toy model (here a folder of random weights in its
+    place), each later stage from the export before it; other configs: random weights or Wan's."""
+    from factories import toy_model_folder
+
+    import ardrag.presets as presets
+    from ardrag.retrain.config import DEMO, TRAINING, load_retrain_config
+    from ardrag.retrain.stages import start_weights
+
+    monkeypatch.setattr(presets, "ASSETS", tmp_path / "assets")
+    toy_model_folder(tmp_path / "assets" / "toy")
+    demo = load_retrain_config(None, {"out": str(tmp_path / "demo")}, base=DEMO)
+    data = str(tmp_path / "data")
+    teacher = train_config(demo, "teacher", data, None)
+    assert teacher.model.wan == str(tmp_path / "assets" / "toy") and teacher.model.preset is None
+    assert start_weights(teacher, "teacher") == (
+        f"the toy model's trained student, control weights included (`{tmp_path / 'assets' / 'toy'}`); "
+        "the toy model's encoders and VAE"
+    )
+    for before, stage in zip(TRAINING, TRAINING[1:], strict=False):
+        tc = train_config(demo, stage, data, f"/runs/{before}/export")
+        start = start_weights(tc, stage)
+        assert start.startswith(f"the {before} stage's export `/runs/{before}/export`; the toy")
+    tiny = train_config(RetrainConfig.model_validate({"preset": "tiny"}), "teacher", data, None)
+    assert start_weights(tiny, "teacher") == (
+        "random weights (model preset tiny) with zero control weights; the random encoders and VAE of model "
+        "preset tiny"
+    )
+    own_vae = RetrainConfig.model_validate({"train": {"model": {"vae": "/v"}}})
+    wan = train_config(own_vae, "teacher", data, None)
+    assert start_weights(wan, "teacher").startswith("the transformer of `Wan-AI/")
+    assert start_weights(wan, "teacher").endswith("(the VAE replaced by `/v`)")

@@ -22,6 +22,7 @@ folder renamed at the end. Its ``recipe.json`` holds this command line, every st
 arguments (as the stage recorded them in its ``figures.json``), the seeds, the git commit, the
 generation config (the toy's 80x48, the student's timesteps, its heatmap sigma, guidance 1) and the
 headline figures. The weights must stay under 20 MB (checked before writing; the sizes are printed).
+``--ship-only`` runs no stage and ships what is there (e.g. ``--final self_rollout`` before GRPO ran).
 
     OMP_NUM_THREADS=1 python benchmarks/make_toy_model.py --out /tmp/toy_model --ship
     # a smoke test of the command, seconds per stage (its model learns nothing; never ship it):
@@ -143,10 +144,9 @@ def recipe(out: Path, final: str, student: Path, argv: list[str], quick: bool) -
     run_config = yaml.safe_load((student.parent / "config.yaml").read_text())
     tracking = {row: {"mean_px": r["mean_px"], "median_px": r["median_px"], "pairs": r["pairs"]}
                 for row, r in toy["tracking"].items()}  # fmt: skip
-    vae = figures(out, "vae")["vae"]
+    vae = toy["vae"]  # the toy stage's VAE: held-out PSNR of a random one and of the fitted one
     heads = {
-        "vae_psnr_db": {"held-out before fitting": figures(out, "vae5")["vae"]["psnr_before"],
-                        "held-out after": vae["psnr_after"]},
+        "vae_psnr_db": {"held-out, random": vae.get("psnr_before"), "fitted": vae.get("psnr_after")},
         "tracking_px": {"clips": toy["args"]["eval_clips"], "held-out seed": toy["args"]["seed"] + 1,
                         "rows": tracking},
         "teacher_control_dependence": toy["teacher"].get("control_dependence"),
@@ -229,13 +229,19 @@ def main(argv: list[str] | None = None) -> None:
     shipped = ASSETS / preset("model", TOY)["weights"]
     ap.add_argument("--to", default=str(shipped), help=f"the model folder to write (default {shipped})")
     ap.add_argument("--quick", action="store_true", help="seconds per stage: a smoke test (never ship it)")
+    ap.add_argument("--ship-only", action="store_true", help="run no stage: ship what the stages made")
     args = ap.parse_args(argv)
+    if args.ship_only and not args.ship:
+        ap.error("--ship-only needs --ship")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     for name, script, stage_args in stages(args.quick):
         if (out / name / "figures.json").is_file():
             print(f"{name}: done already ({out / name / 'figures.json'}), skipped", flush=True)
+            continue
+        if args.ship_only:
+            print(f"{name}: not run (--ship-only)", flush=True)
             continue
         run_stage(out, name, script, [a.replace("{out}", str(out)) for a in stage_args])
     print(f"stages done in {(time.monotonic() - t0) / 60:.1f} min: {out}", flush=True)

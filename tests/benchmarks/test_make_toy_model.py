@@ -29,6 +29,7 @@ def fake_stages(out: Path, grpo: bool = True) -> dict:
         (out / name / "figures.json").write_text(json.dumps({"args": {**args, "vae_only": True}, "vae": vae}))
     row = {"mean_px": 5.0, "median_px": 4.0, "pairs": 10, "per_clip_mean_px": [5.0, 5.0]}
     toy = {"args": args, "size": [48, 80], "tracking": {"student self_rollout": row},
+           "vae": {"from": "vae/vae", "psnr_before": 9.0, "psnr_after": 27.0},
            "teacher": {"control_dependence": {"own": 0.5, "zeroed": 0.9}}}  # fmt: skip
     (out / "toy").mkdir()
     (out / "toy" / "figures.json").write_text(json.dumps(toy))
@@ -75,7 +76,7 @@ def test_ship_writes_the_final_student_and_the_recipe(tmp_path):
     assert recipe["seeds"] == {"toy run (training clips, encoders, transformer and VAE init)": 0,
                                "held-out clips": 1, "grpo": 3}  # fmt: skip
     assert recipe["figures"]["tracking_px"]["rows"]["student self_rollout"]["mean_px"] == 5.0
-    assert recipe["figures"]["grpo"]["steps"] == 110
+    assert recipe["figures"]["grpo"]["steps"] == 110 and recipe["figures"]["vae_psnr_db"]["fitted"] == 27.0
     g = recipe["generation"]
     assert (g["width"], g["height"], g["guidance_scale"], g["heatmap"]["sigma"]) == (80, 48, 1.0, 3.0)
     assert g["timesteps"] == [1000.0, 700.0, 400.0]
@@ -101,6 +102,17 @@ def test_final_self_rollout_ships_the_distilled_student(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_ship_only_runs_no_stage(tmp_path):
+    fake_stages(tmp_path / "run", grpo=False)
+    out = ["--out", str(tmp_path / "run"), "--ship", "--to", str(tmp_path / "toy"), "--ship-only"]
+    done = make(*out, "--final", "self_rollout")
+    assert done.returncode == 0 and "grpo: not run (--ship-only)" in done.stdout, done.stderr[-3000:]
+    assert [s["stage"] for s in read_recipe(tmp_path / "toy")["stages"]] == ["vae5", "vae", "toy"]
+    done = make(*out)  # GRPO's policy: not there
+    assert done.returncode != 0 and "--final grpo: the GRPO stage has not run" in done.stderr
+
+
 def test_no_exported_student_no_ship(tmp_path):
     fake_stages(tmp_path / "run")
     for p in (tmp_path / "run" / "grpo" / "run" / "student").iterdir():

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ardrag.errors import ConfigError
 from ardrag.fsutil import atomic_write
+from ardrag.model.model_folder import folder_preset, is_model_folder
 from ardrag.presets import preset
 from ardrag.retrain.config import TRAINING, RetrainConfig, stage_settings, train_config
 from ardrag.retrain.ledger import Ledger, digest, files_digest, stage_key
@@ -215,8 +216,6 @@ def start_weights(tc: Any, stage: str) -> str:
     """What a training stage's model starts from, in words, for the report: the upstream stage's export,
     a model folder's trained student (e.g. the shipped toy model's), Wan's transformer, or random weights;
     then where its encoders and VAE come from."""
-    from ardrag.model.model_folder import folder_preset
-
     m = tc.model
     shipped = folder_preset(m.wan) if m.preset is None else None
     if m.init is not None:
@@ -233,8 +232,6 @@ def start_weights(tc: Any, stage: str) -> str:
 
 def encoders_and_vae(tc: Any) -> str:
     """Where a stage's encoders and VAE come from, in words."""
-    from ardrag.model.model_folder import folder_preset
-
     m = tc.model
     shipped = folder_preset(m.wan) if m.preset is None else None
     if m.preset is not None:
@@ -246,13 +243,24 @@ def encoders_and_vae(tc: Any) -> str:
     return out + (f" (the VAE replaced by `{m.vae}`)" if m.vae is not None else "")
 
 
+def training_inputs(tc: Any, upstream: Result) -> str:
+    """What a training stage's key stands for besides its config: the upstream model's digest, or the
+    dataset's version, and then the model folder it starts from (its files' digest: new shipped weights
+    rerun the stage)."""
+    if tc.model.init is not None:
+        return upstream["model_digest"]
+    if tc.model.preset is None and is_model_folder(tc.model.wan):
+        return digest(upstream["key"], files_digest(tc.model.wan))
+    return upstream["key"]
+
+
 def training_stage(config: RetrainConfig, stage: str, upstream: Result) -> Result:
     """One training stage (teacher, distill or grpo) from the dataset and the upstream stage's model,
     into ``<out>/train/<stage>-<key>``; skipped when its entry is fresh and its model still there."""
     t0, ledger = time.monotonic(), Ledger(config.root)
     init = upstream["outputs"].get("model")
     tc = train_config(config, stage, str(config.curation_dir / "dataset"), init)
-    key = stage_key(tc, upstream["key"] if init is None else upstream["model_digest"])
+    key = stage_key(tc, training_inputs(tc, upstream))
     entry = ledger.fresh(stage, key)
     if entry and Path(entry["outputs"]["model"]).is_dir():
         return skipped(stage, entry)
@@ -290,7 +298,6 @@ def evaluation_stage(config: RetrainConfig, student: Result) -> Result:
     """The paper's six metrics of the final student on the benchmark (``ardrag eval``'s outputs)."""
     from ardrag.evaluation.benchmark import eval_set_config, write_procedural_benchmark
     from ardrag.evaluation.run import evaluate
-    from ardrag.model.model_folder import folder_preset
     from ardrag.training.run import trained_pipeline
 
     t0, ledger = time.monotonic(), Ledger(config.root)

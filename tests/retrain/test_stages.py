@@ -68,3 +68,23 @@ def test_the_report_says_what_each_training_stage_starts_from(tmp_path, monkeypa
     wan = train_config(own_vae, "teacher", data, None)
     assert start_weights(wan, "teacher").startswith("the transformer of `Wan-AI/")
     assert start_weights(wan, "teacher").endswith("(the VAE replaced by `/v`)")
+
+
+def test_new_weights_in_the_model_folder_rerun_the_stage_that_starts_from_it(tmp_path):
+    from factories import toy_model_folder
+
+    from ardrag.retrain.stages import training_inputs
+
+    toy_model_folder(tmp_path / "toy", seed=0)
+    config = RetrainConfig.model_validate({"preset": "tiny", "train": {"model": {"preset": None,
+                                           "wan": str(tmp_path / "toy")}}})  # fmt: skip
+    teacher = train_config(config, "teacher", str(tmp_path / "data"), None)
+    dataset = {"key": "version-1"}
+    first = training_inputs(teacher, dataset)
+    assert training_inputs(teacher, dataset) == first != "version-1"
+    toy_model_folder(tmp_path / "toy", seed=1)
+    assert training_inputs(teacher, dataset) != first
+    distill = train_config(config, "distill", str(tmp_path / "data"), "/teacher")
+    assert training_inputs(distill, {"key": "k", "model_digest": "d"}) == "d"
+    tiny = train_config(RetrainConfig.model_validate({"preset": "tiny"}), "teacher", str(tmp_path), None)
+    assert training_inputs(tiny, dataset) == "version-1"

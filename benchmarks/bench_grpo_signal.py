@@ -13,8 +13,8 @@ gradient's noise, its step size, and whether the reward can be raised at all. Th
    cosine c for halves of n rollouts, the signal's share gives the rollouts needed for c = 0.5 (signal
    and noise equal in one estimate) as n (1 - c) / c.
 3. **Line check.** The mean reward of latent frames 1.. on the pool (frame 0 is the reference image: its
-   motion reward is constant; its brightness does take part in that reward's gradient), with N fixed
-   seeds per clip (common random numbers), of
+   motion reward is constant, and it carries no action), with N fixed seeds per clip (common random
+   numbers), of
    the deployed sampler given the seeds and with selective actions, after moving the weights by eta times the
    unit vector of the mean gradient: along the GRPO step (-gradient of the loss, the ascent direction),
    against it, and along a random direction (the control: how much any move of that size changes the
@@ -84,7 +84,7 @@ def line_reward(built: Any, conds: list[Any], seeds: int, seed: int, stochastic:
                 picks = stochastic_steps_for([sample_seed(seed, 8, i)] * seeds, built.latent,
                                              kw["sampler"].transitions)  # fmt: skip
                 actions = SampleRandom([sample_seed(seed, 9, i, j) for j in range(seeds)], c.latents.device)
-                noise = SelectiveNoise(rng, actions, picks)
+                noise = SelectiveNoise(rng, actions, picks, kw["sampler"].transitions)
             frames = selective_rollout(stage.policy, c, noise, frames=built.latent, **kw).clean
             values.append(float(stage.rewards(c, frames)["total"][:, 1:].mean()))
     return statistics.mean(values)

@@ -23,14 +23,14 @@ motion reward gets the evaluation's tracker.
   beauty). The motion reward's tracker is the evaluation's (the library's
   ``ardrag.data.trackers.scaled.metric_tracker``: opencv on the frames upscaled to about 320 px wide,
   with settings for soft frames; the opencv defaults lose nearly every point on the toy VAE's blurry
-  frames). --aesthetic-weight 0 (the default) keeps the random
-  head's score out of the advantages (it is still logged): in frame 0, where the motion reward is
-  constant, the per-frame normalisation would otherwise turn its tiny differences into unit advantages.
+  frames). --aesthetic-weight 0 (the default) keeps the random head's score out of the advantages (it is
+  still logged): a random head's differences are not a signal to train on.
   --brightness trains on a control reward instead, each frame's mean intensity (``common.brightness_reward``),
   which is smooth in the frames and rises within minutes: it shows what the loop does with a learnable
   reward.
 - **Figures** from the run's ``losses.jsonl``: the motion and aesthetic rewards (means over the G rollouts and
-  the latent frames of each step) averaged over the first and the last 10 % of the steps, raw and EMA-smoothed
+  the latent frames after the reference, the frames the loss covers, of each step) averaged over the first
+  and the last 10 % of the steps, raw and EMA-smoothed
   (TensorBoard's debiased EMA, the curves of ``rewards.png``), the KL to the starting student and the clip
   fraction. Since a step's reward depends mostly on which clip it drew, two figures take the clip out: per
   clip, its last-tenth mean minus its first-tenth mean, averaged over the clips (with its standard error);

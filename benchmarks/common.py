@@ -24,7 +24,6 @@ from ardrag.data.heatmap import HeatmapConfig
 from ardrag.data.loader import ShardedVideoDataset
 from ardrag.data.sample import Sample
 from ardrag.data.sources.toy import ToyConfig, ToySource
-from ardrag.data.trackers import get_tracker
 from ardrag.data.trackers.scaled import SMALL_VIDEO_OPENCV, ScaledTracker
 from ardrag.inference.session import StreamSession
 from ardrag.model.pipeline import ARDragPipeline, GenerationConfig
@@ -199,7 +198,8 @@ def add_grpo_arguments(ap: argparse.ArgumentParser) -> None:
         help="GRPOConfig.motion_alpha, in squared fractions of the frame (library default 0.01)",
     )
     ap.add_argument("--own-noise", action="store_true",
-                    help="shared_noise off: each rollout draws its own starting noise")  # fmt: skip
+                    help="shared_noise off: each rollout draws its own starting noise, noise inputs and "
+                         "re-noising, not only its actions")  # fmt: skip
     ap.add_argument("--aesthetic-weight", type=float, default=0.0,
                     help="its weight in the advantages (0: logged, not trained on)")  # fmt: skip
     ap.add_argument("--brightness", action="store_true",
@@ -211,14 +211,12 @@ def build_grpo(
     args: argparse.Namespace,
     out: Path,
     minutes: float | None = None,
-    eval_clips: int = 0,
     grpo: dict[str, Any] | None = None,
     steps: int | None = None,
 ) -> argparse.Namespace:
     """The pool's dataset under ``out / "data"``, the toy's models (``build_models`` with its
     ``self_rollout`` student, its VAE folder and heatmap spots), the GRPO stage (``grpo``: more
-    ``GRPOConfig`` overrides; ``steps``: a cap besides ``minutes``) and the trackers; ``eval_clips``
-    held-out clips."""
+    ``GRPOConfig`` overrides; ``steps``: a cap besides ``minutes``)."""
     toy = Path(args.toy)
     student = toy / "self_rollout" / "student"
     for path in (toy / "figures.json", toy / "vae", student):
@@ -236,7 +234,6 @@ def build_grpo(
     cfg = toy_config(targs, args.clips, targs.seed, size)
     samples = list(ToySource(cfg).samples())
     write_clips(samples, out / "data", cfg, max(1, args.clips // 2))
-    held = held_out_clips(targs, size, eval_clips) if eval_clips else []
 
     # models: the toy's encoders, VAE and heatmap spots, its self_rollout student
     # (causal as saved: it streams in the before/after check; build_models would load model.init's teacher)
@@ -260,11 +257,9 @@ def build_grpo(
     at_toy_size(pipe, size, targs.heatmap_sigma)
     torch.manual_seed(args.seed)
     stage = GRPOStage(config, pipe, start)
-    eval_tracker = get_tracker("opencv", TRACKER)
-    eval_tracker.setup()
     loader_cfg = config.data.loader.model_copy(update={"batch_size": config.batch_size})
     dataset = ShardedVideoDataset(str(out / "data"), loader_cfg)
     return argparse.Namespace(
-        pipe=pipe, start=start, stage=stage, config=config, pool=[clip_dict(x) for x in samples], held=held,
-        dataset=dataset, tracker=eval_tracker, student=student, latent=latent, toy_args=targs, size=size,
+        pipe=pipe, start=start, stage=stage, config=config, dataset=dataset, student=student, latent=latent,
+        toy_args=targs, size=size,
     )  # fmt: skip

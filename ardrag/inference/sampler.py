@@ -180,6 +180,23 @@ class FrameSampler:
         raise AssertionError("unreachable")
 
 
+def training_sampler(timesteps: list[float], pipe: Any) -> FrameSampler:
+    """A training stage's sampler: its own schedule (``distill.timesteps``, ``grpo.timesteps``) with the
+    pipeline's cache-write timestep and kind, so that what training writes into the cache is what
+    ``StreamSession`` on that pipeline writes. A schedule other than the pipeline's is logged: the exported
+    student then wants that schedule at inference (``generation.timesteps``)."""
+    import logging
+
+    config = getattr(pipe, "config", None)
+    sampler = FrameSampler.from_config(config) if config is not None else FrameSampler(tuple(timesteps))
+    if tuple(float(t) for t in timesteps) != sampler.timesteps:
+        logging.getLogger(__name__).warning(
+            "training schedule %s differs from the pipeline's generation timesteps %s: generate with the "
+            "training schedule", list(timesteps), list(sampler.timesteps)
+        )
+    return FrameSampler(tuple(timesteps), sampler.write_timestep, sampler.kind)
+
+
 class FrameNoise:
     """A frame's random inputs, from one stream per sample (``SampleRandom``), in the draw order of the
     module docstring."""
@@ -193,11 +210,12 @@ class FrameNoise:
         """(mask (B, 4, 1, h, w), image condition (B, 16, 1, h, w), CLIP tokens) of latent frame
         ``frame``: the reference at frame 0; after it, noise in its place, drawn here once per frame."""
         shape = (ref_latent.shape[0], 4, 1, *ref_latent.shape[3:])
+        like = {"device": ref_latent.device, "dtype": ref_latent.dtype}
         if frame == 0:
-            return torch.ones(shape, device=ref_latent.device), ref_latent, clip
+            return torch.ones(shape, **like), ref_latent, clip
         cond = self.rng.randn(*ref_latent.shape[1:]).to(ref_latent)
         tokens = self.rng.randn(*clip.shape[1:]).to(clip)
-        return torch.zeros(shape, device=ref_latent.device), cond, tokens
+        return torch.zeros(shape, **like), cond, tokens
 
     def start(self, frame: int, like: torch.Tensor) -> torch.Tensor:
         """The frame's starting noise, shaped like ``like`` (B, 16, 1, h, w)."""
@@ -219,17 +237,27 @@ class SelectiveNoise(FrameNoise):
     transition ``steps[i, m]`` comes from ``action`` (the policy's stochastic action, whose density the
     log-probability covers); every other draw comes from ``rng`` (noise fixed by the condition's seed, the
     same for every rollout of its group when the rows share seeds). ``rng`` draws for every row at every
-    transition, so each stream stays where it would be without the action. A step of -1 (or beyond the
-    frame's transitions) makes the frame deterministic given ``rng``."""
+    transition, so each stream stays where it would be without the action. A frame's steps are all -1
+    (no action: the frame is deterministic given ``rng``, as frame 0 and the frames past ``steps``' last
+    column) or all re-noising transitions, 0 .. ``transitions`` - 1 (the last denoising step gives the
+    clean frame and draws nothing)."""
 
-    def __init__(self, rng: SampleRandom, action: SampleRandom, steps: torch.Tensor):
+    def __init__(self, rng: SampleRandom, action: SampleRandom, steps: torch.Tensor, transitions: int):
         super().__init__(rng)
         if steps.ndim != 2 or steps.shape[0] != len(rng) or len(action) != len(rng):
             raise ValueError(
                 f"stochastic steps of shape {tuple(steps.shape)} for {len(rng)} rows and {len(action)} "
                 "action streams; expected (rows, frames) and one action stream per row"
             )
-        self.action, self.steps = action, steps.long().cpu()
+        steps = steps.long().cpu()
+        for m, col in enumerate(steps.T):
+            none, acting = bool((col == -1).all()), bool(((col >= 0) & (col < transitions)).all())
+            if not (none or acting):
+                raise ValueError(
+                    f"stochastic steps of frame {m} are {col.tolist()}; expected all -1 (no action) or all "
+                    f"re-noising transitions in 0 .. {transitions - 1}"
+                )
+        self.action, self.steps = action, steps
 
     def picked(self, frame: int) -> torch.Tensor:
         """(B,) each row's stochastic transition in this frame (-1: none)."""

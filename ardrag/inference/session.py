@@ -8,8 +8,8 @@ VAE encoder and decoder and the noise generator roll back to where that step sta
 
 Each step runs the student's sampler (:mod:`ardrag.inference.sampler`, the one that distillation and GRPO
 train): its schedule, its re-noising draws and the noise that replaces the reference after frame 0
-(drawn once per frame) are those of training, so a GRPO rollout and a session given the same draws
-(``noise``) produce the same frames, bit for bit.
+(drawn once per frame) are those of training, so a one-row GRPO rollout and a session given the same
+draws (``noise``) produce the same frames, bit for bit on CPU in float32.
 
 Starting a session encodes the prompt and the reference's CLIP embedding; the reference's VAE latent is
 encoded by the first step, in one batch with frame 0's control heatmap (both are one frame, the first

@@ -72,6 +72,13 @@ class OptimConfig(Config):
     max_grad_norm: float = Field(1.0, gt=0)
 
 
+def check_schedule(v: list[float]) -> list[float]:
+    """A sampler schedule: decreasing timesteps in (0, 1000]."""
+    if any(not 0 < t <= 1000 for t in v) or any(a <= b for a, b in zip(v[:-1], v[1:], strict=True)):
+        raise ValueError(f"{v}: expected decreasing timesteps in (0, 1000], e.g. [1000, 755, 522]")
+    return v
+
+
 class DistillConfig(Config):
     rollout: Literal["self_rollout", "self_forcing"] = "self_rollout"
     timesteps: list[float] = Field(default_factory=lambda: [1000.0, 755.0, 522.0], min_length=1)
@@ -99,9 +106,7 @@ class DistillConfig(Config):
     @field_validator("timesteps")
     @classmethod
     def _schedule(cls, v: list[float]) -> list[float]:
-        if any(not 0 < t <= 1000 for t in v) or any(a <= b for a, b in zip(v[:-1], v[1:], strict=True)):
-            raise ValueError(f"{v}: expected decreasing timesteps in (0, 1000], e.g. [1000, 755, 522]")
-        return v
+        return check_schedule(v)
 
 
 class GRPOConfig(Config):
@@ -129,6 +134,11 @@ class GRPOConfig(Config):
     aesthetic_clip: str | None = Field(None, description="CLIP ViT-L/14 folder (required unless tiny)")
     aesthetic_head: str | None = Field(None, description="LAION aesthetic MLP weights (.pth/.safetensors)")
     smoothing: float = Field(0.9, ge=0, lt=1, description="EMA factor of the smoothed reward curves")
+
+    @field_validator("timesteps")
+    @classmethod
+    def _schedule(cls, v: list[float]) -> list[float]:
+        return check_schedule(v)
 
     @field_validator("reward_weights")
     @classmethod

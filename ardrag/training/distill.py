@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ardrag.inference.sampler import FrameNoise, FrameSampler
+from ardrag.inference.sampler import FrameNoise, FrameSampler, training_sampler
 from ardrag.model.transformer_ardrag import ARDragTransformer, CausalARDragTransformer, KVCache
 from ardrag.training import parallel
 from ardrag.training.conditions import (
@@ -118,12 +118,15 @@ def rollout(
     exit_step: int,
     mode: str,
     grad: bool,
+    sampler: FrameSampler | None = None,
 ) -> Rollout:
     """Generate ``frames`` latent frames one at a time with the deployed sampler (see the module
-    docstring)."""
+    docstring); ``sampler``: its cache-write timestep and kind (default: the re-noising sampler writing at
+    t = 0), ``timesteps`` its schedule."""
     if mode not in ("self_rollout", "self_forcing"):
         raise ValueError(f"rollout mode {mode!r}; expected 'self_rollout' or 'self_forcing'")
-    sampler = FrameSampler(tuple(timesteps))
+    base = sampler or FrameSampler(tuple(timesteps))
+    sampler = FrameSampler(tuple(timesteps), base.write_timestep, base.kind)
     if not 0 <= exit_step < sampler.steps:
         raise ValueError(f"exit step {exit_step} outside the {sampler.steps}-step schedule")
     noise = FrameNoise(rng)
@@ -139,7 +142,7 @@ def rollout(
 
         def velocity(x: torch.Tensor, t: float, *, write: bool = False, mask=mask, cond=cond, clip=clip,
                      control=control) -> torch.Tensor:  # fmt: skip
-            ts = torch.full((b,), t, device=x.device, dtype=dtype)
+            ts = torch.full((b,), t, device=x.device, dtype=torch.float32)  # as StreamSession passes them
             x_in = torch.cat([x, mask, cond], 1).to(dtype)
             return generator.forward_frame(x_in, ts, text, cache, clip, control=control, write=write).float()
 
@@ -168,6 +171,7 @@ class DistillStage(Stage):
 
     def __init__(self, config: TrainConfig, pipe: Any, teacher: ARDragTransformer):
         self.config, self.pipe, d = config, pipe, config.distill
+        self.sampler = training_sampler(d.timesteps, pipe)  # the deployed sampler, with d's schedule
         self.teacher = teacher.eval().requires_grad_(False)
         self.generator = CausalARDragTransformer.from_config(
             {**teacher.config, "cache_window": d.cache_window}
@@ -222,6 +226,7 @@ class DistillStage(Stage):
             self.generator, c, c.random(self.config.seed, step, phase, 1),
             timesteps=d.timesteps, frames=min(d.latent_frames, c.frames), window=d.cache_window,
             exit_step=self.exit_step(step), mode=d.rollout, grad=grad,
+            sampler=self.sampler,
         )  # fmt: skip
 
     def _noised(self, c: Conditions, x: torch.Tensor, rng: SampleRandom) -> tuple[torch.Tensor, ...]:

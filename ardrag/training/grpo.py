@@ -4,8 +4,9 @@ that inference runs.
 **Rollouts.** For every condition (reference, prompt, trajectories) G rollouts are generated frame by
 frame with the KV cache by the deployed sampler (:mod:`ardrag.inference.sampler`: x0 prediction,
 re-noising to the next level, the noise in place of the reference drawn once per frame, the cache write
-on the clean frame), the very code that ``StreamSession`` runs. A rollout and a session given the same
-draws give the same frames, bit for bit (tests/inference/test_sampler.py).
+on the clean frame), the very code that ``StreamSession`` runs. A one-row rollout and a session given the
+same draws give the same frames, bit for bit on CPU in float32 (tests/inference/test_sampler.py); a row of
+a batched rollout agrees up to float rounding (batched matrix products round differently).
 
 **Selective stochasticity.** The re-noising draw x_{n+1} = (1 - s_{n+1}) x0_theta(x_n) + s_{n+1} eps is
 Gaussian around a model-dependent mean: N((1 - s_{n+1}) x0_theta(x_n), s_{n+1}^2 I). In each latent frame
@@ -35,7 +36,13 @@ the same rollouts serve several optimizer steps (the ratio moves away from 1 aft
 **Deviations from the paper, and why:**
 - The stochastic transition is the sampler's own re-noising draw, not an SDE step of the flow ODE (the
   paper's Eq. 4, with a noise level): the deployed sampler re-noises, so its draw is the policy's only
-  randomness after the starting noise, and no noise level is needed.
+  randomness after the starting noise, and no noise level is needed. So the candidates are the N - 1
+  re-noising transitions of a frame: the last denoising step gives the clean frame and draws nothing.
+- Frame 0 carries no action and is left out of the loss: it regenerates the reference, its motion
+  reward is constant, and Eq. 14 sums the frames after it.
+- Rollouts run without classifier-free guidance (the student is distilled to run without it; the
+  stage's pipeline has ``guidance_scale`` 1): a session generating with guidance > 1 runs another
+  sampler than the one GRPO trained.
 - Replay rebuilds each frame's KV cache from the rollout's clean frames without gradients: the
   log-probability of frame m differentiates through frame m's pass only, not through the cached frames
   before it (their gradient would need the whole rollout's graph kept, frame after frame).
@@ -55,7 +62,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ardrag.inference.sampler import FrameNoise, FrameSampler, SampleRandom, SelectiveNoise
+from ardrag.errors import ConfigError
+from ardrag.inference.sampler import FrameNoise, FrameSampler, SampleRandom, SelectiveNoise, training_sampler
 from ardrag.model.transformer_ardrag import CausalARDragTransformer, KVCache
 from ardrag.training.conditions import Conditions
 from ardrag.training.trainer import Phase, Stage
@@ -89,7 +97,8 @@ class FrameStep:
 
     @property
     def scored(self) -> bool:
-        """Whether the frame carries an action in every row (it enters the loss)."""
+        """Whether the frame carries actions (in every row, as ``SelectiveNoise`` requires): it enters the
+        loss."""
         return bool((self.step >= 0).all())
 
 
@@ -111,7 +120,8 @@ def _velocity(model: CausalARDragTransformer, c: Conditions, cache: KVCache, m: 
               write: bool = False) -> torch.Tensor:  # fmt: skip
     """v of latent frame m at timestep t (a number, or one per row)."""
     dtype = next(model.parameters()).dtype
-    ts = torch.as_tensor(t, dtype=dtype, device=x.device).expand(x.shape[0]).contiguous()
+    # float32 timesteps, as StreamSession passes them (bf16 would round 755 to 756)
+    ts = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(x.shape[0]).contiguous()
     x_in = torch.cat([x, mask, cond], 1).to(dtype)
     v = model.forward_frame(x_in, ts, c.text.to(dtype), cache, clip.to(dtype),
                             control=c.control[:, :, m : m + 1].to(dtype), write=write)  # fmt: skip
@@ -283,6 +293,7 @@ class GRPOStage(Stage):
         from ardrag.rewards import AestheticScorer
 
         self.config, self.pipe, g = config, pipe, config.grpo
+        self.sampler = training_sampler(g.timesteps, pipe)  # the deployed sampler, with g's schedule
         self.policy = CausalARDragTransformer.from_config({**start.config, "cache_window": g.cache_window})
         self.policy.load_state_dict(start.state_dict())
         self.policy.to(start.device).train()
@@ -318,8 +329,7 @@ class GRPOStage(Stage):
         return repeat_conditions(c, self.config.grpo.group_size)
 
     def _kw(self) -> dict[str, Any]:
-        g = self.config.grpo
-        return {"sampler": FrameSampler(tuple(g.timesteps)), "window": g.cache_window}
+        return {"sampler": self.sampler, "window": self.config.grpo.cache_window}
 
     def rewards(self, c: Conditions, clean: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-rollout, per-latent-frame rewards (B, F) of each registered reward, and their weighted sum."""
@@ -346,15 +356,22 @@ class GRPOStage(Stage):
 
         g, kw = self.config.grpo, self._kw()
         frames = min(g.latent_frames, c.frames)
+        if frames < 2:
+            raise ConfigError(
+                f"clips {c.keys[:3]} have {c.frames} latent frame(s): GRPO's actions are in the frames "
+                "after the reference, so it needs at least 2 (5 pixel frames; raise data.max_frames or "
+                "drop short clips)"
+            )
         # per condition, shared by its G rollouts
         seeds = [sample_seed(self.config.seed, step, i // g.group_size, 5) for i in c.index]
-        steps = stochastic_steps_for(seeds, frames, kw["sampler"].transitions)
+        transitions = kw["sampler"].transitions
+        steps = stochastic_steps_for(seeds, frames, transitions)
         if g.shared_noise:  # every draw but the actions per condition; the actions per rollout
             shared = [sample_seed(self.config.seed, step, 3, i // g.group_size) for i in c.index]
             rng = SampleRandom(shared, c.latents.device)
         else:
             rng = c.random(self.config.seed, step, 3)
-        noise = SelectiveNoise(rng, c.random(self.config.seed, step, 4), steps)
+        noise = SelectiveNoise(rng, c.random(self.config.seed, step, 4), steps, transitions)
         rollout = selective_rollout(self.policy, c, noise, **kw)
         rewards = self.rewards(c, rollout.clean)
         with torch.no_grad():

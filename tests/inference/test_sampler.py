@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from ardrag.errors import ConfigError
-from ardrag.inference.sampler import FrameNoise, FrameSampler, SampleRandom, SelectiveNoise
+from ardrag.inference.sampler import FrameNoise, FrameSampler, SampleRandom, SelectiveNoise, training_sampler
 from ardrag.inference.session import StreamSession
 from ardrag.model.pipeline import ARDragPipeline
 from ardrag.model.vae import StreamingVaeDecoder
 from ardrag.training.conditions import Conditions
+from ardrag.training.config import GRPOConfig
 from ardrag.training.distill import rollout as distill_rollout
 from ardrag.training.grpo import selective_rollout
 
@@ -69,16 +70,16 @@ def decode(pipe, latents):
 
 def test_a_grpo_rollout_and_a_stream_session_with_the_same_draws_give_the_same_frames(pipe, reference):
     steps = torch.tensor([[-1, 1, 0]])  # the actions: transition 1 in frame 1, transition 0 in frame 2
-    sampler = FrameSampler.from_config(pipe.config)
-    assert sampler.timesteps == (1000.0, 755.0, 522.0) and sampler.write_timestep == 0.0
+    sampler = training_sampler(GRPOConfig().timesteps, pipe)  # what GRPOStage builds on this pipeline
+    assert sampler == FrameSampler.from_config(pipe.config) and sampler.write_timestep == 0.0
 
-    def draws():
-        return SelectiveNoise(SampleRandom([5]), SampleRandom([9]), steps)
+    def draws(action=9, rows=1):
+        return SelectiveNoise(SampleRandom([5] * rows), SampleRandom([action] * rows), steps.expand(rows, -1),
+                              sampler.transitions)  # fmt: skip
 
     session, frames, latents, c = stream(pipe, reference, draws())
-    rollout = selective_rollout(
-        pipe.transformer, c, draws(), sampler=sampler, window=session.caches[0].window
-    )
+    window = session.caches[0].window
+    rollout = selective_rollout(pipe.transformer, c, draws(), sampler=sampler, window=window)
     assert torch.equal(rollout.clean, latents)  # bit for bit
     for ours, theirs in zip(decode(pipe, rollout.clean), frames, strict=True):
         np.testing.assert_array_equal(ours, theirs)
@@ -86,9 +87,17 @@ def test_a_grpo_rollout_and_a_stream_session_with_the_same_draws_give_the_same_f
         for a, b in zip(rollout.cache.read(layer), session.caches[0].read(layer), strict=True):
             assert torch.equal(a, b)
     # the actions are the sampler's re-noising draws: other action noise, other frames after frame 0
-    _, other, _, _ = stream(pipe, reference, SelectiveNoise(SampleRandom([5]), SampleRandom([10]), steps))
+    _, other, _, _ = stream(pipe, reference, draws(action=10))
     np.testing.assert_array_equal(other[0], frames[0])
     assert not np.array_equal(other[2], frames[2])
+    # a row of a batched rollout (GRPO's shape) agrees up to float rounding: batched products round apart
+    tripled = {
+        k: torch.cat([getattr(c, k)] * 3) for k in ("latents", "control", "ref_latent", "clip", "text")
+    }
+    batch = Conditions(**{**c.__dict__, **tripled, "index": [0, 0, 0]})
+    rows = selective_rollout(pipe.transformer, batch, draws(rows=3), sampler=sampler, window=window)
+    for row in range(3):
+        torch.testing.assert_close(rows.clean[row : row + 1], latents, rtol=0, atol=1e-5)
 
 
 def test_self_rollout_caches_what_the_session_streams_and_self_forcing_its_exit_predictions(pipe, reference):
@@ -139,6 +148,15 @@ def test_the_noise_in_place_of_the_reference_is_drawn_once_per_frame(pipe, refer
         for cond, clip, _ in passes[1:]:
             assert torch.equal(cond, passes[0][0]) and torch.equal(clip, passes[0][1])
     assert not torch.equal(per_frame[1][0][0], per_frame[2][0][0])  # a new draw for each frame
+
+
+def test_a_bf16_pipeline_streams(reference):
+    pipe = ARDragPipeline.tiny()
+    pipe.wan.to(torch.bfloat16)
+    pipe.transformer.to(torch.bfloat16)
+    session = StreamSession(pipe, reference, "a red square slides right")
+    frames = [session.step(controls(k)) for k in range(2)]
+    assert [f.shape[0] for f in frames] == [1, 4] and session.latent.dtype == torch.bfloat16
 
 
 def test_the_ode_kind_is_the_flow_euler_step_and_schedules_are_checked():

@@ -39,7 +39,7 @@ def group(conditions):
 
 def selective(group, steps):
     """Shared draws per condition (rows 0-1 and 2-3), the actions per rollout."""
-    return SelectiveNoise(SampleRandom([7, 7, 8, 8]), SampleRandom([1, 2, 3, 4]), steps)
+    return SelectiveNoise(SampleRandom([7, 7, 8, 8]), SampleRandom([1, 2, 3, 4]), steps, SAMPLER.transitions)
 
 
 def test_the_ratio_is_exactly_one_without_an_update(policy, group):
@@ -91,6 +91,13 @@ def test_a_different_seed_picks_different_steps():
     assert torch.equal(stochastic_steps_for([4], 8, 2)[0], picks[4])  # a seed's picks are its own
     with pytest.raises(ValueError, match="at least 2 steps"):
         stochastic_steps_for([0], 3, 0)
+
+
+def test_action_steps_must_be_re_noising_transitions_and_whole_frames(group):
+    rng, actions = SampleRandom([7, 7, 8, 8]), SampleRandom([1, 2, 3, 4])
+    for bad in ([[-1, 2]] * 4, [[-1, 0], [-1, 1], [-1, -1], [-1, 0]]):  # the last step; a frame half acting
+        with pytest.raises(ValueError, match="expected all -1 .no action. or all re-noising transitions"):
+            SelectiveNoise(rng, actions, torch.tensor(bad), SAMPLER.transitions)
 
 
 def test_grpo_refuses_the_ode_sampler(policy, group):
@@ -168,9 +175,13 @@ def test_a_groups_rollouts_share_every_draw_but_their_actions(tiny_models, tmp_p
     config = tiny_config("grpo", run_dir=str(tmp_path), grpo={"shared_noise": shared, "latent_frames": 3})
     stage = GRPOStage(config, pipe, teacher)
     group = config.grpo.group_size
-    got = stage.collect(stage.batch(procedural_batch(), [0, 1]), step=0)
+    c = stage.batch(procedural_batch(), [0, 1])
+    got = stage.collect(c, step=0)
     rollout = got["rollout"]
     assert got["scored"] == [1, 2] and got["advantages"].shape == (2 * group, 2)
+    assert stage.sampler.timesteps == tuple(config.grpo.timesteps)  # the deployed sampler, grpo's schedule
+    _, logs = stage.policy_loss(c, got)  # the stage's own path (policy in train mode): ratio exactly 1
+    assert logs["ratio_max_dev"] == 0.0 and logs["kl"] == 0.0
     pairs = [(0, j) for j in range(1, group)]
     first = rollout.frames[0].clean.view(2, group, -1)  # frame 0: no action
     for cond in range(2):
@@ -185,6 +196,22 @@ def test_a_groups_rollouts_share_every_draw_but_their_actions(tiny_models, tmp_p
             same = [torch.equal(t[cond, i], t[cond, j]) for t in inputs for i, j in pairs]
             assert all(same) if shared else not any(same)
         assert not torch.equal(f.cond.view(2, group, -1)[0, 0], f.cond.view(2, group, -1)[1, 0])
+
+
+def test_grpo_needs_a_frame_after_the_reference(tiny_models, tmp_path):
+    from training_helpers import procedural_batch, tiny_config
+
+    from ardrag.errors import ConfigError
+    from ardrag.training.grpo import GRPOStage
+
+    pipe, teacher = tiny_models
+    config = tiny_config("grpo", run_dir=str(tmp_path))
+    stage = GRPOStage(config, pipe, teacher)
+    raw = procedural_batch()
+    short = {k: raw[k][:, :4] for k in ("video", "tracks", "visible", "intensity")}  # 1 latent frame
+    raw = {**raw, **short}
+    with pytest.raises(ConfigError, match="needs at least 2"):
+        stage.collect(stage.batch(raw, [0, 1]), step=0)
 
 
 def test_three_grpo_steps_raise_a_reward_they_can_raise_and_its_negation_lowers_it(tiny_models, tmp_path):

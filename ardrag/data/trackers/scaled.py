@@ -7,7 +7,8 @@ tracks a video narrower than ``min_width`` on its frames upscaled (bicubic, an i
 ``min_width`` wide) with :data:`SMALL_VIDEO_OPENCV` (a 31-px window, no appearance check, a 4-px
 forward-backward threshold, no motion prediction for lost points), and returns the tracks in the video's
 own pixels; wider videos go to the plain tracker. Those settings were chosen among five on VAE
-reconstructions of real toy clips, never on generated ones (benchmarks/RESULTS.md, toy learning).
+reconstructions of real toy clips, never on generated ones (``benchmarks/bench_train_toy.py``, item 5 of
+its docstring).
 
 The evaluation's motion consistency (``ardrag eval``) and GRPO's motion reward both track through
 :func:`metric_tracker`, so that a small model is measured and rewarded the same way.
@@ -33,8 +34,8 @@ SMALL_VIDEO_OPENCV = {
 
 
 class ScaledTracker:
-    """``small`` on videos narrower than ``min_width``, upscaled by ``up`` (default: to about
-    ``min_width``); ``tracker`` on the others."""
+    """``small`` on videos narrower than ``min_width``, upscaled by ``up`` (default: an integer factor, at
+    least 2, to about ``min_width``); ``tracker`` on the others."""
 
     def __init__(self, tracker: Tracker, small: Tracker | None = None, min_width: int = SMALL_VIDEO_WIDTH,
                  up: int | None = None):  # fmt: skip
@@ -49,7 +50,7 @@ class ScaledTracker:
         h, w = video.shape[1:3]
         if w >= self.min_width and self.up is None:
             return self.tracker.track(video, queries)
-        up = self.up or max(1, round(self.min_width / w))
+        up = self.up or max(2, round(self.min_width / w))
         big = np.stack([cv2.resize(f, (w * up, h * up), interpolation=cv2.INTER_CUBIC) for f in video])
         q = np.asarray(queries, np.float32).copy()
         q[:, 1:] = (q[:, 1:] + 0.5) * up - 0.5

@@ -276,17 +276,27 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+GRID_MIN_WIDTH = 320  # px: narrower clips are enlarged in grid.mp4, so that a person can see them
+
+
 def grid(rows: list[tuple[np.ndarray, np.ndarray | None, Any]], max_rows: int = 8) -> np.ndarray:
     """Clips stacked vertically, each row generated | reference (black when none), the drag drawn on
-    both; all rows padded to the longest clip by holding their last frame."""
+    both; all rows padded to the longest clip by holding their last frame. Clips narrower than
+    :data:`GRID_MIN_WIDTH` (a toy model's 80x48) are enlarged by a whole factor first, each pixel a block
+    (the model's own pixels, none invented), and the drag drawn at that size."""
     rows = rows[:max_rows]
     length = max(len(g) for g, _, _ in rows)
+    width = rows[0][0].shape[2]
+    k = max(1, round(GRID_MIN_WIDTH / width)) if width < GRID_MIN_WIDTH else 1
     out = []
     for video, reference, traj in rows:
         t = len(video)
-        left = draw_tracks(video, traj.tracks[:t], traj.visible[:t])
+        tracks = (traj.tracks[:t] + 0.5) * k - 0.5  # pixel centres at integers, at either size
+        video = video.repeat(k, axis=1).repeat(k, axis=2)
+        left = draw_tracks(video, tracks, traj.visible[:t])
         right = (np.zeros_like(video) if reference is None
-                 else draw_tracks(reference[:t], traj.tracks[:t], traj.visible[:t]))  # fmt: skip
+                 else draw_tracks(reference[:t].repeat(k, axis=1).repeat(k, axis=2), tracks,
+                                  traj.visible[:t]))  # fmt: skip
         pair = np.concatenate([left, np.full_like(left[:, :, :4], 255), right], axis=2)
         if t < length:
             pair = np.concatenate([pair, np.repeat(pair[-1:], length - t, axis=0)])

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from ardrag.data.sources.procedural import ProceduralConfig
@@ -80,3 +81,20 @@ def test_bad_entries_are_reported_per_clip_and_the_rest_is_evaluated(tmp_path):
     assert results["columns"]["fvd"] is None and "16+ frames" in results["notes"]["fvd"]  # 9-frame clips
     table = (tmp_path / "out" / "results.md").read_text()
     assert "## Errors" in table and "missing-image" in table and "fvd: not computed" in table
+
+
+def test_the_grid_enlarges_small_clips_so_that_a_person_can_see_them():
+    """An 80x48 clip (the toy model's) becomes 320x192 per side, each pixel a 4x4 block, the drag drawn at
+    that size; a clip 320 px wide or more is drawn as it is."""
+    from ardrag.evaluation.run import grid
+    from ardrag.inference.trajectory import Trajectory
+
+    rng = np.random.default_rng(0)
+    for (h, w), k in (((48, 80), 4), ((64, 96), 3), ((192, 320), 1)):
+        video = rng.integers(0, 255, (3, h, w, 3), dtype=np.uint8)
+        traj = Trajectory(tracks=np.full((3, 1, 2), 5.0, np.float32), visible=np.ones((3, 1), bool),
+                          intensity=np.ones((3, 1), np.float32), fps=16.0, width=w, height=h)  # fmt: skip
+        out = grid([(video, video, traj)])
+        assert out.shape == (3, h * k, 2 * w * k + 4, 3)
+        corner = out[0, h * k - k :, w * k - k : w * k]  # the bottom-right pixel, far from the drag
+        assert (corner == video[0, -1, -1]).all()

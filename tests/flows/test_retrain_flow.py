@@ -111,16 +111,14 @@ def test_demo_queues_hard_cases_for_people_and_reports_every_stage(tmp_path):
 
     try:  # the stages start from the shipped toy model; without it, from a folder of random weights
         toy = shipped_folder(TOY)
-        train = {}
     except ConfigError:
         toy = tmp_path / "toy"
         toy_model_folder(toy)
-        train = {"train": {"model": {"wan": str(toy)}}}
     quick = tmp_path / "quick.yaml"  # the demo's defaults, fewer clips and steps
     quick.write_text(yaml.safe_dump({
         "curation": {"source_config": {"num_clips": 8}}, "teacher": {"config": {"steps": 2}},
         "distill": {"config": {"steps": 2}}, "grpo": {"config": {"steps": 2}},
-        "eval": {"procedural": {"num_clips": 2}}, **train,
+        "eval": {"procedural": {"num_clips": 2}}, "train": {"model": {"wan": str(toy)}},
     }))  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "ARDRAG_LS_URL" and not k.startswith("PREFECT_LOG")}
     env.update(OMP_NUM_THREADS="1")

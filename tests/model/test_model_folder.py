@@ -127,4 +127,4 @@ def test_the_shipped_toy_model_follows_drags(shipped, tmp_path):
     pipe = ARDragPipeline.from_pretrained(str(shipped))
     runs = {name: evaluate(tmp_path / name, preset=TOY, pipe=pipe, progress=False, clip_fn=fn)
             for name, fn in (("model", None), ("still", still))}  # fmt: skip
-    assert runs["model"]["consistency_error_px"] < 0.8 * runs["still"]["consistency_error_px"]
+    assert runs["model"]["consistency_error_px"] < 0.85 * runs["still"]["consistency_error_px"]

@@ -220,7 +220,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def register_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "demo", help="the whole system on embedded defaults: procedural data to evaluation, tiny models (CPU)"
+        "demo", help="the whole system on embedded defaults: toy clips to evaluation, the toy model (CPU)"
     )
     p.add_argument("--out", default="runs/demo", help="demo folder (default runs/demo)")
     p.add_argument(

@@ -192,7 +192,9 @@ def training_sampler(timesteps: list[float], pipe: Any) -> FrameSampler:
     if tuple(float(t) for t in timesteps) != sampler.timesteps:
         logging.getLogger(__name__).warning(
             "training schedule %s differs from the pipeline's generation timesteps %s: generate with the "
-            "training schedule", list(timesteps), list(sampler.timesteps)
+            "training schedule",
+            list(timesteps),
+            list(sampler.timesteps),
         )
     return FrameSampler(tuple(timesteps), sampler.write_timestep, sampler.kind)
 

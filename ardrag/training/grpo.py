@@ -304,7 +304,7 @@ class GRPOStage(Stage):
             parallel.shard(self.policy)
             parallel.shard(self.reference)
         if g.aesthetic_clip is None or g.aesthetic_head is None:
-            self.scorer = AestheticScorer.tiny(config.seed)  # check_config allows this on tiny only
+            self.scorer = AestheticScorer.tiny(config.seed)  # check_config: random/toy models only
         else:
             self.scorer = AestheticScorer.from_paths(g.aesthetic_clip, g.aesthetic_head)
         self.tracker = metric_tracker(g.tracker)  # as the evaluation tracks: small videos upscaled first

@@ -290,6 +290,21 @@ def still_clip(pipe: Any, image: Any, trajectory: Any, prompt: str, seed: int = 
     return np.repeat(image[None], trajectory.num_frames, axis=0), 0.0
 
 
+def untrained_transformer(transformer: Any, seed: int) -> Any:
+    """A random transformer of ``transformer``'s class and config (control weights zero, as every
+    training starts): the model before any training, the yardstick the evaluation reports beside the
+    trained one. Seeded by ``seed`` alone; leaves the global RNG untouched."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = type(transformer).from_config(transformer.config)
+    model = model.to(transformer.device)
+    if model.dtype != transformer.dtype:  # diffusers warns on any dtype given to to(): only when needed
+        model = model.to(transformer.dtype)
+    return model.eval()
+
+
 def _px(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} px"
 
@@ -322,25 +337,36 @@ def evaluation_stage(config: RetrainConfig, student: Result) -> Result:
     results = evaluate(out, progress=config.progress, **settings)
     # the same evaluation of the reference frame held still: what a model that ignores the drag scores
     still = evaluate(out / "still", progress=False, clip_fn=still_clip, **settings)
+    # and of the untrained model: a random transformer of the same shape with the same encoders and VAE
+    trained = pipe.transformer
+    pipe.transformer = untrained_transformer(trained, e.seed)
+    try:
+        untrained = evaluate(out / "untrained", progress=False, **settings)
+    finally:
+        pipe.transformer = trained
     columns = results["columns"]
     error, still_error = results["consistency_error_px"], still["consistency_error_px"]
+    untrained_error = untrained["consistency_error_px"]
     header = "| " + " | ".join(columns) + " |"
     row = "| " + " | ".join("n/a" if v is None else f"{v:.4g}" for v in columns.values()) + " |"
     result = {
         "key": key,
         "summary": f"{len(results['clips'])} clips, {len(results['errors'])} with errors; tracking error "
-        f"{_px(error)} (the reference frame held still: {_px(still_error)})",
+        f"{_px(error)} (untrained model: {_px(untrained_error)}; the reference frame held still: "
+        f"{_px(still_error)})",
         "start": f"the {TRAINING[-1]} stage's export `{model}`; {encoders_and_vae(last)}",
         "figures": {
             "clips": len(results["clips"]),
             "errors": len(results["errors"]),
             "tracking error (px)": error,
+            "tracking error of the untrained model (px)": untrained_error,
             "tracking error of the reference frame held still (px)": still_error,
         },
         "table": "\n".join([header, "|" + " --- |" * len(columns), row]),
         "outputs": {
             "results": str(out / "results.md"),
             "videos (generated | reference)": str(out / "grid.mp4"),
+            "videos of the untrained model": str(out / "untrained" / "grid.mp4"),
         },
         "seconds": time.monotonic() - t0,
     }

@@ -158,5 +158,7 @@ def test_demo_queues_hard_cases_for_people_and_reports_every_stage(tmp_path):
     assert "## grpo (ran)\n\nStarted from: the distill stage's export `" in report
     assert "## evaluation (ran)\n\nEvaluated: the grpo stage's export `" in report
     assert re.search(r"- tracking error of the reference frame held still \(px\): \d", report)
+    assert re.search(r"- tracking error of the untrained model \(px\): \d", report)
+    assert list((tmp_path / "demo" / "eval").glob("eval-*/untrained/grid.mp4"))
     assert list((tmp_path / "demo" / "eval").glob("eval-*/grid.mp4"))
     assert list((tmp_path / "demo" / "train").glob("grpo-*/rewards.png"))

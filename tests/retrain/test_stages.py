@@ -88,3 +88,24 @@ def test_new_weights_in_the_model_folder_rerun_the_stage_that_starts_from_it(tmp
     assert training_inputs(distill, {"key": "k", "model_digest": "d"}) == "d"
     tiny = train_config(RetrainConfig.model_validate({"preset": "tiny"}), "teacher", str(tmp_path), None)
     assert training_inputs(tiny, dataset) == "version-1"
+
+
+def test_the_untrained_yardstick_is_a_seeded_random_transformer_of_the_same_shape():
+    import torch
+
+    from ardrag.model.pipeline import ARDragPipeline
+    from ardrag.retrain.stages import untrained_transformer
+
+    trained = ARDragPipeline.tiny(0).transformer
+    with torch.no_grad():  # a "trained" model: its control weights no longer zero
+        trained.control_embedding.weight.fill_(0.5)
+    state = torch.random.get_rng_state()
+    a, b, c = (untrained_transformer(trained, s) for s in (3, 3, 4))
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG untouched
+    assert type(a) is type(trained) and dict(a.config) == dict(trained.config) and not a.training
+    assert not a.control_embedding.weight.any() and not a.control_embedding.bias.any()  # zero, as at start
+    weights = [dict(m.named_parameters()) for m in (a, b, c, trained)]
+    name = "blocks.0.attn1.to_q.weight"
+    assert torch.equal(weights[0][name], weights[1][name])  # the same seed, the same model
+    assert not torch.equal(weights[0][name], weights[2][name])
+    assert not torch.equal(weights[0][name], weights[3][name])

@@ -36,6 +36,20 @@ WAN_I2V_14B_480P = "wan2.1-i2v-14b-480p"  # the real model, the paper's base
 DEFAULT_MODEL = WAN_I2V_14B_480P
 DEFAULT_WAN = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"  # its hub id: the Wan I2V model loaded by default
 
+SMALL = "small"  # two layers of the 1.3B transformer's width, random: real widths on a CPU
+WAN_1_3B_RANDOM = "1.3b"  # the Wan 2.1 1.3B transformer's shape (with I2V inputs), random weights
+WAN_14B_RANDOM = "14b"  # the Wan 2.1 I2V 14B transformer's shape, random weights
+
+# Transformer fields of the Wan 2.1 shapes (diffusers' WanTransformer3DModel; the 1.3B model is text-to-
+# video upstream: here it takes the I2V inputs, 36 channels and CLIP tokens, as AR-Drag's student does).
+WAN_1_3B = {"num_attention_heads": 12, "attention_head_dim": 128, "ffn_dim": 8960, "num_layers": 30,
+            "text_dim": 4096, "image_dim": 1280, "added_kv_proj_dim": 1536}  # fmt: skip
+WAN_14B = {"num_attention_heads": 40, "attention_head_dim": 128, "ffn_dim": 13824, "num_layers": 40,
+           "text_dim": 4096, "image_dim": 1280, "added_kv_proj_dim": 5120}  # fmt: skip
+CLIP_VIT_H_14 = {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
+                 "num_attention_heads": 16, "image_size": 224, "patch_size": 14}  # fmt: skip
+UMT5_STAND_IN = {"d_model": 4096, "d_kv": 64, "d_ff": 1024, "num_layers": 1, "num_heads": 8}
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "procedural": {
         "default": {},
@@ -61,6 +75,31 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             },
             "weights": TOY,
             "eval_set": TOY,
+        },
+        # Real shapes with random weights, for benchmarks of speed and memory (benchmarks/bench_realtime.py):
+        # the Wan 2.1 transformer widths with I2V inputs, the real Wan VAE and CLIP ViT-H/14 shapes, and a
+        # one-layer UMT5 stand-in of the real output width (4096; the prompt is encoded once per session).
+        # "small" is two layers of the 1.3B width, with two-layer encoders: the CPU tests' real width.
+        SMALL: {
+            "transformer": {**WAN_1_3B, "num_layers": 2},
+            "text_encoder": UMT5_STAND_IN,
+            "image_encoder": {**CLIP_VIT_H_14, "num_hidden_layers": 2},
+            "vae": {},  # the real Wan 2.1 VAE (AutoencoderKLWan's defaults)
+            "image_size": 224,
+        },
+        WAN_1_3B_RANDOM: {
+            "transformer": WAN_1_3B,
+            "text_encoder": UMT5_STAND_IN,
+            "image_encoder": CLIP_VIT_H_14,
+            "vae": {},
+            "image_size": 224,
+        },
+        WAN_14B_RANDOM: {
+            "transformer": WAN_14B,
+            "text_encoder": UMT5_STAND_IN,
+            "image_encoder": CLIP_VIT_H_14,
+            "vae": {},
+            "image_size": 224,
         },
         WAN_I2V_14B_480P: {"hub_id": DEFAULT_WAN},
         "wan2.1-i2v-14b-720p": {"hub_id": "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"},

@@ -11,6 +11,25 @@ train): its schedule, its re-noising draws and the noise that replaces the refer
 (drawn once per frame) are those of training, so a one-row GRPO rollout and a session given the same
 draws (``noise``) produce the same frames, bit for bit on CPU in float32.
 
+**The streaming fast path** (:class:`StreamOptions`, every part on by default, each one switchable so that
+``benchmarks/bench_realtime.py`` can show what it buys): a ring-buffer KV cache of fixed shapes rotated
+once per frame (:class:`~ardrag.model.transformer_ardrag.RingKVCache`), cross-attention keys and values
+cached (the text's per session, the image tokens' per frame), both guidance branches in one batched pass,
+a chosen SDPA backend, ``torch.compile`` of the transformer blocks, and on a GPU the VAE decode on its own
+CUDA stream (:meth:`StreamSession.submit`), overlapped with the next frame's denoising.
+``StreamOptions.reference()`` turns it all off: the reference path, which GRPO's rollouts match bit for
+bit; the fast path gives its frames to float32 reordering error (tests/inference/test_fast_step.py).
+
+**The cache write** is a fourth transformer pass per frame, on the clean latent at ``write_timestep``: no
+denoising pass computes the clean frame's keys, so it cannot be dropped. It is deferred to the start of the
+next step (or an idle moment, :meth:`StreamSession.flush`), so it is never between a drag and the frame it
+produces; its cost is measured by ``benchmarks/bench_realtime.py`` ("write").
+
+**Streams of any length**: with ``attention_sink`` frames (``GenerationConfig.attention_sink``,
+``ardrag generate --sink``) the first latent frame stays in the cache beside the rolling window, as in
+StreamingLLM and LongLive. The cache's memory is fixed by its window, and RoPE positions are counted
+within the cached window, so they stay in range however long the stream runs.
+
 Starting a session encodes the prompt and the reference's CLIP embedding; the reference's VAE latent is
 encoded by the first step, in one batch with frame 0's control heatmap (both are one frame, the first
 chunk of the causal VAE encoder), and the encoder then keeps only the control stream.
@@ -18,8 +37,9 @@ chunk of the causal VAE encoder), and the encoder then keeps only the control st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import contextlib
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,7 +47,83 @@ import torch
 from ardrag.errors import ConfigError
 from ardrag.inference.sampler import FrameNoise, FrameSampler, SampleRandom
 from ardrag.model.pipeline import ARDragPipeline
+from ardrag.model.transformer_ardrag import CrossCache
 from ardrag.model.vae import StreamingVaeDecoder, StreamingVaeEncoder
+
+SdpaBackend = Literal["auto", "flash", "efficient", "cudnn", "math"]
+CompileMode = Literal["none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """Which parts of the streaming fast path a session runs (see the module docstring).
+
+    - ``ring_cache``: the preallocated ring-buffer KV cache (else the reference cache, concatenated on
+      every write); ``rope_once``: its slots rotated once per frame (else once per pass).
+    - ``cross_cache``: cross-attention keys and values of the text per session, of the image tokens
+      per frame (else recomputed in every pass, the text embedding MLP included).
+    - ``batched_cfg``: guidance's two branches in one batch-2 pass (else two batch-1 passes).
+    - ``sdpa``: the scaled-dot-product-attention backend: ``auto`` lets PyTorch choose; ``flash``,
+      ``efficient`` or ``cudnn`` put that one first (the math kernel stays as a fallback).
+    - ``compile``: ``torch.compile`` each transformer block with this mode (``reduce-overhead`` adds
+      CUDA graphs); ``none`` runs eagerly. It compiles the model's blocks in place, for every user of
+      the model.
+    - ``decode_stream``: on a GPU, the VAE decode on its own CUDA stream (:meth:`StreamSession.submit`).
+    - ``attention_sink``: frames pinned in the cache (None: the pipeline config's).
+    """
+
+    ring_cache: bool = True
+    rope_once: bool = True
+    cross_cache: bool = True
+    batched_cfg: bool = True
+    sdpa: SdpaBackend = "auto"
+    compile: CompileMode = "none"
+    decode_stream: bool = True
+    attention_sink: int | None = None
+
+    @classmethod
+    def reference(cls, **overrides: Any) -> StreamOptions:
+        """Everything off: the reference path."""
+        off = {"ring_cache": False, "rope_once": False, "cross_cache": False, "batched_cfg": False,
+               "decode_stream": False}  # fmt: skip
+        return cls(**{**off, **overrides})
+
+    def sdpa_context(self) -> Any:
+        if self.sdpa == "auto":
+            return contextlib.nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        first = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                 "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[self.sdpa]  # fmt: skip
+        order = [first] + [b for b in (SDPBackend.MATH,) if b != first]
+        return sdpa_kernel(order, set_priority=True)
+
+
+class FrameHandle:
+    """The decoded frames of one :meth:`StreamSession.submit`: ready now (CPU), or once the decode
+    stream's event fires (GPU). :meth:`result` waits and returns uint8 (n, H, W, 3)."""
+
+    def __init__(self, frames: torch.Tensor, done: Any = None):
+        self._frames, self._done = frames, done
+
+    def result(self) -> np.ndarray:
+        if self._done is not None:
+            self._done.synchronize()
+        return self._frames.numpy()
+
+
+def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    frames = ((pixels[0].permute(1, 2, 3, 0).float() + 1) * 127.5).round().clamp(0, 255)
+    return frames.to(torch.uint8)
+
+
+def compile_blocks(model: Any, mode: str) -> None:
+    """``torch.compile`` each transformer block of ``model`` in place (once per model and mode)."""
+    if mode == "none" or getattr(model, "_ardrag_compiled", None) == mode:
+        return
+    for block in model.blocks:
+        block.compile(mode=None if mode == "default" else mode, dynamic=False)
+    model._ardrag_compiled = mode
 
 
 @dataclass
@@ -53,19 +149,37 @@ class StreamSession:
         *,
         noise: FrameNoise | None = None,
         sampler: FrameSampler | None = None,
+        options: StreamOptions | None = None,
     ):
         self.pipe = pipe
         model = pipe.transformer
+        options = options if options is not None else StreamOptions()
+        if options.attention_sink is None:
+            options = replace(options, attention_sink=int(getattr(pipe.config, "attention_sink", 0)))
+        self.options = options
+        compile_blocks(model, options.compile)
         self.text, self.negative = pipe.encode_prompt(prompt)
         self._reference = pipe.reference_pixels(reference)
         self.clip = pipe.encode_clip(reference)
         # The reference's VAE latent (normalised): encoded in one batch with frame 0's controls (step).
         self.ref_latent: torch.Tensor | None = None
         self.guided = self.negative is not None
-        self.caches = [model.new_cache() for _ in range(2 if self.guided else 1)]
+        self.batched = self.guided and options.batched_cfg
+        branches = 1 if self.batched or not self.guided else 2
+        sink = options.attention_sink
+        new = model.new_ring_cache if options.ring_cache else model.new_cache
+        self.caches = [new(sink=sink) for _ in range(branches)]
+        self.cross = (
+            [CrossCache.empty(len(model.blocks)) for _ in range(branches)] if options.cross_cache else None
+        )
+        if self.batched:
+            self.text_both = torch.cat([self.text, self.negative])
         self.encoder = StreamingVaeEncoder(pipe.vae)
         self.decoder = StreamingVaeDecoder(pipe.vae)
-        self.noise = noise if noise is not None else FrameNoise(SampleRandom([seed]))
+        self._decode_stream = None
+        if options.decode_stream and pipe.device.type == "cuda":
+            self._decode_stream = torch.cuda.Stream(device=pipe.device)
+        self.noise = noise if noise is not None else FrameNoise(SampleRandom([seed], device=pipe.device))
         self.sampler = sampler if sampler is not None else FrameSampler.from_config(pipe.config)
         self.frame = 0  # latent frames done
         self.latent: torch.Tensor | None = None  # the last frame's clean latent (normalised)
@@ -82,11 +196,39 @@ class StreamSession:
         model, ts = self.pipe.transformer, torch.tensor([t], device=x.device)
         mask, cond, clip = inputs
         x_in = torch.cat([x, mask, cond], 1)
-        v = model.forward_frame(x_in, ts, self.text, self.caches[0], clip, control=control, write=write)
+        o = self.options
+        fast = {"rope_once": o.rope_once} if o.ring_cache else {}
+        cross = self.cross or [None, None]
+        with o.sdpa_context():
+            if self.batched:
+                two = (
+                    torch.cat([x_in, x_in]),
+                    ts.repeat(2),
+                    self.text_both,
+                    self.caches[0],
+                    clip.repeat(2, 1, 1),
+                )
+                v, v_neg = model.forward_frame(
+                    *two, control=control.repeat(2, 1, 1, 1, 1), write=write, cross=cross[0], **fast
+                ).chunk(2)
+            else:
+                v = model.forward_frame(
+                    x_in,
+                    ts,
+                    self.text,
+                    self.caches[0],
+                    clip,
+                    control=control,
+                    write=write,
+                    cross=cross[0],
+                    **fast,
+                )
+                if self.guided:
+                    v_neg = model.forward_frame(
+                        x_in, ts, self.negative, self.caches[1], clip, control=control, write=write,
+                        cross=cross[1], **fast,
+                    )  # fmt: skip
         if self.guided:
-            v_neg = model.forward_frame(
-                x_in, ts, self.negative, self.caches[1], clip, control=control, write=write
-            )
             v = v_neg + self.pipe.config.guidance_scale * (v - v_neg)
         return v
 
@@ -95,6 +237,8 @@ class StreamSession:
                       self.noise.get_state(), self.frame)  # fmt: skip
 
     def _restore(self, state: _State) -> None:
+        if self._decode_stream is not None:
+            self._decode_stream.synchronize()
         for cache, snap in zip(self.caches, state.caches, strict=True):
             cache.restore(snap)
         self.encoder.restore(state.encoder)
@@ -102,15 +246,24 @@ class StreamSession:
         self.noise.set_state(state.rng)
         self.frame = state.frame
 
-    @torch.no_grad()
     def step(
         self, tracks: np.ndarray, visible: np.ndarray | None = None, intensity: np.ndarray | None = None
     ) -> np.ndarray:
         """Generate the next latent frame under these controls ((n, N, 2) pixel points for its n pixel
         frames); returns its decoded frames, uint8 (n, H, W, 3)."""
+        return self.submit(tracks, visible, intensity).result()
+
+    @torch.no_grad()
+    def submit(
+        self, tracks: np.ndarray, visible: np.ndarray | None = None, intensity: np.ndarray | None = None
+    ) -> FrameHandle:
+        """:meth:`step` without waiting for the decode: on a GPU with ``decode_stream`` the VAE decodes
+        on its own CUDA stream while the caller submits the next frame; ``.result()`` waits for it."""
         tracks, visible, intensity = self._check(tracks, visible, intensity)
         self.flush()
         self._before_last = self._state()
+        for cross in self.cross or []:
+            cross.new_frame()  # after the flush: the write pass used the last frame's image tokens
         pixels = self.pipe.control_pixels(tracks, visible, intensity)
         if self.frame == 0:
             # The reference image and frame 0's heatmap are both a causal VAE encoder's first chunk (one
@@ -131,10 +284,20 @@ class StreamSession:
         )
         self._pending = (x, inputs, control)
         self.latent = x
-        pixels = self.decoder.decode_next(x)
         self.frame += 1
-        frames = ((pixels[0].permute(1, 2, 3, 0).float() + 1) * 127.5).round().clamp(0, 255)
-        return frames.to(torch.uint8).cpu().numpy()
+        if self._decode_stream is None:
+            return FrameHandle(_to_uint8(self.decoder.decode_next(x)).cpu())
+        ready = torch.cuda.Event()
+        ready.record()
+        with torch.cuda.stream(self._decode_stream):
+            self._decode_stream.wait_event(ready)
+            x.record_stream(self._decode_stream)
+            frames = _to_uint8(self.decoder.decode_next(x))
+            host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
+            host.copy_(frames, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        return FrameHandle(host, done)
 
     @torch.no_grad()
     def flush(self) -> None:

@@ -106,22 +106,27 @@ def build_tiny_pipeline(seed: int = 0, name: str = TINY) -> WanImageToVideoPipel
     from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
     transformer_fields = transformer_config(name)  # an unknown name fails before any weights are drawn
+    entry = preset("model", name)  # a real-shape preset also sets the encoders' and the VAE's fields
+    text_fields = {**TINY_TEXT_ENCODER_CONFIG, **entry.get("text_encoder", {})}
+    image_fields = {**TINY_IMAGE_ENCODER_CONFIG, **entry.get("image_encoder", {})}
+    vae_fields = entry["vae"] if "vae" in entry else TINY_VAE_CONFIG
     tokenizer = byte_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         text_encoder = UMT5EncoderModel(
             UMT5Config(
                 vocab_size=len(tokenizer),
-                **TINY_TEXT_ENCODER_CONFIG,
+                **text_fields,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
                 decoder_start_token_id=tokenizer.pad_token_id,
             )
         )
-        image_encoder = CLIPVisionModel(CLIPVisionConfig(**TINY_IMAGE_ENCODER_CONFIG))
-        vae = AutoencoderKLWan(**TINY_VAE_CONFIG)
+        image_encoder = CLIPVisionModel(CLIPVisionConfig(**image_fields))
+        vae = AutoencoderKLWan(**vae_fields)
         transformer = WanTransformer3DModel(**transformer_fields)
-    return assemble_pipeline(tokenizer, text_encoder, image_encoder, vae, transformer, image_size=IMAGE_SIZE)
+    size = entry.get("image_size", IMAGE_SIZE)
+    return assemble_pipeline(tokenizer, text_encoder, image_encoder, vae, transformer, image_size=size)
 
 
 def tiny_vae(seed: int = 0) -> AutoencoderKLWan:

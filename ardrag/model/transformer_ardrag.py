@@ -48,30 +48,42 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class KVCache:
-    """Keys (before RoPE) and values of the last ``window`` clean frames, per layer."""
+    """Keys (before RoPE) and values of the last ``window`` clean frames, per layer, concatenated on every
+    write: the reference cache (training's rollouts run it; :class:`RingKVCache` is the streaming one).
+    ``sink``: the first ``sink`` frames stay pinned beside the rolling window (StreamingLLM's attention
+    sink), so a frame sees at most ``sink + window`` cached frames."""
 
-    def __init__(self, num_layers: int, window: int):
+    def __init__(self, num_layers: int, window: int, sink: int = 0):
         if window < 1:
             raise ConfigError(f"KV cache window is {window}; expected at least 1 frame")
-        self.window = window
+        if sink < 0:
+            raise ConfigError(f"attention sink is {sink} frames; expected 0 or more")
+        self.window, self.sink = window, sink
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.frames_written = 0
 
     @property
     def cached_frames(self) -> int:
-        return min(self.frames_written, self.window)
+        pinned = min(self.frames_written, self.sink)
+        return pinned + min(self.frames_written - pinned, self.window)
 
     def read(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         return self.keys[layer], self.values[layer]
 
     def write(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """Append one frame's keys and values, evicting the oldest frame beyond the window."""
+        """Append one frame's keys and values, evicting the oldest frame beyond the window (never a
+        sink frame)."""
         n = keys.shape[1]
         old_k, old_v = self.keys[layer], self.values[layer]
         k = keys if old_k is None else torch.cat([old_k, keys], 1)
         v = values if old_v is None else torch.cat([old_v, values], 1)
-        self.keys[layer], self.values[layer] = k[:, -self.window * n :], v[:, -self.window * n :]
+        pinned = min(self.frames_written, self.sink) * n
+        rolling = self.window * n
+        if k.shape[1] - pinned > rolling:
+            k = torch.cat([k[:, :pinned], k[:, -rolling:]], 1) if pinned else k[:, -rolling:]
+            v = torch.cat([v[:, :pinned], v[:, -rolling:]], 1) if pinned else v[:, -rolling:]
+        self.keys[layer], self.values[layer] = k, v
 
     def snapshot(self) -> dict[str, Any]:
         """The cache's state (the tensors are never modified in place, so references suffice)."""
@@ -81,6 +93,155 @@ class KVCache:
         self.keys, self.values = list(state["keys"]), list(state["values"])
         self.frames_written = state["frames"]
 
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values) if t is not None)
+
+
+class RingKVCache:
+    """The streaming cache: per layer, preallocated buffers of fixed shape, written in place.
+
+    - ``raw``: the keys before RoPE of ``sink + window`` frame slots. Frame f < sink lives in slot f;
+      a later frame in slot ``sink + (f - sink) % window``, over the frame ``window`` before it.
+    - ``keys``: those slots rotated with their window-relative positions, plus one slot for the frame
+      being denoised. The slots are rotated once per frame (``rotated_at``), not once per pass.
+    - ``values``: the slots' values, plus the current frame's slot.
+
+    Attention runs over all slots with a mask for the empty ones (none once the window is full), so
+    every pass has the same shapes. The slots are in ring order, not in time order: attention does not
+    depend on the keys' order, but float32 sums in another order round differently, so this cache gives
+    the reference cache's frames to float32 reordering error, not bit for bit. A write saves the slot it
+    overwrites, so :meth:`restore` can undo the last write (``StreamSession.regenerate`` after
+    ``flush``)."""
+
+    def __init__(self, num_layers: int, window: int, sink: int = 0):
+        if window < 1:
+            raise ConfigError(f"KV cache window is {window}; expected at least 1 frame")
+        if sink < 0:
+            raise ConfigError(f"attention sink is {sink} frames; expected 0 or more")
+        self.window, self.sink, self.slots = window, sink, sink + window
+        self.raw: list[torch.Tensor | None] = [None] * num_layers
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+        self.rotated_at = [-1] * num_layers
+        self.frames_written = 0
+        self.tokens = 0  # tokens per frame, fixed by the first pass
+        self._undo: list[tuple[int, int, torch.Tensor, torch.Tensor] | None] = [None] * num_layers
+        self._layout: tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] | None = None
+
+    @property
+    def cached_frames(self) -> int:
+        pinned = min(self.frames_written, self.sink)
+        return pinned + min(self.frames_written - pinned, self.window)
+
+    def slot_of(self, frame: int) -> int:
+        return frame if frame < self.sink else self.sink + (frame - self.sink) % self.window
+
+    def positions(self) -> list[int]:
+        """Each slot's window-relative RoPE position (-1: empty), then the current frame's."""
+        pos = [-1] * self.slots
+        cached = [f for f in range(min(self.frames_written, self.sink))]
+        cached += list(range(max(self.sink, self.frames_written - self.window), self.frames_written))
+        for rank, frame in enumerate(cached):
+            pos[self.slot_of(frame)] = rank
+        return pos + [len(cached)]
+
+    def layout(
+        self, model: CausalARDragTransformer, pph: int, ppw: int, device: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(cos, sin) over every slot's tokens and the current frame's, and the attention mask (None
+        when every slot holds a frame); computed once per frame."""
+        if self._layout is not None and self._layout[0] == self.frames_written:
+            return self._layout[1]
+        pos = self.positions()
+        n = pph * ppw
+        cos, sin = model.rope_table(self.slots + 1, pph, ppw, device)
+        index = torch.tensor([max(p, 0) for p in pos], device=device)
+        cos = cos.view(self.slots + 1, n, -1)[index].reshape(1, (self.slots + 1) * n, 1, -1)
+        sin = sin.view(self.slots + 1, n, -1)[index].reshape(1, (self.slots + 1) * n, 1, -1)
+        mask = None
+        if min(pos) < 0:
+            valid = torch.tensor([p >= 0 for p in pos], device=device).repeat_interleave(n)
+            mask = valid.view(1, 1, 1, -1)
+        self._layout = (self.frames_written, (cos, sin, mask))
+        return cos, sin, mask
+
+    def allocate(self, layer: int, key: torch.Tensor) -> None:
+        b, n, h, d = key.shape
+        if self.tokens and n != self.tokens:
+            raise ConfigError(f"a frame of {n} tokens for a cache of {self.tokens}-token frames")
+        self.tokens = n
+        like = {"device": key.device, "dtype": key.dtype}
+        self.raw[layer] = torch.zeros(b, self.slots * n, h, d, **like)
+        self.keys[layer] = torch.zeros(b, (self.slots + 1) * n, h, d, **like)
+        self.values[layer] = torch.zeros(b, (self.slots + 1) * n, h, d, **like)
+
+    def write(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
+        """Put frame ``frames_written``'s keys (before RoPE) and values into its slot, keeping what
+        the slot held for :meth:`restore`."""
+        n, s = self.tokens, self.slot_of(self.frames_written)
+        part = slice(s * n, (s + 1) * n)
+        raw, values = self.raw[layer], self.values[layer]
+        self._undo[layer] = (self.frames_written, s, raw[:, part].clone(), values[:, part].clone())
+        raw[:, part].copy_(key)
+        values[:, part].copy_(value)
+        self.rotated_at[layer] = -1
+
+    def snapshot(self) -> dict[str, Any]:
+        """The frame count: the slots of the written frames change only by a later write, which
+        :meth:`restore` undoes."""
+        return {"frames": self.frames_written}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        frames = state["frames"]
+        if frames == self.frames_written - 1:
+            for layer, undo in enumerate(self._undo):
+                if undo is None or undo[0] != frames:
+                    raise ConfigError("the ring KV cache can undo only its last write")
+                _, s, raw, values = undo
+                part = slice(s * self.tokens, (s + 1) * self.tokens)
+                self.raw[layer][:, part].copy_(raw)
+                self.values[layer][:, part].copy_(values)
+                self._undo[layer] = None
+        elif frames != self.frames_written:
+            raise ConfigError(
+                f"cannot restore the ring KV cache to frame {frames} from frame {self.frames_written}; "
+                "it keeps one write to undo"
+            )
+        self.frames_written = frames
+        self.rotated_at = [-1] * len(self.rotated_at)
+        self._layout = None
+
+    def nbytes(self) -> int:
+        return sum(
+            t.numel() * t.element_size() for t in (*self.raw, *self.keys, *self.values) if t is not None
+        )
+
+
+@dataclass
+class CrossCache:
+    """Cross-attention keys and values, per layer: the text's for the whole session (both guidance
+    branches when batched), the image tokens' for the current frame (the reference's CLIP tokens at
+    frame 0, a fresh noise draw after it: :meth:`new_frame` drops them)."""
+
+    text: list[tuple[torch.Tensor, torch.Tensor] | None]
+    image: list[tuple[torch.Tensor, torch.Tensor] | None]
+    pending: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+
+    @classmethod
+    def empty(cls, num_layers: int) -> CrossCache:
+        return cls([None] * num_layers, [None] * num_layers)
+
+    def new_frame(self) -> None:
+        self.image = [None] * len(self.image)
+
+    @property
+    def needs_text(self) -> bool:
+        return self.text[0] is None
+
+    @property
+    def needs_image(self) -> bool:
+        return self.image[0] is None
+
 
 @dataclass
 class _AttentionContext:
@@ -89,6 +250,8 @@ class _AttentionContext:
     write: bool = False
     rope_keys: tuple[torch.Tensor, torch.Tensor] | None = None  # frame mode: cached frames + this one
     rope_query: tuple[torch.Tensor, torch.Tensor] | None = None
+    rope_once: bool = True  # ring cache: rotate the cached slots once per frame
+    cross: CrossCache | None = None  # cached cross-attention keys and values
 
 
 class CausalWanAttnProcessor:
@@ -111,6 +274,8 @@ class CausalWanAttnProcessor:
         key = attn.norm_k(attn.to_k(hidden_states)).unflatten(2, (attn.heads, -1))
         value = attn.to_v(hidden_states).unflatten(2, (attn.heads, -1))
         mask = ctx.mask
+        if isinstance(ctx.cache, RingKVCache):
+            return self._ring(attn, ctx, query, key, value)
         if ctx.cache is None:
             query, key = apply_rope(query, *rotary_emb), apply_rope(key, *rotary_emb)
         else:
@@ -124,6 +289,76 @@ class CausalWanAttnProcessor:
             query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), attn_mask=mask
         )
         out = out.transpose(1, 2).flatten(2, 3).type_as(query)
+        return attn.to_out[1](attn.to_out[0](out))
+
+    def _ring(
+        self, attn: nn.Module, ctx: _AttentionContext, query: torch.Tensor, key: torch.Tensor,
+        value: torch.Tensor,
+    ) -> torch.Tensor:  # fmt: skip
+        """Attention over a :class:`RingKVCache`: the current frame's keys and values go into the last
+        slot, the cached slots are rotated once per frame (every pass without ``rope_once``)."""
+        ring, layer = ctx.cache, self.layer
+        if ring.values[layer] is None:
+            ring.allocate(layer, key)
+        (cos, sin), mask = ctx.rope_keys, ctx.mask
+        n = ring.tokens
+        cur = slice(ring.slots * n, None)
+        keys, values = ring.keys[layer], ring.values[layer]
+        if not ctx.rope_once or ring.rotated_at[layer] != ring.frames_written:
+            keys[:, : ring.slots * n] = apply_rope(
+                ring.raw[layer], cos[:, : ring.slots * n], sin[:, : ring.slots * n]
+            )
+            ring.rotated_at[layer] = ring.frames_written
+        keys[:, cur] = apply_rope(key, cos[:, cur], sin[:, cur])
+        values[:, cur] = value
+        query = apply_rope(query, cos[:, cur], sin[:, cur])
+        out = F.scaled_dot_product_attention(
+            query.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=mask
+        )
+        if ctx.write:
+            ring.write(layer, key, value)
+        out = out.transpose(1, 2).flatten(2, 3).type_as(query)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+class CachedCrossAttnProcessor:
+    """Cross-attention of one layer (text and image tokens, as diffusers' ``WanAttnProcessor``) with the
+    keys and values from a :class:`CrossCache`: computed from the embedded tokens the pass brings
+    (``CrossCache.pending``) when the cache lacks them, reused otherwise. Without a cache, diffusers'
+    processor runs."""
+
+    def __init__(self, layer: int, base: Any):
+        self.layer, self.base = layer, base
+        self.ctx: _AttentionContext | None = None
+
+    def __call__(
+        self,
+        attn: nn.Module,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        cross = self.ctx.cross if self.ctx is not None else None
+        if cross is None:
+            return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        layer, (text, image) = self.layer, cross.pending
+        if cross.text[layer] is None:
+            k = attn.norm_k(attn.to_k(text)).unflatten(2, (attn.heads, -1))
+            cross.text[layer] = (
+                k.transpose(1, 2),
+                attn.to_v(text).unflatten(2, (attn.heads, -1)).transpose(1, 2),
+            )
+        if attn.add_k_proj is not None and cross.image[layer] is None:
+            k = attn.norm_added_k(attn.add_k_proj(image)).unflatten(2, (attn.heads, -1))
+            v = attn.add_v_proj(image).unflatten(2, (attn.heads, -1))
+            cross.image[layer] = (k.transpose(1, 2), v.transpose(1, 2))
+        query = attn.norm_q(attn.to_q(hidden_states)).unflatten(2, (attn.heads, -1)).transpose(1, 2)
+        out = F.scaled_dot_product_attention(query, *cross.text[layer]).transpose(1, 2).flatten(2, 3)
+        out = out.type_as(query)
+        if attn.add_k_proj is not None:
+            img = F.scaled_dot_product_attention(query, *cross.image[layer]).transpose(1, 2).flatten(2, 3)
+            out = out + img.type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
 
 
@@ -181,6 +416,7 @@ class ARDragTransformer(WanTransformer3DModel):
         if self.causal:
             for i, block in enumerate(self.blocks):
                 block.attn1.set_processor(CausalWanAttnProcessor(i))
+                block.attn2.set_processor(CachedCrossAttnProcessor(i, block.attn2.processor))
 
     @classmethod
     def from_wan(
@@ -222,11 +458,13 @@ class ARDragTransformer(WanTransformer3DModel):
         encoder_hidden_states_image: torch.Tensor | None,
         rotary_emb: tuple[torch.Tensor, torch.Tensor] | None,
         checkpoint: bool = False,
+        cross: CrossCache | None = None,
     ) -> torch.Tensor:
         """``checkpoint``: recompute each block in the backward pass (diffusers' gradient checkpointing).
         Only for plain bidirectional passes: a masked or cached pass hands its mask and KV cache to the
         processors for the duration of the forward, so a recompute would see none (or a cache mutated
-        since), and those passes never checkpoint."""
+        since), and those passes never checkpoint. ``cross``: cross-attention keys and values cached
+        across passes (the frame mode's fast path)."""
         b, _, f, h, w = hidden_states.shape
         p_t, p_h, p_w = self.config.patch_size
         x = self._embed(hidden_states, control)
@@ -234,12 +472,20 @@ class ARDragTransformer(WanTransformer3DModel):
         if timestep.ndim == 2:  # one timestep per token (a per-frame schedule)
             ts_seq_len = timestep.shape[1]
             timestep = timestep.flatten()
-        temb, proj, ehs, ehs_img = self.condition_embedder(
-            timestep, encoder_hidden_states, encoder_hidden_states_image, timestep_seq_len=ts_seq_len
-        )
+        if cross is None:
+            temb, proj, ehs, ehs_img = self.condition_embedder(
+                timestep, encoder_hidden_states, encoder_hidden_states_image, timestep_seq_len=ts_seq_len
+            )
+            if ehs_img is not None:
+                ehs = torch.concat([ehs_img, ehs], dim=1)
+        else:  # embed only the tokens whose keys and values the cache lacks (none: zero text tokens)
+            text = encoder_hidden_states if cross.needs_text else encoder_hidden_states[:, :0]
+            image = encoder_hidden_states_image if cross.needs_image else None
+            temb, proj, ehs, ehs_img = self.condition_embedder(
+                timestep, text, image, timestep_seq_len=ts_seq_len
+            )
+            cross.pending, ehs = (ehs if cross.needs_text else None, ehs_img), None
         proj = proj.unflatten(2, (6, -1)) if ts_seq_len is not None else proj.unflatten(1, (6, -1))
-        if ehs_img is not None:
-            ehs = torch.concat([ehs_img, ehs], dim=1)
         for block in self.blocks:
             if checkpoint and torch.is_grad_enabled():
                 x = self._gradient_checkpointing_func(block, x, ehs, proj, rotary_emb)
@@ -282,15 +528,15 @@ class CausalARDragTransformer(ARDragTransformer):
     def _attention(self, ctx: _AttentionContext) -> Iterator[None]:
         """Hand ``ctx`` (mask or cache) to every self-attention processor for one forward pass."""
         for block in self.blocks:
-            block.attn1.processor.ctx = ctx
+            block.attn1.processor.ctx = block.attn2.processor.ctx = ctx
         try:
             yield
         finally:
             for block in self.blocks:
-                block.attn1.processor.ctx = None
+                block.attn1.processor.ctx = block.attn2.processor.ctx = None
 
-    def new_cache(self, window: int | None = None) -> KVCache:
-        return KVCache(len(self.blocks), window or self.config.cache_window)
+    def new_cache(self, window: int | None = None, sink: int = 0) -> KVCache:
+        return KVCache(len(self.blocks), window or self.config.cache_window, sink)
 
     def frame_mask(
         self, num_frames: int, tokens_per_frame: int, window: int | None, device: Any
@@ -332,32 +578,57 @@ class CausalARDragTransformer(ARDragTransformer):
         hidden_states: torch.Tensor,
         timestep: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
-        cache: KVCache,
+        cache: KVCache | RingKVCache,
         encoder_hidden_states_image: torch.Tensor | None = None,
         control: torch.Tensor | None = None,
         write: bool = False,
+        *,
+        cross: CrossCache | None = None,
+        rope_once: bool = True,
     ) -> torch.Tensor:
         """One latent frame (B, C, 1, h, w) attending to the cached frames and itself; with ``write``
-        its keys and values join the cache (the oldest frame beyond the window leaves)."""
+        its keys and values join the cache (the oldest frame beyond the window leaves).
+
+        The streaming fast path: a :class:`RingKVCache` (rotated once per frame unless ``rope_once`` is
+        False) and ``cross``, a :class:`CrossCache` whose keys and values the pass reuses or fills."""
         if hidden_states.ndim != 5 or hidden_states.shape[2] != 1:
             raise ConfigError(
                 f"forward_frame takes one latent frame (B, C, 1, h, w); got {tuple(hidden_states.shape)}"
             )
         _, _, _, h, w = hidden_states.shape
         p_t, p_h, p_w = self.config.patch_size
-        cached = cache.cached_frames
-        cos, sin = self._rope_frames(cached + 1, h // p_h, w // p_w, hidden_states.device)
         n = (h // p_h) * (w // p_w)
-        ctx = _AttentionContext(
-            cache=cache, write=write, rope_keys=(cos, sin), rope_query=(cos[:, -n:], sin[:, -n:])
-        )
+        if isinstance(cache, RingKVCache):
+            cos, sin, mask = cache.layout(self, h // p_h, w // p_w, hidden_states.device)
+            ctx = _AttentionContext(
+                mask=mask, cache=cache, write=write, rope_keys=(cos, sin), rope_once=rope_once, cross=cross
+            )
+        else:
+            cached = cache.cached_frames
+            cos, sin = self._rope_frames(cached + 1, h // p_h, w // p_w, hidden_states.device)
+            ctx = _AttentionContext(
+                cache=cache, write=write, rope_keys=(cos, sin), rope_query=(cos[:, -n:], sin[:, -n:]),
+                cross=cross,
+            )  # fmt: skip
         with self._attention(ctx):
             out = self._body(
-                hidden_states, control, timestep, encoder_hidden_states, encoder_hidden_states_image, None
-            )
+                hidden_states, control, timestep, encoder_hidden_states, encoder_hidden_states_image, None,
+                cross=cross,
+            )  # fmt: skip
         if write:
             cache.frames_written += 1
         return out
+
+    def new_ring_cache(self, window: int | None = None, sink: int = 0) -> RingKVCache:
+        return RingKVCache(len(self.blocks), window or self.config.cache_window, sink)
+
+    def rope_table(self, frames: int, pph: int, ppw: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_rope_frames`, computed once per layout and device and kept."""
+        key = (frames, pph, ppw, str(device))
+        tables = self.__dict__.setdefault("_rope_tables", {})
+        if key not in tables:
+            tables[key] = self._rope_frames(frames, pph, ppw, device)
+        return tables[key]
 
     def _rope_frames(self, frames: int, pph: int, ppw: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """RoPE tables for frame positions 0 .. frames-1 of a pph x ppw grid (window-relative)."""

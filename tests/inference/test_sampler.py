@@ -8,7 +8,7 @@ import torch
 
 from ardrag.errors import ConfigError
 from ardrag.inference.sampler import FrameNoise, FrameSampler, SampleRandom, SelectiveNoise, training_sampler
-from ardrag.inference.session import StreamSession
+from ardrag.inference.session import StreamOptions, StreamSession
 from ardrag.model.pipeline import ARDragPipeline
 from ardrag.model.vae import StreamingVaeDecoder
 from ardrag.training.conditions import Conditions
@@ -39,10 +39,12 @@ def controls(k):
     return np.stack([x, np.full(n, 30.0)], -1)[:, None].astype(np.float32)
 
 
-def stream(pipe, reference, noise):
+def stream(pipe, reference, noise, options=None):
     """A session run with these draws: (its frames, its latents, the Conditions that training would
-    see for the same inputs: the session's own prompt, reference and control encodings)."""
-    session = StreamSession(pipe, reference, "a red square slides right", noise=noise)
+    see for the same inputs: the session's own prompt, reference and control encodings); by default on
+    the reference path, which training's rollouts run."""
+    options = StreamOptions.reference() if options is None else options
+    session = StreamSession(pipe, reference, "a red square slides right", noise=noise, options=options)
     encoded, real = [], session.encoder.encode_next
     session.encoder.encode_next = lambda pixels: encoded.append(real(pixels)) or encoded[-1]
     frames, latents = [], []
@@ -90,6 +92,10 @@ def test_a_grpo_rollout_and_a_stream_session_with_the_same_draws_give_the_same_f
     _, other, _, _ = stream(pipe, reference, draws(action=10))
     np.testing.assert_array_equal(other[0], frames[0])
     assert not np.array_equal(other[2], frames[2])
+    # the deployed fast path (ring cache in ring order, cached cross-attention) agrees up to the rounding
+    # of float32 sums taken in another order
+    _, _, fast, _ = stream(pipe, reference, draws(), options=StreamOptions())
+    torch.testing.assert_close(fast, latents, rtol=0, atol=1e-5)
     # a row of a batched rollout (GRPO's shape) agrees up to float rounding: batched products round apart
     tripled = {
         k: torch.cat([getattr(c, k)] * 3) for k in ("latents", "control", "ref_latent", "clip", "text")
@@ -132,9 +138,9 @@ def test_the_noise_in_place_of_the_reference_is_drawn_once_per_frame(pipe, refer
     seen = []  # per transformer pass: (image condition channels, CLIP tokens, write)
     original = pipe.transformer.forward_frame
 
-    def spy(x_in, t, text, cache, clip, control=None, write=False):
+    def spy(x_in, t, text, cache, clip, control=None, write=False, **fast):
         seen.append((x_in[:, 20:].clone(), clip.clone(), write))
-        return original(x_in, t, text, cache, clip, control=control, write=write)
+        return original(x_in, t, text, cache, clip, control=control, write=write, **fast)
 
     pipe.transformer.forward_frame = spy
     try:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ardrag.errors import ConfigError
-from ardrag.inference.session import StreamSession
+from ardrag.inference.session import StreamOptions, StreamSession
 from ardrag.model.pipeline import ARDragPipeline
 
 
@@ -79,12 +79,17 @@ def test_regenerate_changes_only_the_last_frame_and_the_stream_goes_on_as_if_cho
     assert not np.array_equal(redone, frames[3])
 
 
-def test_guidance_keeps_two_caches(reference):
+def test_guidance_keeps_two_caches_or_one_batched(reference):
+    """The reference path keeps one cache per guidance branch; the fast path runs both branches as one
+    batch-2 pass over one cache."""
     guided = ARDragPipeline.tiny(guidance_scale=3.0)
-    session, frames = run(guided, reference, [controls(i) for i in range(2)])
-    session.flush()
-    assert len(session.caches) == 2 and all(c.frames_written == 2 for c in session.caches)
-    assert frames[1].shape == (4, 64, 96, 3)
+    for options, caches, rows in ((StreamOptions.reference(), 2, 1), (StreamOptions(), 1, 2)):
+        session = StreamSession(guided, reference, "a red square slides right", options=options)
+        frames = [session.step(controls(i)) for i in range(2)]
+        session.flush()
+        assert len(session.caches) == caches and all(c.frames_written == 2 for c in session.caches)
+        assert all(v.shape[0] == rows for v in session.caches[0].values)
+        assert frames[1].shape == (4, 64, 96, 3)
 
 
 @pytest.mark.parametrize(

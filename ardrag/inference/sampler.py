@@ -52,11 +52,19 @@ from ardrag.errors import ConfigError
 
 class SampleRandom:
     """Per-sample generators: ``randn(*shape)`` returns (B, *shape), row i drawn from sample i's own
-    stream; ``uniform()`` returns (B,)."""
+    stream; ``uniform()`` returns (B,).
+
+    The generators live on ``device`` and draw there (no host-to-device copy per draw). What stays
+    deterministic: the same seeds on the same device type give the same draws, so the same seed, device
+    type and dtype give the same frames; on the CPU the draws are those of ``torch.Generator()``, as
+    before generators took a device. CPU and CUDA generators are different algorithms (CUDA's is
+    Philox), so a seed's CPU draws and CUDA draws differ, and frames generated on a GPU do not equal
+    the CPU's for the same seed. On a GPU some kernels (reductions, attention backends) may also be
+    non-deterministic from run to run, unless ``torch.use_deterministic_algorithms`` forbids them."""
 
     def __init__(self, seeds: list[int], device: torch.device | str = "cpu"):
-        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
         self.device = torch.device(device)
+        self.generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
 
     def __len__(self) -> int:
         return len(self.generators)
@@ -65,15 +73,18 @@ class SampleRandom:
         """(B, *shape); with ``rows``, only those samples draw (the others get zeros and keep their
         streams where they were), so a sample's draws never depend on the rest of its batch."""
         return torch.stack([
-            torch.randn(shape, generator=g) if rows is None or rows[i] else torch.zeros(shape)
+            torch.randn(shape, generator=g, device=self.device)
+            if rows is None or rows[i] else torch.zeros(shape, device=self.device)
             for i, g in enumerate(self.generators)
-        ]).to(self.device)  # fmt: skip
+        ])  # fmt: skip
 
     def uniform(self) -> torch.Tensor:
-        return torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators])
+        return torch.cat([
+            torch.rand(1, generator=g, dtype=torch.float64, device=self.device) for g in self.generators
+        ])  # fmt: skip
 
     def choice(self, n: int) -> list[int]:
-        return [int(torch.randint(n, (1,), generator=g)) for g in self.generators]
+        return [int(torch.randint(n, (1,), generator=g, device=self.device)) for g in self.generators]
 
     def get_state(self) -> list[torch.Tensor]:
         return [g.get_state() for g in self.generators]

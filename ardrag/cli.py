@@ -99,6 +99,8 @@ def _generate(args: argparse.Namespace) -> int:
         model=args.model,
         overlay=args.overlay,
         seed=args.seed,
+        device=args.device,
+        dtype=args.dtype,
         progress=not args.json,
     )
     print(json.dumps(summary) if args.json else f"{summary['frames']} frames written to {summary['out']}")
@@ -140,7 +142,8 @@ def _eval(args: argparse.Namespace) -> int:
     results = evaluate(
         args.out, preset=args.preset, checkpoint=args.checkpoint, model=args.model, benchmark=args.benchmark,
         inception=args.inception, i3d=args.i3d, aesthetic_clip=args.aesthetic_clip,
-        aesthetic_head=args.aesthetic_head, seed=args.seed, progress=not args.json,
+        aesthetic_head=args.aesthetic_head, seed=args.seed, device=args.device, dtype=args.dtype,
+        progress=not args.json,
     )  # fmt: skip
     if args.json:
         print(json.dumps({"columns": results["columns"], "clips": len(results["clips"]),
@@ -152,6 +155,17 @@ def _eval(args: argparse.Namespace) -> int:
         n, bad = len(results["clips"]), len(results["errors"])
         print(f"{n} clips ({bad} with errors): {cols}; see {args.out}/results.md")
     return 0
+
+
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--dtype``; their defaults are resolved by ardrag.model.device (not here, so that
+    ``--help`` costs no torch import)."""
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when a GPU is present, else cpu)")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help="weights and activations (default: bfloat16 on a GPU, float32 on a CPU)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=DEFAULT_WAN, help=f"Wan I2V hub id, model preset or folder (default {DEFAULT_WAN})"
     )
     p.add_argument("--overlay", action="store_true", help="also write <out>.overlay.mp4 with the drag drawn")
+    _add_device_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_generate)
@@ -220,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--i3d", help="I3D Kinetics-400 weights (rgb_imagenet.pt), local path")
     p.add_argument("--aesthetic-clip", help="CLIP ViT-L/14 folder for the aesthetic score")
     p.add_argument("--aesthetic-head", help="LAION aesthetic MLP weights (.pth / .safetensors)")
+    _add_device_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_eval)

@@ -119,3 +119,18 @@ def test_bad_arguments_give_clear_errors(tmp_path):
 def test_help_lists_the_commands():
     out = run("--help")
     assert "procedural" in out.stdout and "shards" in out.stdout
+
+
+def test_generate_and_eval_take_device_and_dtype():
+    from ardrag.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["generate", "--ref", "r", "--traj", "t", "--prompt", "p", "--out", "o.mp4",
+                              "--device", "cpu", "--dtype", "bfloat16"])  # fmt: skip
+    assert (args.device, args.dtype) == ("cpu", "bfloat16")
+    args = parser.parse_args(["eval", "--out", "x", "--dtype", "float16"])
+    assert (args.device, args.dtype) == (None, "float16")  # None: resolved by ardrag.model.device
+    defaults = parser.parse_args(["generate", "--ref", "r", "--traj", "t", "--prompt", "p", "--out", "o.mp4"])
+    assert (defaults.device, defaults.dtype) == (None, None)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["eval", "--out", "x", "--dtype", "fp8"])

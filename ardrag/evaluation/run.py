@@ -50,6 +50,7 @@ from ardrag.evaluation.benchmark import (
     write_procedural_benchmark,
 )
 from ardrag.fsutil import atomic_write
+from ardrag.model.device import dtype_name, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +137,16 @@ def evaluate(
     aesthetic_clip: str | None = None,
     aesthetic_head: str | None = None,
     seed: int = 0,
+    device: Any = None,
+    dtype: Any = None,
     progress: bool = True,
     pipe: Any = None,
     clip_fn: Any = None,
 ) -> dict[str, Any]:
     """Run the evaluation (see the module docstring); returns what ``results.json`` holds. ``pipe``: an
-    already built :class:`ARDragPipeline` (then ``preset``, ``checkpoint`` and ``model`` only name it).
+    already built :class:`ARDragPipeline` (then ``preset``, ``checkpoint`` and ``model`` only name it);
+    else one is loaded on ``device`` in ``dtype`` (None: the defaults of :mod:`ardrag.model.device`;
+    checked before any compute).
     ``clip_fn(pipe, image, trajectory, prompt, seed=)`` -> (video, seconds to its first frame) replaces
     the student's streaming generation (e.g. the teacher's full sampler, for comparison)."""
     from ardrag.inference.generate import load_pipeline, stream_clip
@@ -156,13 +161,16 @@ def evaluate(
     from ardrag.presets import DEFAULT_WAN
 
     out = Path(out)
+    if pipe is None:
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)
     out.mkdir(parents=True, exist_ok=True)
     if benchmark is None:
         benchmark = write_procedural_benchmark(eval_set_config(preset), out / "benchmark")
     entries = load_benchmark(benchmark)
     nets = Networks(preset, inception, i3d, aesthetic_clip, aesthetic_head, seed)  # before any generation
     if pipe is None:
-        pipe = load_pipeline(preset, checkpoint, model or DEFAULT_WAN, seed)
+        pipe = load_pipeline(preset, checkpoint, model or DEFAULT_WAN, seed, device, dtype)
     cfg = pipe.config
     clip_fn = clip_fn or stream_clip
     clips: list[dict[str, Any]] = []
@@ -220,7 +228,8 @@ def evaluate(
         "columns": columns,
         "consistency_error_px": _finite([c["consistency_error_px"] for c in clips]) if clips else None,
         "notes": notes, "descriptions": _descriptions(), "clips": clips, "errors": errors,
-        "device": device_name(pipe.device), "benchmark": str(benchmark),
+        "device": device_name(pipe.device), "dtype": dtype_name(pipe.transformer.dtype),
+        "benchmark": str(benchmark),
         "model": {"preset": preset, "checkpoint": checkpoint, "model": model},
         "resolution": [cfg.width, cfg.height], "seed": seed,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

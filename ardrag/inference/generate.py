@@ -4,6 +4,9 @@ Everything the user gave is read and checked first (:mod:`ardrag.inference.traje
 models loaded and frames generated, one latent frame at a time through a :class:`StreamSession` (the
 same path as interactive use). The image and points are fitted to the model's resolution; the video has
 as many frames as the trajectory lists (the last latent frame's surplus frames are dropped).
+
+**Device and dtype** (:mod:`ardrag.model.device`): ``--device`` (default CUDA when present) and
+``--dtype`` (default bfloat16 on a GPU, float32 on a CPU) hold every component of the pipeline.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ardrag.console import Progress
 from ardrag.data.codec import encode_mp4
@@ -23,6 +27,7 @@ from ardrag.errors import ConfigError
 from ardrag.fsutil import atomic_write
 from ardrag.inference.session import StreamSession
 from ardrag.inference.trajectory import Trajectory, fit_to_resolution, load_reference, load_trajectory
+from ardrag.model.device import dtype_name, resolve_device, resolve_dtype
 from ardrag.model.model_folder import load_model_folder
 from ardrag.model.pipeline import ARDragPipeline
 from ardrag.presets import DEFAULT_WAN, check_random_model, shipped_folder, shipped_models, wan_model
@@ -40,28 +45,38 @@ def latent_chunks(num_frames: int) -> list[tuple[int, int]]:
     return chunks
 
 
-def load_pipeline(preset: str | None, checkpoint: str | None, model: str, seed: int) -> ARDragPipeline:
+def load_pipeline(
+    preset: str | None,
+    checkpoint: str | None,
+    model: str,
+    seed: int,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
+) -> ARDragPipeline:
     """The student to generate with: a model preset's (``preset``: the trained weights shipped for it,
     else random ones), or the Wan encoders of ``model`` with the transformer of ``checkpoint`` (or Wan's
     own with zero control weights). With a shipped preset, ``checkpoint`` replaces its student (e.g. one
-    that ``ardrag demo`` trained from it)."""
+    that ``ardrag demo`` trained from it). Every component on ``device`` in ``dtype`` (None: the defaults
+    of :mod:`ardrag.model.device`)."""
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     if preset is not None:
         try:
             check_random_model(preset)
         except ValueError as err:
             raise ConfigError(f"--preset: {err}") from None
         if preset in shipped_models():
-            return load_model_folder(shipped_folder(preset), checkpoint)
+            return load_model_folder(shipped_folder(preset), checkpoint, device=device, dtype=dtype)
         if checkpoint is not None:
             raise ConfigError(
                 f"--checkpoint and --preset {preset} exclude each other: the preset is random weights"
             )
-        return ARDragPipeline.tiny(seed, preset)
+        return ARDragPipeline.tiny(seed, preset, device=device, dtype=dtype)
     try:
         model = wan_model(model)
     except ValueError as err:
         raise ConfigError(f"--model: {err}") from None
-    return ARDragPipeline.from_pretrained(model, checkpoint=checkpoint)
+    return ARDragPipeline.from_pretrained(model, checkpoint=checkpoint, device=device, dtype=dtype)
 
 
 def stream_clip(
@@ -101,27 +116,35 @@ def generate(
     model: str = DEFAULT_WAN,
     overlay: bool = False,
     seed: int = 0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write ``out`` (and ``<out stem>.overlay.mp4`` with ``overlay``); returns a summary."""
+    """Write ``out`` (and ``<out stem>.overlay.mp4`` with ``overlay``); returns a summary: what was
+    written, at which resolution, on which device in which dtype."""
     out = Path(out)
     if out.suffix.lower() != ".mp4":
         raise ConfigError(f"--out {str(out)!r}: expected a file name ending in .mp4")
     if not prompt.strip():
         raise ConfigError("--prompt is empty; expected a description of the video")
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     image, trajectory = load_reference(ref), load_trajectory(traj)  # checked before any model loads
-    pipe = load_pipeline(preset, checkpoint, model, seed)
-    cfg = pipe.config
-    image, trajectory = fit_to_resolution(image, trajectory, cfg.width, cfg.height)
+    pipe = load_pipeline(preset, checkpoint, model, seed, device, dtype)
+    width, height = pipe.config.width, pipe.config.height
+    image, trajectory = fit_to_resolution(image, trajectory, width, height)
     video, _ = stream_clip(pipe, image, trajectory, prompt, seed=seed, progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, encode_mp4(video, trajectory.fps))
-    written = {"out": str(out), "frames": int(len(video)), "width": cfg.width, "height": cfg.height}
+    written = {
+        "out": str(out), "frames": int(len(video)), "width": width, "height": height,
+        "device": str(device), "dtype": dtype_name(dtype),
+    }  # fmt: skip
     if overlay:
         path = out.with_name(out.stem + ".overlay.mp4")
         atomic_write(
             path, encode_mp4(draw_tracks(video, trajectory.tracks, trajectory.visible), trajectory.fps)
         )
         written["overlay"] = str(path)
-    log.info("wrote %s (%d frames at %dx%d)", out, len(video), cfg.width, cfg.height)
+    log.info("wrote %s (%d frames at %dx%d)", out, len(video), width, height)
     return written

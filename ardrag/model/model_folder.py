@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ardrag.console import route_library_logs
 from ardrag.errors import ConfigError
 from ardrag.fsutil import atomic_write
+from ardrag.model.device import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
     from ardrag.model.pipeline import ARDragPipeline
@@ -85,12 +86,19 @@ def save_model_folder(out: str | os.PathLike[str], pipe: ARDragPipeline, recipe:
 
 
 def load_model_folder(
-    folder: str | os.PathLike[str], checkpoint: str | None = None, torch_dtype: Any = None, **overrides: Any
+    folder: str | os.PathLike[str],
+    checkpoint: str | None = None,
+    torch_dtype: Any = None,
+    *,
+    device: Any = None,
+    dtype: Any = None,
+    **overrides: Any,
 ) -> ARDragPipeline:
     """The pipeline a model folder holds, generating with its recipe's config (``overrides`` on top);
     ``checkpoint``: another student (an ardrag export) in place of the folder's own. The Wan pipeline's
     transformer is the folder's student: a training run started from the folder starts from it
-    (:func:`ardrag.training.run.build_models`)."""
+    (:func:`ardrag.training.run.build_models`). ``device``, ``dtype`` (``torch_dtype``: its older name):
+    every component moved there (:meth:`ARDragPipeline.to`); both None: the CPU, as saved."""
     from diffusers import AutoencoderKLWan
     from transformers import CLIPVisionModel, PreTrainedTokenizerFast, UMT5EncoderModel
 
@@ -104,21 +112,26 @@ def load_model_folder(
     missing = [name for name in COMPONENTS if not (folder / name).is_dir()]
     if missing:
         raise ConfigError(f"model folder {str(folder)!r} lacks {missing}; expected {list(COMPONENTS)}")
-    dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
-    trained = CausalARDragTransformer.from_pretrained(str(folder / "transformer"), **dtype)
+    if torch_dtype is not None and dtype is not None:
+        raise ConfigError(f"torch_dtype={torch_dtype} and dtype={dtype}: give one (dtype; torch_dtype is "
+                          "its older name)")  # fmt: skip
+    dtype = dtype if dtype is not None else torch_dtype
+    load = {} if dtype is None else {"torch_dtype": resolve_dtype(dtype, resolve_device(device))}
+    trained = CausalARDragTransformer.from_pretrained(str(folder / "transformer"), **load)
     processor = clip_image_processor_class().from_pretrained(str(folder / "image_processor"))
     wan = assemble_pipeline(
         PreTrainedTokenizerFast.from_pretrained(str(folder / "tokenizer")),
-        UMT5EncoderModel.from_pretrained(str(folder / "text_encoder"), **dtype),
-        CLIPVisionModel.from_pretrained(str(folder / "image_encoder"), **dtype),
-        AutoencoderKLWan.from_pretrained(str(folder / "vae"), **dtype),
+        UMT5EncoderModel.from_pretrained(str(folder / "text_encoder"), **load),
+        CLIPVisionModel.from_pretrained(str(folder / "image_encoder"), **load),
+        AutoencoderKLWan.from_pretrained(str(folder / "vae"), **load),
         trained,
         image_processor=processor,
     )
     student = trained
     if checkpoint is not None:
-        student = CausalARDragTransformer.from_pretrained(checkpoint, **dtype)
+        student = CausalARDragTransformer.from_pretrained(checkpoint, **load)
     config = GenerationConfig(**{**recipe["generation"], **overrides})
     log.debug("loaded model folder %s (preset %s)%s", folder, recipe.get("preset"),
               f" with the student of {checkpoint}" if checkpoint else "")  # fmt: skip
-    return ARDragPipeline(wan, student, config)
+    pipe = ARDragPipeline(wan, student, config)
+    return pipe.to(device, dtype) if device is not None or dtype is not None else pipe

@@ -27,6 +27,7 @@ from ardrag.config import Config
 from ardrag.data.heatmap import HeatmapConfig, render_heatmaps
 from ardrag.data.sample import negative_prompt
 from ardrag.errors import ConfigError
+from ardrag.model.device import resolve_device, resolve_dtype
 from ardrag.model.transformer_ardrag import CausalARDragTransformer
 from ardrag.model.vae import normalize_latents
 from ardrag.presets import TINY
@@ -67,11 +68,38 @@ class ARDragPipeline:
     def vae(self) -> Any:
         return self.wan.vae
 
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None
+           ) -> ARDragPipeline:  # fmt: skip
+        """Every component (text encoder, CLIP image encoder, VAE, Wan's transformer and the student) on
+        ``device`` in ``dtype``, resolved by :mod:`ardrag.model.device` (None: CUDA when present, and
+        bfloat16 there, float32 on a CPU); returns ``self``.
+
+        Each model keeps the modules it lists in ``_keep_in_fp32_modules`` in float32 (Wan's norms, time
+        embedding and modulation table), as ``from_pretrained(torch_dtype=...)`` loads them. The VAE
+        takes ``dtype`` too: the student reads its latents directly, and the tiny and toy VAEs stream in
+        bfloat16 on a CPU (tested); diffusers' Wan examples keep the VAE in float32 for quality, which
+        ``pipe.vae.float()`` restores, the casts between it and the student then being the caller's."""
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)
+        models = [m for m in self.wan.components.values() if isinstance(m, torch.nn.Module)]
+        for model in [*models, self.transformer]:
+            model.to(device=device)
+            cast(model, dtype)
+        return self
+
     @classmethod
-    def tiny(cls, seed: int = 0, name: str = TINY, **overrides: Any) -> ARDragPipeline:
+    def tiny(
+        cls,
+        seed: int = 0,
+        name: str = TINY,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | str | None = None,
+        **overrides: Any,
+    ) -> ARDragPipeline:
         """Random weights at toy size, offline: the components of model preset ``name``
-        (:mod:`ardrag.model.tiny`); default resolution 64x96. The control embedding is random too, as
-        after training: a zero one would make the controls inert."""
+        (:mod:`ardrag.model.tiny`); default resolution 96x64. The control embedding is random too, as
+        after training: a zero one would make the controls inert. ``device``, ``dtype``: see :meth:`to`
+        (the weights are drawn on the CPU in float32 first, so a seed gives the same model everywhere)."""
         from ardrag.model.tiny import build_tiny_pipeline
 
         wan = build_tiny_pipeline(seed, name)
@@ -80,29 +108,45 @@ class ARDragPipeline:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(seed + 1)
             torch.nn.init.normal_(student.control_embedding.weight, std=0.1)
-        return cls(wan, student, config)
+        pipe = cls(wan, student, config)
+        return pipe.to(device, dtype) if device is not None or dtype is not None else pipe
 
     @classmethod
     def from_pretrained(
-        cls, wan_id_or_path: str, checkpoint: str | None = None, torch_dtype: Any = None, **overrides: Any
+        cls,
+        wan_id_or_path: str,
+        checkpoint: str | None = None,
+        torch_dtype: Any = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | str | None = None,
+        **overrides: Any,
     ) -> ARDragPipeline:
         """Encoders and VAE from a diffusers Wan I2V model (hub id or folder); the transformer from an
         ardrag checkpoint folder, or from the Wan transformer with zero control weights. A model folder
         (:mod:`ardrag.model.model_folder`, e.g. the shipped toy model's) brings its own trained student
-        and generation config instead (``overrides`` on top)."""
+        and generation config instead (``overrides`` on top). ``dtype`` (``torch_dtype`` is its older
+        name; give one) and ``device``: see :meth:`to`; both None leave the weights as loaded, on the
+        CPU."""
         from diffusers import WanImageToVideoPipeline
 
         from ardrag.model.model_folder import is_model_folder, load_model_folder
 
+        if torch_dtype is not None and dtype is not None:
+            raise ConfigError(f"torch_dtype={torch_dtype} and dtype={dtype}: give one (dtype; torch_dtype is "
+                              "its older name)")  # fmt: skip
+        dtype = dtype if dtype is not None else torch_dtype
         if is_model_folder(wan_id_or_path):
-            return load_model_folder(wan_id_or_path, checkpoint, torch_dtype, **overrides)
+            return load_model_folder(wan_id_or_path, checkpoint, device=device, dtype=dtype, **overrides)
 
-        wan = WanImageToVideoPipeline.from_pretrained(wan_id_or_path, torch_dtype=torch_dtype)
+        load = {} if dtype is None else {"torch_dtype": resolve_dtype(dtype, resolve_device(device))}
+        wan = WanImageToVideoPipeline.from_pretrained(wan_id_or_path, **load)
         if checkpoint is not None:
-            student = CausalARDragTransformer.from_pretrained(checkpoint, torch_dtype=torch_dtype)
+            student = CausalARDragTransformer.from_pretrained(checkpoint, **load)
         else:
             student = CausalARDragTransformer.from_wan(wan.transformer)
-        return cls(wan, student, GenerationConfig(**overrides))
+        pipe = cls(wan, student, GenerationConfig(**overrides))
+        return pipe.to(device, dtype) if device is not None or dtype is not None else pipe
 
     # -- conditions -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -155,6 +199,18 @@ class ARDragPipeline:
     @property
     def device(self) -> torch.device:
         return next(self.transformer.parameters()).device
+
+
+def cast(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``model`` in ``dtype``, but for the modules named in its ``_keep_in_fp32_modules`` (diffusers' and
+    transformers' convention), which stay in float32 as their ``from_pretrained`` keeps them."""
+    keep = getattr(model, "_keep_in_fp32_modules", None) or []
+    torch.nn.Module.to(model, dtype=dtype)  # not ModelMixin.to, which warns that ``keep`` is not kept
+    if dtype != torch.float32:
+        for name, module in model.named_modules():
+            if any(k in name.split(".") for k in keep):
+                module.float()
+    return model
 
 
 @torch.no_grad()

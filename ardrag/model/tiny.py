@@ -96,9 +96,11 @@ def tiny_transformer(seed: int = 0, name: str = TINY, **overrides: Any) -> WanTr
         return WanTransformer3DModel(**config)
 
 
-def build_tiny_pipeline(seed: int = 0, name: str = TINY) -> WanImageToVideoPipeline:
-    """A ``WanImageToVideoPipeline`` with random weights, built offline: the tiny encoders and VAE and the
-    transformer of model preset ``name``. Deterministic for ``seed``; leaves the global RNG untouched."""
+def build_tiny_pipeline(seed: int = 0, name: str = TINY, transformer: bool = True) -> WanImageToVideoPipeline:
+    """A ``WanImageToVideoPipeline`` with random weights, built offline: the encoders and VAE of model
+    preset ``name`` (the tiny ones unless it sets theirs) and its transformer (none without
+    ``transformer``: a caller that builds the student itself, at a size where two copies cost).
+    Deterministic for ``seed``; leaves the global RNG untouched."""
     import torch
 
     route_library_logs()
@@ -124,9 +126,9 @@ def build_tiny_pipeline(seed: int = 0, name: str = TINY) -> WanImageToVideoPipel
         )
         image_encoder = CLIPVisionModel(CLIPVisionConfig(**image_fields))
         vae = AutoencoderKLWan(**vae_fields)
-        transformer = WanTransformer3DModel(**transformer_fields)
+        base = WanTransformer3DModel(**transformer_fields) if transformer else None
     size = entry.get("image_size", IMAGE_SIZE)
-    return assemble_pipeline(tokenizer, text_encoder, image_encoder, vae, transformer, image_size=size)
+    return assemble_pipeline(tokenizer, text_encoder, image_encoder, vae, base, image_size=size)
 
 
 def tiny_vae(seed: int = 0) -> AutoencoderKLWan:
@@ -162,7 +164,8 @@ def assemble_pipeline(
     from diffusers import UniPCMultistepScheduler, WanImageToVideoPipeline
 
     for module in (text_encoder, image_encoder, vae, transformer):
-        module.eval()
+        if module is not None:
+            module.eval()
     return WanImageToVideoPipeline(
         tokenizer=tokenizer,
         text_encoder=text_encoder,

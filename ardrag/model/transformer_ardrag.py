@@ -297,28 +297,33 @@ class CausalWanAttnProcessor:
     ) -> torch.Tensor:  # fmt: skip
         """Attention over a :class:`RingKVCache`: the current frame's keys and values go into the last
         slot, the cached slots are rotated once per frame (every pass without ``rope_once``)."""
+        out = self._ring_attention(ctx, query, key, value)
+        return attn.to_out[1](attn.to_out[0](out.type_as(query)))
+
+    @torch.compiler.disable
+    def _ring_attention(
+        self, ctx: _AttentionContext, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+    ) -> torch.Tensor:
+        """The cache's bookkeeping and the attention, outside ``torch.compile``: the slot index and the
+        frame count are Python integers that would otherwise recompile the block at every frame."""
         ring, layer = ctx.cache, self.layer
         if ring.values[layer] is None:
             ring.allocate(layer, key)
         (cos, sin), mask = ctx.rope_keys, ctx.mask
-        n = ring.tokens
-        cur = slice(ring.slots * n, None)
+        cached = ring.slots * ring.tokens
         keys, values = ring.keys[layer], ring.values[layer]
         if not ctx.rope_once or ring.rotated_at[layer] != ring.frames_written:
-            keys[:, : ring.slots * n] = apply_rope(
-                ring.raw[layer], cos[:, : ring.slots * n], sin[:, : ring.slots * n]
-            )
+            keys[:, :cached] = apply_rope(ring.raw[layer], cos[:, :cached], sin[:, :cached])
             ring.rotated_at[layer] = ring.frames_written
-        keys[:, cur] = apply_rope(key, cos[:, cur], sin[:, cur])
-        values[:, cur] = value
-        query = apply_rope(query, cos[:, cur], sin[:, cur])
+        keys[:, cached:] = apply_rope(key, cos[:, cached:], sin[:, cached:])
+        values[:, cached:] = value
+        query = apply_rope(query, cos[:, cached:], sin[:, cached:])
         out = F.scaled_dot_product_attention(
             query.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=mask
         )
         if ctx.write:
             ring.write(layer, key, value)
-        out = out.transpose(1, 2).flatten(2, 3).type_as(query)
-        return attn.to_out[1](attn.to_out[0](out))
+        return out.transpose(1, 2).flatten(2, 3)
 
 
 class CachedCrossAttnProcessor:
@@ -342,24 +347,30 @@ class CachedCrossAttnProcessor:
         cross = self.ctx.cross if self.ctx is not None else None
         if cross is None:
             return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        text_kv, image_kv = self._keys_values(attn, cross)
+        query = attn.norm_q(attn.to_q(hidden_states)).unflatten(2, (attn.heads, -1)).transpose(1, 2)
+        out = F.scaled_dot_product_attention(query, *text_kv).transpose(1, 2).flatten(2, 3).type_as(query)
+        if image_kv is not None:
+            img = F.scaled_dot_product_attention(query, *image_kv).transpose(1, 2).flatten(2, 3)
+            out = out + img.type_as(query)
+        return attn.to_out[1](attn.to_out[0](out))
+
+    @torch.compiler.disable
+    def _keys_values(self, attn: nn.Module, cross: CrossCache) -> tuple[Any, Any]:
+        """The layer's (text keys, values) and (image keys, values), computed where the cache lacks
+        them; outside ``torch.compile``, whose guards would see the cache change every frame."""
         layer, (text, image) = self.layer, cross.pending
         if cross.text[layer] is None:
             k = attn.norm_k(attn.to_k(text)).unflatten(2, (attn.heads, -1))
-            cross.text[layer] = (
-                k.transpose(1, 2),
-                attn.to_v(text).unflatten(2, (attn.heads, -1)).transpose(1, 2),
-            )
-        if attn.add_k_proj is not None and cross.image[layer] is None:
+            v = attn.to_v(text).unflatten(2, (attn.heads, -1))
+            cross.text[layer] = (k.transpose(1, 2), v.transpose(1, 2))
+        if attn.add_k_proj is None:
+            return cross.text[layer], None
+        if cross.image[layer] is None:
             k = attn.norm_added_k(attn.add_k_proj(image)).unflatten(2, (attn.heads, -1))
             v = attn.add_v_proj(image).unflatten(2, (attn.heads, -1))
             cross.image[layer] = (k.transpose(1, 2), v.transpose(1, 2))
-        query = attn.norm_q(attn.to_q(hidden_states)).unflatten(2, (attn.heads, -1)).transpose(1, 2)
-        out = F.scaled_dot_product_attention(query, *cross.text[layer]).transpose(1, 2).flatten(2, 3)
-        out = out.type_as(query)
-        if attn.add_k_proj is not None:
-            img = F.scaled_dot_product_attention(query, *cross.image[layer]).transpose(1, 2).flatten(2, 3)
-            out = out + img.type_as(query)
-        return attn.to_out[1](attn.to_out[0](out))
+        return cross.text[layer], cross.image[layer]
 
 
 class ARDragTransformer(WanTransformer3DModel):

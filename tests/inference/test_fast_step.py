@@ -172,3 +172,18 @@ def test_the_ring_cache_undoes_only_its_last_write():
     assert ring.raw[0].flatten().tolist() == [1.0, 2.0]
     with pytest.raises(Exception, match="one write to undo"):
         ring.restore({"frames": 0})
+
+
+def test_compiled_blocks_give_the_frames_without_recompiling_per_frame():
+    """torch.compile of the blocks (inductor on the CPU): the cache's bookkeeping stays outside the
+    graphs, so a stream compiles a bounded number of graphs, not one per frame. Inductor fuses and
+    reorders float32 arithmetic: the reference tolerance holds."""
+    from torch._dynamo.utils import counters
+
+    pipe = ARDragPipeline.tiny(0)  # its own model: compiling changes the blocks in place
+    eager = stream(pipe, StreamOptions())
+    counters.clear()
+    compiled = stream(pipe, StreamOptions(compile="default"))
+    assert_same_frames(compiled, eager, bitwise=False)
+    assert 0 < counters["stats"]["unique_graphs"] <= 8
+    assert not counters["recompiles"]

@@ -99,6 +99,7 @@ def _generate(args: argparse.Namespace) -> int:
         model=args.model,
         overlay=args.overlay,
         seed=args.seed,
+        size=args.size,
         device=args.device,
         dtype=args.dtype,
         progress=not args.json,
@@ -216,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=DEFAULT_WAN, help=f"Wan I2V hub id, model preset or folder (default {DEFAULT_WAN})"
     )
     p.add_argument("--overlay", action="store_true", help="also write <out>.overlay.mp4 with the drag drawn")
+    p.add_argument(
+        "--size",
+        metavar="WxH",
+        help="render at this size, multiples of 16 (default: the model's bucket nearest the image's aspect)",
+    )
     _add_device_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")

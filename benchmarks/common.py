@@ -134,7 +134,9 @@ def at_toy_size(pipe: ARDragPipeline, size: tuple[int, int], sigma: float) -> AR
     """The pipeline generating at the toy's training size, with its heatmap spots (sigma in px)."""
     fields = pipe.config.model_dump()
     heatmap = HeatmapConfig(**{**fields["heatmap"], "sigma": sigma})
-    pipe.config = GenerationConfig(**{**fields, "height": size[0], "width": size[1], "heatmap": heatmap})
+    pipe.config = GenerationConfig(
+        **{**fields, "height": size[0], "width": size[1], "heatmap": heatmap, "buckets": None}
+    )
     return pipe
 
 

@@ -201,6 +201,7 @@ def ship(out: Path, to: Path, final: str, argv: list[str], quick: bool) -> None:
     generation = GenerationConfig(
         height=height, width=width, timesteps=timesteps, guidance_scale=1.0,
         heatmap=HeatmapConfig(sigma=toy["args"]["heatmap_sigma"]),
+        buckets=None,  # trained at this one size: it renders there, not at the paper's buckets
     )  # fmt: skip
     pipe = ARDragPipeline(wan, wan.transformer, generation)
     modules = (wan.transformer, wan.vae, wan.text_encoder, wan.image_encoder)

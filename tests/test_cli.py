@@ -121,16 +121,16 @@ def test_help_lists_the_commands():
     assert "procedural" in out.stdout and "shards" in out.stdout
 
 
-def test_generate_and_eval_take_device_and_dtype():
+def test_generate_and_eval_take_device_and_dtype_and_generate_a_size():
     from ardrag.cli import build_parser
 
     parser = build_parser()
     args = parser.parse_args(["generate", "--ref", "r", "--traj", "t", "--prompt", "p", "--out", "o.mp4",
-                              "--device", "cpu", "--dtype", "bfloat16"])  # fmt: skip
-    assert (args.device, args.dtype) == ("cpu", "bfloat16")
+                              "--device", "cpu", "--dtype", "bfloat16", "--size", "368x480"])  # fmt: skip
+    assert (args.device, args.dtype, args.size) == ("cpu", "bfloat16", "368x480")
     args = parser.parse_args(["eval", "--out", "x", "--dtype", "float16"])
     assert (args.device, args.dtype) == (None, "float16")  # None: resolved by ardrag.model.device
     defaults = parser.parse_args(["generate", "--ref", "r", "--traj", "t", "--prompt", "p", "--out", "o.mp4"])
-    assert (defaults.device, defaults.dtype) == (None, None)
+    assert (defaults.device, defaults.dtype, defaults.size) == (None, None, None)
     with pytest.raises(SystemExit):
         parser.parse_args(["eval", "--out", "x", "--dtype", "fp8"])

@@ -146,7 +146,8 @@ def evaluate(
     """Run the evaluation (see the module docstring); returns what ``results.json`` holds. ``pipe``: an
     already built :class:`ARDragPipeline` (then ``preset``, ``checkpoint`` and ``model`` only name it);
     else one is loaded on ``device`` in ``dtype`` (None: the defaults of :mod:`ardrag.model.device`;
-    checked before any compute).
+    checked before any compute). Every clip renders at the model's width x height, not at its nearest
+    bucket as ``ardrag generate`` does: FID, FVD and the grid compare clips of one size.
     ``clip_fn(pipe, image, trajectory, prompt, seed=)`` -> (video, seconds to its first frame) replaces
     the student's streaming generation (e.g. the teacher's full sampler, for comparison)."""
     from ardrag.inference.generate import load_pipeline, stream_clip

@@ -2,8 +2,16 @@
 
 Everything the user gave is read and checked first (:mod:`ardrag.inference.trajectory`); only then are
 models loaded and frames generated, one latent frame at a time through a :class:`StreamSession` (the
-same path as interactive use). The image and points are fitted to the model's resolution; the video has
-as many frames as the trajectory lists (the last latent frame's surplus frames are dropped).
+same path as interactive use). The video has as many frames as the trajectory lists (the last latent
+frame's surplus frames are dropped).
+
+**Resolution** (:func:`render_size`): the model's bucket nearest the reference image's aspect ratio
+(``GenerationConfig.buckets``; nearest aspect, then nearest area, the rule that put each training clip in
+its bucket), so a portrait photo renders portrait; ``--size WxH`` picks one instead. The image and points
+are then fitted to it by scale-to-cover and centre crop
+(:func:`~ardrag.inference.trajectory.fit_to_resolution`): points the crop cuts off become not visible,
+with a warning. A model without buckets (the shipped toy
+model, trained at 80x48 only) renders at its one size.
 
 **Device and dtype** (:mod:`ardrag.model.device`): ``--device`` (default CUDA when present) and
 ``--dtype`` (default bfloat16 on a GPU, float32 on a CPU) hold every component of the pipeline.
@@ -21,6 +29,7 @@ import numpy as np
 import torch
 
 from ardrag.console import Progress
+from ardrag.data.buckets import Bucket, nearest_bucket
 from ardrag.data.codec import encode_mp4
 from ardrag.data.overlay import draw_tracks
 from ardrag.errors import ConfigError
@@ -29,7 +38,7 @@ from ardrag.inference.session import StreamSession
 from ardrag.inference.trajectory import Trajectory, fit_to_resolution, load_reference, load_trajectory
 from ardrag.model.device import dtype_name, resolve_device, resolve_dtype
 from ardrag.model.model_folder import load_model_folder
-from ardrag.model.pipeline import ARDragPipeline
+from ardrag.model.pipeline import ARDragPipeline, GenerationConfig
 from ardrag.presets import DEFAULT_WAN, check_random_model, shipped_folder, shipped_models, wan_model
 
 log = logging.getLogger(__name__)
@@ -79,6 +88,33 @@ def load_pipeline(
     return ARDragPipeline.from_pretrained(model, checkpoint=checkpoint, device=device, dtype=dtype)
 
 
+def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
+    """``"WxH"`` as (width, height): positive multiples of 16 (8x VAE downsampling, then 2x2 patches)."""
+    expected = "WIDTHxHEIGHT in pixels, both positive multiples of 16, e.g. 480x368"
+    try:
+        width, height = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"{option} {text}: expected {expected}") from None
+    if width <= 0 or height <= 0 or width % 16 or height % 16:
+        raise ConfigError(f"{option} {text}: expected {expected}")
+    return width, height
+
+
+def render_size(
+    config: GenerationConfig, image_width: int, image_height: int, size: str | None = None
+) -> tuple[int, int, str]:
+    """(width, height, why) of the video for a ``image_width`` x ``image_height`` reference: ``size``
+    ("WxH", validated) when given; else the config's bucket nearest the image's aspect ratio, ties broken
+    by area (:func:`ardrag.data.buckets.nearest_bucket`); else, for a config without buckets, its width
+    x height. ``why`` is "--size", "bucket" or "model"."""
+    if size is not None:
+        return (*parse_size(size), "--size")
+    if config.buckets is None:
+        return config.width, config.height, "model"
+    bucket: Bucket = nearest_bucket(image_width, image_height, config.bucket_list())
+    return bucket.width, bucket.height, "bucket"
+
+
 def stream_clip(
     pipe: ARDragPipeline,
     image: np.ndarray,
@@ -116,29 +152,35 @@ def generate(
     model: str = DEFAULT_WAN,
     overlay: bool = False,
     seed: int = 0,
+    size: str | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write ``out`` (and ``<out stem>.overlay.mp4`` with ``overlay``); returns a summary: what was
-    written, at which resolution, on which device in which dtype."""
+    written, the resolution and why it was chosen (:func:`render_size`), the device and dtype."""
     out = Path(out)
     if out.suffix.lower() != ".mp4":
         raise ConfigError(f"--out {str(out)!r}: expected a file name ending in .mp4")
     if not prompt.strip():
         raise ConfigError("--prompt is empty; expected a description of the video")
+    if size is not None:
+        parse_size(size)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     image, trajectory = load_reference(ref), load_trajectory(traj)  # checked before any model loads
     pipe = load_pipeline(preset, checkpoint, model, seed, device, dtype)
-    width, height = pipe.config.width, pipe.config.height
+    h0, w0 = image.shape[:2]
+    width, height, why = render_size(pipe.config, w0, h0, size)
+    pipe = pipe.at_size(width, height)
     image, trajectory = fit_to_resolution(image, trajectory, width, height)
     video, _ = stream_clip(pipe, image, trajectory, prompt, seed=seed, progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, encode_mp4(video, trajectory.fps))
     written = {
-        "out": str(out), "frames": int(len(video)), "width": width, "height": height,
-        "device": str(device), "dtype": dtype_name(dtype),
+        "out": str(out), "frames": int(len(video)), "width": width, "height": height, "size_from": why,
+        "reference_size": [w0, h0], "buckets": pipe.config.buckets, "device": str(device),
+        "dtype": dtype_name(dtype),
     }  # fmt: skip
     if overlay:
         path = out.with_name(out.stem + ".overlay.mp4")
@@ -146,5 +188,5 @@ def generate(
             path, encode_mp4(draw_tracks(video, trajectory.tracks, trajectory.visible), trajectory.fps)
         )
         written["overlay"] = str(path)
-    log.info("wrote %s (%d frames at %dx%d)", out, len(video), width, height)
+    log.info("wrote %s (%d frames at %dx%d, size from %s)", out, len(video), width, height, why)
     return written

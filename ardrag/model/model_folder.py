@@ -98,7 +98,10 @@ def load_model_folder(
     ``checkpoint``: another student (an ardrag export) in place of the folder's own. The Wan pipeline's
     transformer is the folder's student: a training run started from the folder starts from it
     (:func:`ardrag.training.run.build_models`). ``device``, ``dtype`` (``torch_dtype``: its older name):
-    every component moved there (:meth:`ARDragPipeline.to`); both None: the CPU, as saved."""
+    every component moved there (:meth:`ARDragPipeline.to`); both None: the CPU, as saved.
+
+    A recipe without ``generation.buckets`` (written before the field existed, e.g. the shipped toy
+    model's, trained at 80x48 only) renders at its width x height only, not at the default buckets."""
     from diffusers import AutoencoderKLWan
     from transformers import CLIPVisionModel, PreTrainedTokenizerFast, UMT5EncoderModel
 
@@ -130,7 +133,7 @@ def load_model_folder(
     student = trained
     if checkpoint is not None:
         student = CausalARDragTransformer.from_pretrained(checkpoint, **load)
-    config = GenerationConfig(**{**recipe["generation"], **overrides})
+    config = GenerationConfig(**{"buckets": None, **recipe["generation"], **overrides})
     log.debug("loaded model folder %s (preset %s)%s", folder, recipe.get("preset"),
               f" with the student of {checkpoint}" if checkpoint else "")  # fmt: skip
     pipe = ARDragPipeline(wan, student, config)

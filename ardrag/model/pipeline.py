@@ -21,9 +21,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ardrag.config import Config
+from ardrag.data.buckets import Bucket, default_buckets
 from ardrag.data.heatmap import HeatmapConfig, render_heatmaps
 from ardrag.data.sample import negative_prompt
 from ardrag.errors import ConfigError
@@ -49,6 +50,34 @@ class GenerationConfig(Config):
     guidance_scale: float = Field(1.0, ge=1.0, description="> 1: classifier-free guidance, two caches")
     negative_prompt: str = "default"
     heatmap: HeatmapConfig = HeatmapConfig()
+    buckets: list[str] | None = Field(
+        default_factory=lambda: [b.name for b in default_buckets()],
+        description="the resolutions ('WxH') this model renders at: generation picks the one nearest the "
+        "reference image's aspect ratio (ardrag.inference.generate.render_size). Default: the paper's five "
+        "training buckets (datasets/buckets.yaml); None: only width x height",
+    )
+
+    @field_validator("buckets")
+    @classmethod
+    def _check_buckets(cls, names: list[str] | None) -> list[str] | None:
+        if names is None:
+            return None
+        if not names:
+            raise ValueError("an empty list; expected 'WxH' names, or null for width x height only")
+        for name in names:
+            b = Bucket.parse(name)
+            if b.width % 16 or b.height % 16:
+                raise ValueError(f"bucket {name!r}: expected width and height multiples of 16")
+        return [Bucket.parse(n).name for n in names]
+
+    def bucket_list(self) -> tuple[Bucket, ...]:
+        """The buckets as :class:`Bucket`; ``(width x height,)`` when ``buckets`` is None."""
+        if self.buckets is None:
+            return (Bucket(self.width, self.height),)
+        return tuple(Bucket.parse(n) for n in self.buckets)
+
+
+TINY_BUCKETS = ["96x64", "80x80", "64x96"]  # landscape, square, portrait: the tiny preset's resolutions
 
 
 class ARDragPipeline:
@@ -87,6 +116,14 @@ class ARDragPipeline:
             cast(model, dtype)
         return self
 
+    def at_size(self, width: int, height: int) -> ARDragPipeline:
+        """A pipeline sharing this one's models that renders at ``width`` x ``height`` (multiples of 16;
+        its config re-validated); ``self`` when that is already its size."""
+        if (width, height) == (self.config.width, self.config.height):
+            return self
+        fields = {**self.config.model_dump(), "width": width, "height": height}
+        return ARDragPipeline(self.wan, self.transformer, GenerationConfig(**fields))
+
     @classmethod
     def tiny(
         cls,
@@ -97,13 +134,17 @@ class ARDragPipeline:
         **overrides: Any,
     ) -> ARDragPipeline:
         """Random weights at toy size, offline: the components of model preset ``name``
-        (:mod:`ardrag.model.tiny`); default resolution 96x64. The control embedding is random too, as
-        after training: a zero one would make the controls inert. ``device``, ``dtype``: see :meth:`to`
-        (the weights are drawn on the CPU in float32 first, so a seed gives the same model everywhere)."""
+        (:mod:`ardrag.model.tiny`); default resolution 96x64, rendering at :data:`TINY_BUCKETS`
+        (landscape, square, portrait) unless ``overrides`` set a size or ``buckets`` (a size alone: that
+        size only). The control embedding is random too, as after training: a zero one would make the
+        controls inert. ``device``, ``dtype``: see :meth:`to` (the weights are drawn on the CPU in float32
+        first, so a seed gives the same model everywhere)."""
         from ardrag.model.tiny import build_tiny_pipeline
 
         wan = build_tiny_pipeline(seed, name)
-        config = GenerationConfig(**{"height": 64, "width": 96, **overrides})
+        sized = "width" in overrides or "height" in overrides
+        defaults = {"height": 64, "width": 96, "buckets": None if sized else TINY_BUCKETS}
+        config = GenerationConfig(**{**defaults, **overrides})
         student = CausalARDragTransformer.from_wan(wan.transformer)
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(seed + 1)

@@ -102,6 +102,7 @@ def _generate(args: argparse.Namespace) -> int:
         size=args.size,
         device=args.device,
         dtype=args.dtype,
+        sink=args.sink,
         progress=not args.json,
     )
     print(json.dumps(summary) if args.json else f"{summary['frames']} frames written to {summary['out']}")
@@ -221,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--size",
         metavar="WxH",
         help="render at this size, multiples of 16 (default: the model's bucket nearest the image's aspect)",
+    )
+    p.add_argument(
+        "--sink",
+        type=int,
+        metavar="N",
+        help="pin the first N latent frames in the KV cache beside the rolling window, for long streams "
+        "(default: the model's attention_sink, 0 unless it sets one)",
     )
     _add_device_options(p)
     p.add_argument("--seed", type=int, default=0)

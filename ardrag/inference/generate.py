@@ -130,14 +130,19 @@ def stream_clip(
     t0 = time.perf_counter()
     session = StreamSession(pipe, image, prompt, seed=seed)
     t = trajectory.num_frames
-    frames, first = [], 0.0
+    frames, first, pending = [], 0.0, None
     for start, end in Progress(latent_chunks(t), desc="generating", unit="latent frame", enabled=progress):
         rows = np.minimum(np.arange(start, end), t - 1)
-        frames.append(
-            session.step(trajectory.tracks[rows], trajectory.visible[rows], trajectory.intensity[rows])
-        )
-        if start == 0:
+        handle = session.submit(trajectory.tracks[rows], trajectory.visible[rows], trajectory.intensity[rows])
+        if start == 0:  # the first frame at once; later ones collected one step behind, so that on a GPU
+            frames.append(handle.result())  # the decode overlaps the next frame's denoising
             first = time.perf_counter() - t0
+        else:
+            if pending is not None:
+                frames.append(pending.result())
+            pending = handle
+    if pending is not None:
+        frames.append(pending.result())
     return np.concatenate(frames)[:t], first
 
 
@@ -155,10 +160,12 @@ def generate(
     size: str | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
+    sink: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write ``out`` (and ``<out stem>.overlay.mp4`` with ``overlay``); returns a summary: what was
-    written, the resolution and why it was chosen (:func:`render_size`), the device and dtype."""
+    written, the resolution and why it was chosen (:func:`render_size`), the device and dtype. ``sink``:
+    attention-sink frames (None: the model's ``GenerationConfig.attention_sink``)."""
     out = Path(out)
     if out.suffix.lower() != ".mp4":
         raise ConfigError(f"--out {str(out)!r}: expected a file name ending in .mp4")
@@ -166,6 +173,10 @@ def generate(
         raise ConfigError("--prompt is empty; expected a description of the video")
     if size is not None:
         parse_size(size)
+    if sink is not None and (isinstance(sink, bool) or not isinstance(sink, int) or sink < 0):
+        raise ConfigError(
+            f"--sink {sink!r}: expected a number of latent frames >= 0 (1: pin the first frame)"
+        )
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     image, trajectory = load_reference(ref), load_trajectory(traj)  # checked before any model loads
@@ -173,6 +184,8 @@ def generate(
     h0, w0 = image.shape[:2]
     width, height, why = render_size(pipe.config, w0, h0, size)
     pipe = pipe.at_size(width, height)
+    if sink is not None:
+        pipe = pipe.with_config(attention_sink=sink)
     image, trajectory = fit_to_resolution(image, trajectory, width, height)
     video, _ = stream_clip(pipe, image, trajectory, prompt, seed=seed, progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +193,7 @@ def generate(
     written = {
         "out": str(out), "frames": int(len(video)), "width": width, "height": height, "size_from": why,
         "reference_size": [w0, h0], "buckets": pipe.config.buckets, "device": str(device),
-        "dtype": dtype_name(dtype),
+        "dtype": dtype_name(dtype), "attention_sink": pipe.config.attention_sink,
     }  # fmt: skip
     if overlay:
         path = out.with_name(out.stem + ".overlay.mp4")

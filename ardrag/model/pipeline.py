@@ -48,6 +48,12 @@ class GenerationConfig(Config):
         "Euler step (for comparison)",
     )
     guidance_scale: float = Field(1.0, ge=1.0, description="> 1: classifier-free guidance, two caches")
+    attention_sink: int = Field(
+        0,
+        ge=0,
+        description="latent frames pinned in the KV cache beside the rolling window (StreamingLLM's "
+        "attention sink): 1 keeps the first frame in view on streams of any length; 0: none, as trained",
+    )
     negative_prompt: str = "default"
     heatmap: HeatmapConfig = HeatmapConfig()
     buckets: list[str] | None = Field(
@@ -121,8 +127,14 @@ class ARDragPipeline:
         its config re-validated); ``self`` when that is already its size."""
         if (width, height) == (self.config.width, self.config.height):
             return self
-        fields = {**self.config.model_dump(), "width": width, "height": height}
-        return ARDragPipeline(self.wan, self.transformer, GenerationConfig(**fields))
+        return self.with_config(width=width, height=height)
+
+    def with_config(self, **fields: Any) -> ARDragPipeline:
+        """A pipeline sharing this one's models with these generation config fields replaced (the config
+        re-validated)."""
+        return ARDragPipeline(
+            self.wan, self.transformer, GenerationConfig(**{**self.config.model_dump(), **fields})
+        )
 
     @classmethod
     def tiny(

@@ -117,3 +117,20 @@ def test_preset_toy_generates_with_the_shipped_model_folder(inputs, tmp_path, mo
     with pytest.raises(ConfigError, match="exclude each other: the preset is random weights"):
         gen.load_pipeline("tiny", str(tmp_path / "student"), "unused", seed=0)
     assert gen.load_pipeline("tiny", None, "unused", seed=0).config.width == 96
+
+
+def test_the_sink_option_pins_the_first_frame_in_the_sessions_cache(inputs, monkeypatch):
+    d, _ = inputs
+    sessions, real = [], gen.StreamSession
+
+    def spy(*args, **kwargs):
+        sessions.append(real(*args, **kwargs))
+        return sessions[-1]
+
+    monkeypatch.setattr(gen, "StreamSession", spy)
+    summary = gen.generate(d / "ref.png", d / "traj.json", "a dog runs", d / "out.mp4", preset="tiny", sink=1,
+                           progress=False)  # fmt: skip
+    assert summary["attention_sink"] == 1 and summary["frames"] == 10
+    assert [s.caches[0].sink for s in sessions] == [1]
+    with pytest.raises(ConfigError, match=r"--sink -1: expected a number of latent frames >= 0"):
+        gen.generate(d / "ref.png", d / "traj.json", "a dog runs", d / "out.mp4", preset="tiny", sink=-1)

@@ -152,7 +152,9 @@ def load(path: Path, state: TrainingState, stage: str, rank: int = 0, world: int
         load_into(module, path / f"{name}.safetensors", read=rank == 0 or not is_sharded(module))
     for stem, average in state.averages.items():
         average.load_state_dict(load_file(str(path / f"{stem}.safetensors")))
-    states = torch.load(path / OPTIM, weights_only=False)
+    # read onto the CPU: a GPU run saved its optimizer states as CUDA tensors of rank 0's device, which
+    # every process would otherwise allocate there; loading them moves them to each parameter's device
+    states = torch.load(path / OPTIM, map_location="cpu", weights_only=False)
     owners = state.optimizer_modules
     for k, o in state.optimizers.items():
         load_full_optimizer_state(owners[k], o, states["optimizers"][k])
@@ -160,7 +162,7 @@ def load(path: Path, state: TrainingState, stage: str, rank: int = 0, world: int
         s.load_state_dict(states["schedulers"][k])
     rng = path / f"rng-{rank}.pt"
     if rng.is_file():
-        set_rng_state(torch.load(rng, weights_only=False))
+        set_rng_state(torch.load(rng, map_location="cpu", weights_only=False))
     return meta
 
 

@@ -204,6 +204,9 @@ class DistillStage(Stage):
     def modules(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "critic": self.critic, "discriminator": self.discriminator}
 
+    def models(self) -> dict[str, nn.Module]:
+        return {**super().models(), "teacher": self.teacher}
+
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return self._optimizers
 

@@ -154,7 +154,8 @@ def selective_rollout(
     clean_frames = []
     for m in range(frames):
         mask, cond, clip = noise.inputs(m, c.ref_latent, c.clip)
-        picked = noise.picked(m) if selective else torch.full((b,), -1)
+        # each row's action step: bookkeeping on the CPU, as SelectiveNoise keeps it
+        picked = noise.picked(m) if selective else torch.full((b,), -1, device="cpu")
         x = noise.start(m, c.ref_latent)
         got = {"x_in": torch.zeros_like(x), "x_out": torch.zeros_like(x), "mean": torch.zeros_like(x)}
 
@@ -229,7 +230,8 @@ def grpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tens
     clipped = ratio.clamp(1 - clip_range, 1 + clip_range) * advantages
     policy = -torch.minimum(unclipped, clipped)
     kl = torch.stack(
-        [((mu.float() - ref.float()) ** 2).mean(dim=(1, 2, 3, 4)) / (2 * torch.as_tensor(std).float() ** 2)
+        [((mu.float() - ref.float()) ** 2).mean(dim=(1, 2, 3, 4))
+         / (2 * torch.as_tensor(std, device=mu.device).float() ** 2)
          for mu, ref, std in zip(means, ref_means, stds, strict=True)], 1,
     )  # fmt: skip
     loss = (policy + kl_beta * kl).mean()
@@ -247,8 +249,9 @@ def stochastic_steps_for(seeds: list[int], frames: int, transitions: int) -> tor
         raise ValueError("GRPO's action is a re-noising transition: the schedule needs at least 2 steps")
     rows = []
     for seed in seeds:
-        g = torch.Generator().manual_seed(seed)
-        rows.append(torch.cat([torch.full((1,), -1), torch.randint(transitions, (frames - 1,), generator=g)]))
+        g = torch.Generator().manual_seed(seed)  # on the CPU: every device picks the same steps
+        first = torch.full((1,), -1, device="cpu")
+        rows.append(torch.cat([first, torch.randint(transitions, (frames - 1,), generator=g, device="cpu")]))
     return torch.stack(rows)
 
 
@@ -282,6 +285,17 @@ def decode_video(pipe: Any, clean: torch.Tensor) -> np.ndarray:
     return frames.to(torch.uint8).cpu().numpy()
 
 
+def reward_tracker(name: str, device: torch.device) -> Any:
+    """The motion reward's tracker (not yet set up), as the evaluation tracks: small videos upscaled
+    first. A tracker with a network (CoTracker) runs on ``device``, the policy's; OpenCV's runs on the
+    host."""
+    from ardrag.data.trackers import CONFIGS
+    from ardrag.data.trackers.scaled import metric_tracker
+
+    networked = name in CONFIGS and "device" in CONFIGS[name].model_fields
+    return metric_tracker(name, {"device": str(device)} if networked else None)
+
+
 class GRPOStage(Stage):
     name = "grpo"
     main = "policy"
@@ -289,7 +303,6 @@ class GRPOStage(Stage):
     def __init__(self, config: Any, pipe: Any, start: Any):
         import copy
 
-        from ardrag.data.trackers.scaled import metric_tracker
         from ardrag.rewards import AestheticScorer
 
         self.config, self.pipe, g = config, pipe, config.grpo
@@ -307,7 +320,10 @@ class GRPOStage(Stage):
             self.scorer = AestheticScorer.tiny(config.seed)  # check_config: random/toy models only
         else:
             self.scorer = AestheticScorer.from_paths(g.aesthetic_clip, g.aesthetic_head)
-        self.tracker = metric_tracker(g.tracker)  # as the evaluation tracks: small videos upscaled first
+        # the reward's networks on the policy's device (score() moves each batch of frames there)
+        self.scorer.clip.to(start.device)
+        self.scorer.head.to(start.device)
+        self.tracker = reward_tracker(g.tracker, start.device)
         self.tracker.setup()
         o = config.optim
         self._optimizer = torch.optim.AdamW(
@@ -317,6 +333,10 @@ class GRPOStage(Stage):
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"policy": self.policy}
+
+    def models(self) -> dict[str, torch.nn.Module]:
+        return {**super().models(), "reference": self.reference, "aesthetic_clip": self.scorer.clip,
+                "aesthetic_head": self.scorer.head}  # fmt: skip
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"policy": self._optimizer}
@@ -346,7 +366,8 @@ class GRPOStage(Stage):
             }  # fmt: skip
             for name in g.reward_weights:
                 per[name].append(latent_frame_rewards(REWARDS[name](video, **kwargs)))
-        out = {name: torch.tensor(np.stack(v), dtype=torch.float32) for name, v in per.items()}
+        # host-side numbers (the rewards are computed on decoded videos); the advantages move to the device
+        out = {name: torch.tensor(np.stack(v), dtype=torch.float32, device="cpu") for name, v in per.items()}
         out["total"] = sum(g.reward_weights[name] * out[name] for name in g.reward_weights)
         return out
 

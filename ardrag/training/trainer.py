@@ -8,6 +8,10 @@ that steps on it (the distillation alternates critic and generator phases). The 
   passes of a phase the gradients are averaged over processes, and the losses alike
   (:mod:`ardrag.training.parallel`, which also shards the models under ``distributed: fsdp``).
 - **Accumulation**: ``grad_accum`` micro-batches per optimizer step; bf16 autocast on GPU.
+- **Devices**: every model a stage runs (:meth:`Stage.models`: trained, frozen, encoders, reward
+  networks) must be on the process's device when the trainer is built, and every tensor of each
+  micro-batch when a step starts; a clear error names the first that is not
+  (:func:`ardrag.training.run.train` moves the models there before it builds the stage).
 - **EMA** of the stage's main model (``ema_decay`` > 0).
 - **Checkpoints** every ``save_every`` steps and at the end (:mod:`ardrag.training.checkpoint`: written
   atomically, the latest ``keep_checkpoints`` kept). ``resume`` continues from the latest: the same
@@ -19,6 +23,7 @@ that steps on it (the distillation alternates critic and generator phases). The 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -68,6 +73,17 @@ class Stage:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError
 
+    def models(self) -> dict[str, torch.nn.Module]:
+        """Every model a step runs, trained or frozen: the trainer checks that they are on the process's
+        device. By default the trained modules and the pipeline's encoders and VAE (``self.pipe``)."""
+        out = dict(self.modules())
+        wan = getattr(getattr(self, "pipe", None), "wan", None)
+        for name in ("vae", "text_encoder", "image_encoder"):
+            model = getattr(wan, name, None)
+            if isinstance(model, torch.nn.Module):
+                out[f"pipe.{name}"] = model
+        return out
+
     def optimizer_modules(self) -> dict[str, torch.nn.Module]:
         """The module whose parameters each optimizer steps (by default the module of the same name)."""
         return {name: self.modules()[name] for name in self.optimizers()}
@@ -78,6 +94,44 @@ class Stage:
     def batch(self, raw: dict[str, Any], index: list[int]) -> Any:
         """The model inputs of a loader batch whose samples have these global indices."""
         return raw
+
+
+# -- devices -------------------------------------------------------------------------------------
+def same_device(actual: torch.device, expected: torch.device) -> bool:
+    """``actual`` is ``expected``; an ``expected`` without an index (``cuda``) takes the current one."""
+    if actual.type != expected.type:
+        return False
+    if expected.index is None and actual.type == "cuda":
+        return actual.index in (None, torch.cuda.current_device())
+    return expected.index is None or actual.index == expected.index
+
+
+def check_model_devices(models: dict[str, torch.nn.Module], device: torch.device) -> None:
+    """Every parameter and buffer of ``models`` on ``device``; an error names the first that is not."""
+    for name, model in models.items():
+        for what, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if not same_device(tensor.device, device):
+                raise ValueError(
+                    f"the stage's model {name!r} has {what} on {tensor.device}; the process's device is "
+                    f"{device}: move the models there before building the stage (as "
+                    "ardrag.training.run.train does)"
+                )
+
+
+def check_batch_devices(batch: Any, device: torch.device) -> None:
+    """Every tensor of a stage's micro-batch (a dataclass, a dict or a tensor) on ``device``."""
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        items = [(f.name, getattr(batch, f.name)) for f in dataclasses.fields(batch)]
+    elif isinstance(batch, dict):
+        items = list(batch.items())
+    else:
+        items = [("batch", batch)]
+    for name, value in items:
+        if isinstance(value, torch.Tensor) and not same_device(value.device, device):
+            raise ValueError(
+                f"the batch's {name!r} is on {value.device}; the process's device is {device}: the stage's "
+                "batch() must put its inputs there"
+            )
 
 
 # -- EMA -----------------------------------------------------------------------------------------
@@ -115,6 +169,7 @@ class Trainer:
         self.epoch = 0
         self.batches_in_epoch = 0  # micro-batches consumed in the current epoch
         self.modules = stage.modules()
+        check_model_devices(stage.models(), self.device)
         self.optimizers = stage.optimizers()
         self.schedulers = {
             name: torch.optim.lr_scheduler.LambdaLR(opt, self._warmup)
@@ -158,6 +213,8 @@ class Trainer:
             if self.config.mixed_precision == "bf16" and self.device.type == "cuda"
             else nullcontext()
         )
+        for mb in micro_batches:
+            check_batch_devices(mb, self.device)
         for phase in self.stage.phases(self.step):
             opt = self.optimizers[phase.optimizer]
             opt.zero_grad(set_to_none=True)

@@ -1,0 +1,56 @@
+"""benchmarks/bench_realtime.py, bench_long_stream.py and gpu_check.sh run as users run them (tiny shapes,
+on the CPU) and write the figures they promise."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(args, **env):
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "2", **env})  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_bench_realtime_reports_each_variant_and_the_speedup(tmp_path):
+    out = tmp_path / "rt.json"
+    script = str(ROOT / "benchmarks" / "bench_realtime.py")
+    args = ["--shape", "tiny", "--res", "96x64", "--frames", "3", "--guidance", "3", "--out", str(out)]
+    stdout = run([sys.executable, script, *args, "--variants", "reference,fast,-batched_cfg,-cross_cache"])
+    result = json.loads(out.read_text())
+    assert result["shape"] == "tiny" and result["res"] == "96x64" and result["pixel_frames"] == 9
+    assert set(result["variants"]) == {"reference", "fast", "-batched_cfg", "-cross_cache"}
+    for row in result["variants"].values():
+        assert row["first_frame_s"] > 0 and row["fps"] > 0 and row["peak_mem_gb"] > 0
+        assert {"denoise", "write", "control", "decode", "total"} <= set(row["breakdown_ms"])
+    assert result["variants"]["fast"]["options"]["batched_cfg"] is True
+    assert result["variants"]["-batched_cfg"]["options"]["batched_cfg"] is False
+    assert result["speedup"]["fps"] > 0 and "fast / reference" in stdout
+
+
+def test_bench_long_stream_compares_the_last_frames_with_the_early_ones(tmp_path):
+    out = tmp_path / "long.json"
+    script = str(ROOT / "benchmarks" / "bench_long_stream.py")
+    run([sys.executable, script, "--pixel-frames", "401", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["pixel_frames"] == 401 and result["latent_frames"] == 101 and result["sink"] == 1
+    assert result["frames_50_150"]["steps"] == 25 and result["last_100"]["steps"] == 25
+    assert result["latency_ratio"] > 0 and result["rss_ratio"] > 0 and len(result["rows"]) == 101
+
+
+def test_gpu_check_rehearses_on_the_cpu(tmp_path):
+    """The GPU script's CPU rehearsal (its documented command, smaller): both resolutions, JSON for each."""
+    env = {"DEVICE": "cpu", "SHAPE": "tiny", "VAE": "tiny", "FRAMES": "2", "REPEATS": "1",
+           "VARIANTS": "reference,fast", "OUT": str(tmp_path), "PYTHON": sys.executable}  # fmt: skip
+    run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], **env)
+    env_info = json.loads((tmp_path / "env.json").read_text())
+    assert env_info["gpu"] is None and env_info["torch"]
+    for res in ("480x368", "832x480"):
+        result = json.loads((tmp_path / f"realtime-tiny-{res}.json").read_text())
+        assert result["res"] == res and set(result["variants"]) == {"reference", "fast"}
+    assert "done in" in (tmp_path / "gpu_check.log").read_text()

@@ -103,15 +103,16 @@ class RingKVCache:
     - ``raw``: the keys before RoPE of ``sink + window`` frame slots. Frame f < sink lives in slot f;
       a later frame in slot ``sink + (f - sink) % window``, over the frame ``window`` before it.
     - ``keys``: those slots rotated with their window-relative positions, plus one slot for the frame
-      being denoised. The slots are rotated once per frame (``rotated_at``), not once per pass.
-    - ``values``: the slots' values, plus the current frame's slot.
+      being denoised once the ring is full. The slots are rotated once per frame (``rotated_at``), not
+      once per pass.
+    - ``values``: the slots' values, plus that extra slot.
 
-    Attention runs over all slots with a mask for the empty ones (none once the window is full), so
-    every pass has the same shapes. The slots are in ring order, not in time order: attention does not
-    depend on the keys' order, but float32 sums in another order round differently, so this cache gives
-    the reference cache's frames to float32 reordering error, not bit for bit. A write saves the slot it
-    overwrites, so :meth:`restore` can undo the last write (``StreamSession.regenerate`` after
-    ``flush``)."""
+    While the ring fills, the slots fill in time order: a frame attends to the prefix of the buffer up
+    to its own slot, the frames in the reference cache's order (the same sums, bit for bit). Once it is
+    full, every pass has the same shapes, and the slots are in ring order: attention does not depend on
+    the keys' order, but float32 sums taken in another order round differently, so the frames match the
+    reference cache's to float32 reordering error. A write saves the slot it overwrites, so
+    :meth:`restore` can undo the last write (``StreamSession.regenerate`` after ``flush``)."""
 
     def __init__(self, num_layers: int, window: int, sink: int = 0):
         if window < 1:
@@ -126,7 +127,7 @@ class RingKVCache:
         self.frames_written = 0
         self.tokens = 0  # tokens per frame, fixed by the first pass
         self._undo: list[tuple[int, int, torch.Tensor, torch.Tensor] | None] = [None] * num_layers
-        self._layout: tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] | None = None
+        self._layout: tuple[int, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @property
     def cached_frames(self) -> int:
@@ -136,34 +137,39 @@ class RingKVCache:
     def slot_of(self, frame: int) -> int:
         return frame if frame < self.sink else self.sink + (frame - self.sink) % self.window
 
+    @property
+    def current_slot(self) -> int:
+        """Where the frame being denoised goes: the slot it will be written to while the ring is not yet
+        full (the slots fill in time order, so the frames seen are a prefix of the buffer), the extra
+        slot after the ring once it is."""
+        return min(self.frames_written, self.slots)
+
     def positions(self) -> list[int]:
-        """Each slot's window-relative RoPE position (-1: empty), then the current frame's."""
-        pos = [-1] * self.slots
-        cached = [f for f in range(min(self.frames_written, self.sink))]
+        """The window-relative RoPE position of each slot up to the current one, then the current
+        frame's: 0, 1, ... while the ring fills; a permutation of 0 .. slots once it is full."""
+        cached = list(range(min(self.frames_written, self.sink)))
         cached += list(range(max(self.sink, self.frames_written - self.window), self.frames_written))
+        pos = [0] * self.current_slot
         for rank, frame in enumerate(cached):
             pos[self.slot_of(frame)] = rank
         return pos + [len(cached)]
 
     def layout(
         self, model: CausalARDragTransformer, pph: int, ppw: int, device: Any
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(cos, sin) over every slot's tokens and the current frame's, and the attention mask (None
-        when every slot holds a frame); computed once per frame."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) over the tokens of the slots up to the current one; computed once per frame."""
         if self._layout is not None and self._layout[0] == self.frames_written:
             return self._layout[1]
-        pos = self.positions()
-        n = pph * ppw
+        pos, n = self.positions(), pph * ppw
         cos, sin = model.rope_table(self.slots + 1, pph, ppw, device)
-        index = torch.tensor([max(p, 0) for p in pos], device=device)
-        cos = cos.view(self.slots + 1, n, -1)[index].reshape(1, (self.slots + 1) * n, 1, -1)
-        sin = sin.view(self.slots + 1, n, -1)[index].reshape(1, (self.slots + 1) * n, 1, -1)
-        mask = None
-        if min(pos) < 0:
-            valid = torch.tensor([p >= 0 for p in pos], device=device).repeat_interleave(n)
-            mask = valid.view(1, 1, 1, -1)
-        self._layout = (self.frames_written, (cos, sin, mask))
-        return cos, sin, mask
+        if pos != list(range(len(pos))):  # a full ring: the slots' frames out of time order
+            index = torch.tensor(pos, device=device)
+            cos = cos.view(self.slots + 1, n, -1)[index].reshape(1, len(pos) * n, 1, -1)
+            sin = sin.view(self.slots + 1, n, -1)[index].reshape(1, len(pos) * n, 1, -1)
+        else:
+            cos, sin = cos[:, : len(pos) * n], sin[:, : len(pos) * n]
+        self._layout = (self.frames_written, (cos, sin))
+        return cos, sin
 
     def allocate(self, layer: int, key: torch.Tensor) -> None:
         b, n, h, d = key.shape
@@ -295,8 +301,9 @@ class CausalWanAttnProcessor:
         self, attn: nn.Module, ctx: _AttentionContext, query: torch.Tensor, key: torch.Tensor,
         value: torch.Tensor,
     ) -> torch.Tensor:  # fmt: skip
-        """Attention over a :class:`RingKVCache`: the current frame's keys and values go into the last
-        slot, the cached slots are rotated once per frame (every pass without ``rope_once``)."""
+        """Attention over a :class:`RingKVCache`: the current frame's keys and values go into its slot
+        (:attr:`RingKVCache.current_slot`), the cached slots are rotated once per frame (every pass
+        without ``rope_once``), and the frame attends to the slots up to its own: no mask."""
         out = self._ring_attention(ctx, query, key, value)
         return attn.to_out[1](attn.to_out[0](out.type_as(query)))
 
@@ -309,17 +316,18 @@ class CausalWanAttnProcessor:
         ring, layer = ctx.cache, self.layer
         if ring.values[layer] is None:
             ring.allocate(layer, key)
-        (cos, sin), mask = ctx.rope_keys, ctx.mask
-        cached = ring.slots * ring.tokens
+        cos, sin = ctx.rope_keys
+        cached = ring.current_slot * ring.tokens  # the slots before the current frame's
+        span = cached + ring.tokens
         keys, values = ring.keys[layer], ring.values[layer]
         if not ctx.rope_once or ring.rotated_at[layer] != ring.frames_written:
-            keys[:, :cached] = apply_rope(ring.raw[layer], cos[:, :cached], sin[:, :cached])
+            keys[:, :cached] = apply_rope(ring.raw[layer][:, :cached], cos[:, :cached], sin[:, :cached])
             ring.rotated_at[layer] = ring.frames_written
-        keys[:, cached:] = apply_rope(key, cos[:, cached:], sin[:, cached:])
-        values[:, cached:] = value
+        keys[:, cached:span] = apply_rope(key, cos[:, cached:], sin[:, cached:])
+        values[:, cached:span] = value
         query = apply_rope(query, cos[:, cached:], sin[:, cached:])
         out = F.scaled_dot_product_attention(
-            query.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=mask
+            query.transpose(1, 2), keys[:, :span].transpose(1, 2), values[:, :span].transpose(1, 2)
         )
         if ctx.write:
             ring.write(layer, key, value)
@@ -610,9 +618,9 @@ class CausalARDragTransformer(ARDragTransformer):
         p_t, p_h, p_w = self.config.patch_size
         n = (h // p_h) * (w // p_w)
         if isinstance(cache, RingKVCache):
-            cos, sin, mask = cache.layout(self, h // p_h, w // p_w, hidden_states.device)
+            cos, sin = cache.layout(self, h // p_h, w // p_w, hidden_states.device)
             ctx = _AttentionContext(
-                mask=mask, cache=cache, write=write, rope_keys=(cos, sin), rope_once=rope_once, cross=cross
+                cache=cache, write=write, rope_keys=(cos, sin), rope_once=rope_once, cross=cross
             )
         else:
             cached = cache.cached_frames

@@ -17,8 +17,12 @@ Per variant (``--variants``; each is :class:`~ardrag.inference.session.StreamOpt
   deferred cache write, denoising, decode, frames on the host. On a GPU the next frame is submitted
   before the last one's frames are collected, so the decode stream overlaps (``StreamSession.submit``).
 - ``breakdown_ms``: per latent frame after the first, in a separate run with the device synchronised
-  around each part: ``denoise`` (3 passes), ``write`` (the cache write pass), ``control`` (heatmap and
-  VAE encode), ``decode`` (VAE decode and copy to the host).
+  around each part: ``denoise`` (3 passes), ``write`` (the cache write pass), ``control`` (the VAE
+  encode of the heatmaps), ``decode`` (the VAE decode); ``total`` is the whole step, the heatmaps'
+  drawing and the frames' copy to the host included.
+- ``compile``: for the ``compile=`` variants, dynamo's graph count and inductor's CUDA-graph skips (a
+  CUDA-graph mode that silently fell back shows here). Compiling changes the model's blocks in place,
+  so these variants run after every other one.
 - ``peak_mem_gb``: GPU: the peak of allocated memory during the variant; CPU: the process's peak RSS
   so far (monotone across variants), with ``cache_mb`` the KV cache's own bytes.
 
@@ -217,7 +221,15 @@ def run_variant(pipe: ARDragPipeline, options: StreamOptions, frames: int, repea
         "peak_mem_gb": peak_memory(device),
         "cache_mb": cache,
         "options": asdict(options),
+        **({"compile": compile_counters()} if options.compile != "none" else {}),
     }
+
+
+def compile_counters() -> dict[str, Any]:
+    from torch._dynamo.utils import counters
+
+    return {"unique_graphs": counters["stats"]["unique_graphs"], "inductor": dict(counters["inductor"]),
+            "recompiles": sum(counters["recompiles"].values())}  # fmt: skip
 
 
 def machine(device: torch.device) -> dict[str, Any]:
@@ -265,6 +277,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                "compile=reduce-overhead")]  # fmt: skip
     if args.guidance <= 1:
         names = [n for n in names if n != "-batched_cfg"]
+    names = [n for n in names if not n.startswith("compile=")] + [
+        n for n in names if n.startswith("compile=")
+    ]
     vae = args.vae or ("tiny" if args.shape == "tiny" else "wan")
 
     t0 = time.perf_counter()
@@ -296,13 +311,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             Path(args.out).write_text(json.dumps(result, indent=1))
     ref, fast = result["variants"].get("reference", {}), result["variants"].get("fast", {})
     if "fps" in ref and "fps" in fast:
+        step = {
+            k: v["breakdown_ms"]["denoise"] + v["breakdown_ms"]["write"] for k, v in (("r", ref), ("f", fast))
+        }
         result["speedup"] = {
             "fps": fast["fps"] / ref["fps"],
             "denoise": ref["breakdown_ms"]["denoise"] / fast["breakdown_ms"]["denoise"],
+            "transformer_step": step["r"] / step["f"],  # the 3 denoising passes and the cache write
             "first_frame": ref["first_frame_s"] / fast["first_frame_s"],
         }
         s = result["speedup"]
         print(f"fast / reference: fps x{s['fps']:.2f}, denoising passes x{s['denoise']:.2f}, "
+              f"transformer step (passes and write) x{s['transformer_step']:.2f}, "
               f"first frame x{s['first_frame']:.2f}")  # fmt: skip
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))

@@ -63,8 +63,10 @@ class StreamOptions:
     - ``cross_cache``: cross-attention keys and values of the text per session, of the image tokens
       per frame (else recomputed in every pass, the text embedding MLP included).
     - ``batched_cfg``: guidance's two branches in one batch-2 pass (else two batch-1 passes).
-    - ``sdpa``: the scaled-dot-product-attention backend: ``auto`` lets PyTorch choose; ``flash``,
-      ``efficient`` or ``cudnn`` put that one first (the math kernel stays as a fallback).
+    - ``sdpa``: the scaled-dot-product-attention backend: ``auto`` lets PyTorch choose (on a GPU flash
+      or memory-efficient attention where the inputs allow, bf16 without a mask); ``flash``,
+      ``efficient``, ``cudnn`` or ``math`` that one alone: a kernel that cannot take the inputs raises
+      rather than falling back without a word.
     - ``compile``: ``torch.compile`` each transformer block with this mode (``reduce-overhead`` adds
       CUDA graphs); ``none`` runs eagerly. It compiles the model's blocks in place, for every user of
       the model.
@@ -93,10 +95,9 @@ class StreamOptions:
             return contextlib.nullcontext()
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        first = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-                 "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[self.sdpa]  # fmt: skip
-        order = [first] + [b for b in (SDPBackend.MATH,) if b != first]
-        return sdpa_kernel(order, set_priority=True)
+        backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                   "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[self.sdpa]  # fmt: skip
+        return sdpa_kernel([backend])
 
 
 class FrameHandle:
@@ -107,9 +108,10 @@ class FrameHandle:
         self._frames, self._done = frames, done
 
     def result(self) -> np.ndarray:
-        if self._done is not None:
-            self._done.synchronize()
-        return self._frames.numpy()
+        if self._done is None:
+            return self._frames.numpy()
+        self._done.synchronize()
+        return self._frames.numpy().copy()  # the pinned buffer is freed with the handle
 
 
 def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
@@ -193,7 +195,7 @@ class StreamSession:
 
     def _velocity(self, x: torch.Tensor, t: float, inputs: tuple[torch.Tensor, ...], control: torch.Tensor,
                   write: bool) -> torch.Tensor:  # fmt: skip
-        model, ts = self.pipe.transformer, torch.tensor([t], device=x.device)
+        model, ts = self.pipe.transformer, torch.full((1,), float(t), device=x.device)  # no host copy
         mask, cond, clip = inputs
         x_in = torch.cat([x, mask, cond], 1)
         o = self.options
@@ -288,15 +290,15 @@ class StreamSession:
         if self._decode_stream is None:
             return FrameHandle(_to_uint8(self.decoder.decode_next(x)).cpu())
         ready = torch.cuda.Event()
-        ready.record()
-        with torch.cuda.stream(self._decode_stream):
+        ready.record(torch.cuda.current_stream(x.device))  # the frame's denoising, on the main stream
+        with torch.cuda.device(x.device), torch.cuda.stream(self._decode_stream):
             self._decode_stream.wait_event(ready)
             x.record_stream(self._decode_stream)
             frames = _to_uint8(self.decoder.decode_next(x))
             host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
             host.copy_(frames, non_blocking=True)
             done = torch.cuda.Event()
-            done.record()
+            done.record(self._decode_stream)
         return FrameHandle(host, done)
 
     @torch.no_grad()

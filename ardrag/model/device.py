@@ -68,3 +68,19 @@ def resolve_dtype(
 def dtype_name(dtype: torch.dtype) -> str:
     """The name ``--dtype`` takes ("bfloat16" for ``torch.bfloat16``), for summaries."""
     return str(dtype).removeprefix("torch.")
+
+
+def cast_keeping_fp32(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``model``'s floating-point parameters and buffers in ``dtype``, but for those under the names in
+    its ``_keep_in_fp32_modules`` (diffusers' and transformers' convention: for Wan's transformer the
+    RoPE tables, the time embedding, the norms and the ``scale_shift_table`` parameters), which stay in
+    float32 as ``from_pretrained(torch_dtype=...)`` keeps them. Tensor by tensor, from their current
+    values: a kept tensor is never rounded through ``dtype`` on the way."""
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or [])
+    with torch.no_grad():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if tensor.is_floating_point():
+                target = torch.float32 if dtype != torch.float32 and keep & set(name.split(".")) else dtype
+                if tensor.dtype != target:
+                    tensor.data = tensor.data.to(target)
+    return model

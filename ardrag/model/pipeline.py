@@ -28,7 +28,7 @@ from ardrag.data.buckets import Bucket, default_buckets
 from ardrag.data.heatmap import HeatmapConfig, render_heatmaps
 from ardrag.data.sample import negative_prompt
 from ardrag.errors import ConfigError
-from ardrag.model.device import resolve_device, resolve_dtype
+from ardrag.model.device import cast_keeping_fp32, resolve_device, resolve_dtype
 from ardrag.model.transformer_ardrag import CausalARDragTransformer
 from ardrag.model.vae import normalize_latents
 from ardrag.presets import TINY
@@ -119,7 +119,7 @@ class ARDragPipeline:
         models = [m for m in self.wan.components.values() if isinstance(m, torch.nn.Module)]
         for model in [*models, self.transformer]:
             model.to(device=device)
-            cast(model, dtype)
+            cast_keeping_fp32(model, dtype)
         return self
 
     def at_size(self, width: int, height: int) -> ARDragPipeline:
@@ -246,24 +246,12 @@ class ARDragPipeline:
         maps = render_heatmaps(
             tracks, visible, intensity, self.config.height, self.config.width, self.config.heatmap
         )
-        video = torch.from_numpy(maps)[None, None].expand(1, 3, -1, -1, -1)
-        return (video * 2 - 1).to(self.device, self.vae.dtype)
+        maps = torch.from_numpy(maps).to(self.device)  # one channel crosses to the device, not three
+        return (maps * 2 - 1)[None, None].expand(1, 3, -1, -1, -1).to(self.vae.dtype)
 
     @property
     def device(self) -> torch.device:
         return next(self.transformer.parameters()).device
-
-
-def cast(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """``model`` in ``dtype``, but for the modules named in its ``_keep_in_fp32_modules`` (diffusers' and
-    transformers' convention), which stay in float32 as their ``from_pretrained`` keeps them."""
-    keep = getattr(model, "_keep_in_fp32_modules", None) or []
-    torch.nn.Module.to(model, dtype=dtype)  # not ModelMixin.to, which warns that ``keep`` is not kept
-    if dtype != torch.float32:
-        for name, module in model.named_modules():
-            if any(k in name.split(".") for k in keep):
-                module.float()
-    return model
 
 
 @torch.no_grad()

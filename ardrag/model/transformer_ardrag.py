@@ -35,6 +35,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 
 from ardrag.errors import ConfigError
+from ardrag.model.device import cast_keeping_fp32
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -163,7 +164,7 @@ class RingKVCache:
         pos, n = self.positions(), pph * ppw
         cos, sin = model.rope_table(self.slots + 1, pph, ppw, device)
         if pos != list(range(len(pos))):  # a full ring: the slots' frames out of time order
-            index = torch.tensor(pos, device=device)
+            index = model.index_tensor(tuple(pos), device)
             cos = cos.view(self.slots + 1, n, -1)[index].reshape(1, len(pos) * n, 1, -1)
             sin = sin.view(self.slots + 1, n, -1)[index].reshape(1, len(pos) * n, 1, -1)
         else:
@@ -454,7 +455,8 @@ class ARDragTransformer(WanTransformer3DModel):
         missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
         if unexpected or set(missing) != {"control_embedding.weight", "control_embedding.bias"}:
             raise ConfigError(f"the base checkpoint does not fit: missing {missing}, unexpected {unexpected}")
-        return model if model.dtype == base.dtype else model.to(dtype=base.dtype)
+        # the base's dtype, with the modules Wan keeps in float32 (norms, time embedding, RoPE) kept so
+        return model if model.dtype == base.dtype else cast_keeping_fp32(model, base.dtype)
 
     # -- shared body -------------------------------------------------------------------------------
     def _embed(self, hidden_states: torch.Tensor, control: torch.Tensor | None) -> torch.Tensor:
@@ -640,6 +642,15 @@ class CausalARDragTransformer(ARDragTransformer):
 
     def new_ring_cache(self, window: int | None = None, sink: int = 0) -> RingKVCache:
         return RingKVCache(len(self.blocks), window or self.config.cache_window, sink)
+
+    def index_tensor(self, values: tuple[int, ...], device: Any) -> torch.Tensor:
+        """A small int64 tensor on ``device``, made once and kept: a host-to-device copy per frame would
+        make the host wait for the GPU."""
+        key = (values, str(device))
+        kept = self.__dict__.setdefault("_index_tensors", {})
+        if key not in kept:
+            kept[key] = torch.tensor(values, device=device)
+        return kept[key]
 
     def rope_table(self, frames: int, pph: int, ppw: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`_rope_frames`, computed once per layout and device and kept."""

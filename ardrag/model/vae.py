@@ -44,11 +44,17 @@ CacheEntry = (
 
 
 def _latent_stats(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The VAE config's ``latents_mean`` and ``1 / latents_std``, shaped and placed like ``like``."""
-    shape = (1, vae.config.z_dim, 1, 1, 1)
-    mean = torch.tensor(vae.config.latents_mean).view(shape).to(like.device, like.dtype)
-    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(like.device, like.dtype)
-    return mean, inv_std
+    """The VAE config's ``latents_mean`` and ``1 / latents_std``, shaped and placed like ``like``; made
+    once per device and dtype and kept on the VAE (a host-to-device copy per frame would make the host
+    wait for the GPU)."""
+    key = (str(like.device), like.dtype)
+    kept = vae.__dict__.setdefault("_ardrag_latent_stats", {})
+    if key not in kept:
+        shape = (1, vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(vae.config.latents_mean).view(shape).to(like.device, like.dtype)
+        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(like.device, like.dtype)
+        kept[key] = (mean, inv_std)
+    return kept[key]
 
 
 def normalize_latents(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:

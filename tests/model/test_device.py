@@ -102,3 +102,29 @@ def test_model_folders_load_on_a_device_in_a_dtype(tmp_path):
     assert alias.transformer.patch_embedding.weight.dtype == torch.bfloat16
     with pytest.raises(ConfigError, match="give one"):
         ARDragPipeline.from_pretrained(str(tmp_path / "toy"), torch_dtype=torch.float16, dtype="bfloat16")
+
+
+def test_the_float32_modules_are_kept_without_rounding_through_bf16():
+    """Wan keeps RoPE, the time embedding, the norms and the scale_shift_table parameters in float32:
+    cast tensor by tensor, they keep their float32 values exactly (a whole-model cast to bf16 and back
+    would round them), and the student made from a bf16 base keeps them too."""
+    from ardrag.model.device import cast_keeping_fp32
+    from ardrag.model.tiny import tiny_transformer
+    from ardrag.model.transformer_ardrag import CausalARDragTransformer
+
+    model = tiny_transformer(0)
+    before = {k: v.clone() for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    cast_keeping_fp32(model, torch.bfloat16)
+    kept = {"rope", "time_embedder", "scale_shift_table", "norm1", "norm2", "norm3"}
+    tensors = dict([*model.named_parameters(), *model.named_buffers()])
+    assert any(name.startswith("rope.") for name in tensors) and "scale_shift_table" in tensors
+    for name, tensor in tensors.items():
+        if kept & set(name.split(".")):
+            assert tensor.dtype == torch.float32 and torch.equal(tensor, before[name]), name
+        elif tensor.is_floating_point():
+            assert tensor.dtype == torch.bfloat16, name
+    student = CausalARDragTransformer.from_wan(model)
+    for name, tensor in [*student.named_parameters(), *student.named_buffers()]:
+        if kept & set(name.split(".")):
+            assert tensor.dtype == torch.float32, name
+    assert student.control_embedding.weight.dtype == torch.bfloat16

@@ -24,6 +24,7 @@ import numpy as np
 from ardrag.console import Progress
 from ardrag.inference.session import StreamOptions, StreamSession
 from ardrag.model.pipeline import ARDragPipeline
+from ardrag.presets import TINY
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -54,7 +55,7 @@ def window(rows: list[dict[str, float]], first: int, last: int) -> dict[str, flo
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="tiny", help="a random model preset (tiny, small, ...)")
+    parser.add_argument("--preset", default=TINY, help="a random model preset (tiny, small, ...)")
     parser.add_argument("--pixel-frames", type=int, default=2000)
     parser.add_argument("--sink", type=int, default=1, help="attention-sink frames")
     parser.add_argument("--device", help="cpu, cuda (default: CUDA when present)")

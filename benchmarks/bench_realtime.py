@@ -53,8 +53,9 @@ from ardrag.model.device import dtype_name, resolve_device, resolve_dtype
 from ardrag.model.pipeline import ARDragPipeline, GenerationConfig
 from ardrag.model.tiny import build_tiny_pipeline, tiny_vae, transformer_config
 from ardrag.model.transformer_ardrag import CausalARDragTransformer
+from ardrag.presets import SMALL, TINY, WAN_1_3B_RANDOM, WAN_14B_RANDOM
 
-SHAPES = ("tiny", "small", "1.3b", "14b")
+SHAPES = (TINY, SMALL, WAN_1_3B_RANDOM, WAN_14B_RANDOM)
 PROMPT = "a red kite climbs over a green hill, then dives towards the lake"
 
 # name -> options; "-x": the fast path without part x
@@ -81,7 +82,7 @@ def build(shape: str, device: torch.device, dtype: torch.dtype, width: int, heig
     """Random weights at ``shape``: the student built directly on ``device`` in ``dtype`` (two float32
     copies of a 14B model would not fit a host), the encoders and VAE built on the CPU and moved."""
     wan = build_tiny_pipeline(seed, shape, transformer=False)
-    if vae == "tiny":
+    if vae == TINY:
         wan.vae = tiny_vae(seed)
     config = transformer_config(shape)
     default = torch.get_default_dtype()
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--res", default="480x368", help="WIDTHxHEIGHT, multiples of 16 (480x368, 832x480)")
     parser.add_argument("--frames", type=int, default=9, help="latent frames per session (>= 2)")
     parser.add_argument("--repeats", type=int, default=1, help="measured sessions per variant")
-    parser.add_argument("--vae", choices=("wan", "tiny"), help="default: tiny for --shape tiny, else wan")
+    parser.add_argument("--vae", choices=("wan", TINY), help="default: tiny for --shape tiny, else wan")
     parser.add_argument("--guidance", type=float, default=1.0, help="> 1: classifier-free guidance")
     parser.add_argument(
         "--variants",
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     names = [n for n in names if not n.startswith("compile=")] + [
         n for n in names if n.startswith("compile=")
     ]
-    vae = args.vae or ("tiny" if args.shape == "tiny" else "wan")
+    vae = args.vae or (TINY if args.shape == TINY else "wan")
 
     t0 = time.perf_counter()
     pipe = build(args.shape, device, dtype, width, height, vae, args.guidance)

@@ -9,8 +9,11 @@ from ardrag.errors import ConfigError
 from ardrag.presets import (
     DEFAULT_WAN,
     PRESETS,
+    SMALL,
     TINY,
     TOY,
+    WAN_1_3B_RANDOM,
+    WAN_14B_RANDOM,
     check_preset,
     check_random_model,
     hub_id,
@@ -39,7 +42,7 @@ def test_a_preset_is_a_copy():
 
 
 def test_model_presets_are_built_or_loaded():
-    assert random_models() == sorted([TINY, TOY])
+    assert random_models() == sorted([TINY, TOY, SMALL, WAN_1_3B_RANDOM, WAN_14B_RANDOM])
     assert hub_id() == DEFAULT_WAN
     assert hub_id("wan2.1-i2v-14b-720p").endswith("720P-Diffusers")
     with pytest.raises(ConfigError, match="built in memory; it has no hub id"):
@@ -47,7 +50,10 @@ def test_model_presets_are_built_or_loaded():
     assert check_random_model(None) is None and check_random_model(TOY) == TOY
     with pytest.raises(ValueError, match=r"'wan2.1-i2v-14b-480p' is a pretrained model \(Wan-AI/.*model.wan"):
         check_random_model("wan2.1-i2v-14b-480p")
-    with pytest.raises(ValueError, match=r"unknown model preset 'huge'; expected one of \['tiny', 'toy'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown model preset 'huge'; expected one of \['1.3b', '14b', 'small', 'tiny', 'toy'\]",
+    ):
         check_random_model("huge")
     assert wan_model("wan2.1-i2v-14b-720p") == hub_id("wan2.1-i2v-14b-720p")
     assert wan_model("/weights/wan") == "/weights/wan" and wan_model(DEFAULT_WAN) == DEFAULT_WAN

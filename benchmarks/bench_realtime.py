@@ -47,7 +47,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_model import reference_image  # this folder is first on the path of a script run from it
 
+from ardrag.inference.generate import parse_size
 from ardrag.inference.session import StreamOptions, StreamSession
 from ardrag.model.device import dtype_name, resolve_device, resolve_dtype
 from ardrag.model.pipeline import ARDragPipeline, GenerationConfig
@@ -96,11 +98,6 @@ def build(shape: str, device: torch.device, dtype: torch.dtype, width: int, heig
         torch.set_default_dtype(default)
     generation = GenerationConfig(width=width, height=height, buckets=None, guidance_scale=guidance)
     return ARDragPipeline(wan, student, generation).to(device, dtype)
-
-
-def reference_image(h: int, w: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:h, 0:w]
-    return np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) % 256], -1).astype(np.uint8)
 
 
 def drag(m: int, n: int, w: int, h: int) -> np.ndarray:
@@ -263,10 +260,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    try:
-        width, height = (int(v) for v in args.res.lower().split("x"))
-    except ValueError:
-        parser.error(f"--res {args.res}: expected WIDTHxHEIGHT, e.g. 480x368")
+    width, height = parse_size(args.res, "--res")
     if args.frames < 2:
         parser.error(f"--frames {args.frames}: expected at least 2 latent frames")
     names = list(VARIANTS) if args.variants == "all" else args.variants.split(",")

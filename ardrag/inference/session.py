@@ -48,7 +48,7 @@ from ardrag.errors import ConfigError
 from ardrag.inference.sampler import FrameNoise, FrameSampler, SampleRandom
 from ardrag.model.pipeline import ARDragPipeline
 from ardrag.model.transformer_ardrag import CrossCache
-from ardrag.model.vae import StreamingVaeDecoder, StreamingVaeEncoder
+from ardrag.model.vae import StreamingVaeDecoder, StreamingVaeEncoder, to_uint8_frames
 
 SdpaBackend = Literal["auto", "flash", "efficient", "cudnn", "math"]
 CompileMode = Literal["none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
@@ -112,11 +112,6 @@ class FrameHandle:
             return self._frames.numpy()
         self._done.synchronize()
         return self._frames.numpy().copy()  # the pinned buffer is freed with the handle
-
-
-def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
-    frames = ((pixels[0].permute(1, 2, 3, 0).float() + 1) * 127.5).round().clamp(0, 255)
-    return frames.to(torch.uint8)
 
 
 def compile_blocks(model: Any, mode: str) -> None:
@@ -201,35 +196,23 @@ class StreamSession:
         o = self.options
         fast = {"rope_once": o.rope_once} if o.ring_cache else {}
         cross = self.cross or [None, None]
+
+        def run(branch: int, text: torch.Tensor, batch: int = 1) -> torch.Tensor:
+            def rows(t: torch.Tensor) -> torch.Tensor:  # the batch-2 pass takes each input twice
+                return t if batch == 1 else t.repeat(batch, *[1] * (t.ndim - 1))
+
+            return model.forward_frame(
+                rows(x_in), rows(ts), text, self.caches[branch], rows(clip), control=rows(control),
+                write=write, cross=cross[branch], **fast,
+            )  # fmt: skip
+
         with o.sdpa_context():
             if self.batched:
-                two = (
-                    torch.cat([x_in, x_in]),
-                    ts.repeat(2),
-                    self.text_both,
-                    self.caches[0],
-                    clip.repeat(2, 1, 1),
-                )
-                v, v_neg = model.forward_frame(
-                    *two, control=control.repeat(2, 1, 1, 1, 1), write=write, cross=cross[0], **fast
-                ).chunk(2)
+                v, v_neg = run(0, self.text_both, batch=2).chunk(2)
             else:
-                v = model.forward_frame(
-                    x_in,
-                    ts,
-                    self.text,
-                    self.caches[0],
-                    clip,
-                    control=control,
-                    write=write,
-                    cross=cross[0],
-                    **fast,
-                )
+                v = run(0, self.text)
                 if self.guided:
-                    v_neg = model.forward_frame(
-                        x_in, ts, self.negative, self.caches[1], clip, control=control, write=write,
-                        cross=cross[1], **fast,
-                    )  # fmt: skip
+                    v_neg = run(1, self.negative)
         if self.guided:
             v = v_neg + self.pipe.config.guidance_scale * (v - v_neg)
         return v
@@ -288,13 +271,13 @@ class StreamSession:
         self.latent = x
         self.frame += 1
         if self._decode_stream is None:
-            return FrameHandle(_to_uint8(self.decoder.decode_next(x)).cpu())
+            return FrameHandle(to_uint8_frames(self.decoder.decode_next(x))[0].cpu())
         ready = torch.cuda.Event()
         ready.record(torch.cuda.current_stream(x.device))  # the frame's denoising, on the main stream
         with torch.cuda.device(x.device), torch.cuda.stream(self._decode_stream):
             self._decode_stream.wait_event(ready)
             x.record_stream(self._decode_stream)
-            frames = _to_uint8(self.decoder.decode_next(x))
+            frames = to_uint8_frames(self.decoder.decode_next(x))[0]
             host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
             host.copy_(frames, non_blocking=True)
             done = torch.cuda.Event()

@@ -22,7 +22,7 @@ import torch
 from ardrag.errors import ConfigError
 from ardrag.model.pipeline import ARDragPipeline
 from ardrag.model.transformer_ardrag import ARDragTransformer
-from ardrag.model.vae import denormalize_latents, fast_vae
+from ardrag.model.vae import denormalize_latents, fast_vae, to_uint8_frames
 
 
 def shifted_sigmas(steps: int, shift: float) -> list[float]:
@@ -94,8 +94,7 @@ def sample_clip(
     t3 = time.perf_counter()
     with fast_vae(pipe.vae):
         video = pipe.vae.decode(denormalize_latents(pipe.vae, x), return_dict=False)[0]
-    frames = ((video[0].permute(1, 2, 3, 0).float() + 1) * 127.5).round().clamp(0, 255)
-    out = frames.to(torch.uint8).cpu().numpy()
+    out = to_uint8_frames(video)[0].cpu().numpy()
     if timings is not None:
         t4 = time.perf_counter()
         timings.update(encode=t1 - t0, control=t2 - t1, sample=t3 - t2, decode=t4 - t3, total=t4 - t0)

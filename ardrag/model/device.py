@@ -84,3 +84,15 @@ def cast_keeping_fp32(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Mo
                 if tensor.dtype != target:
                     tensor.data = tensor.data.to(target)
     return model
+
+
+def load_dtype(
+    torch_dtype: torch.dtype | str | None, dtype: torch.dtype | str | None, device: torch.device | str | None
+) -> tuple[torch.dtype | str | None, dict[str, torch.dtype]]:
+    """``dtype`` or its older name ``torch_dtype`` (giving both is an error), and the ``from_pretrained``
+    keyword arguments that load in it (none when neither is given: the weights as saved)."""
+    if torch_dtype is not None and dtype is not None:
+        raise ConfigError(f"torch_dtype={torch_dtype} and dtype={dtype}: give one (dtype; torch_dtype is "
+                          "its older name)")  # fmt: skip
+    dtype = dtype if dtype is not None else torch_dtype
+    return dtype, {} if dtype is None else {"torch_dtype": resolve_dtype(dtype, resolve_device(device))}

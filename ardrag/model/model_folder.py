@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ardrag.console import route_library_logs
 from ardrag.errors import ConfigError
 from ardrag.fsutil import atomic_write
-from ardrag.model.device import resolve_device, resolve_dtype
+from ardrag.model.device import load_dtype
 
 if TYPE_CHECKING:
     from ardrag.model.pipeline import ARDragPipeline
@@ -115,11 +115,7 @@ def load_model_folder(
     missing = [name for name in COMPONENTS if not (folder / name).is_dir()]
     if missing:
         raise ConfigError(f"model folder {str(folder)!r} lacks {missing}; expected {list(COMPONENTS)}")
-    if torch_dtype is not None and dtype is not None:
-        raise ConfigError(f"torch_dtype={torch_dtype} and dtype={dtype}: give one (dtype; torch_dtype is "
-                          "its older name)")  # fmt: skip
-    dtype = dtype if dtype is not None else torch_dtype
-    load = {} if dtype is None else {"torch_dtype": resolve_dtype(dtype, resolve_device(device))}
+    dtype, load = load_dtype(torch_dtype, dtype, device)
     trained = CausalARDragTransformer.from_pretrained(str(folder / "transformer"), **load)
     processor = clip_image_processor_class().from_pretrained(str(folder / "image_processor"))
     wan = assemble_pipeline(
@@ -137,4 +133,4 @@ def load_model_folder(
     log.debug("loaded model folder %s (preset %s)%s", folder, recipe.get("preset"),
               f" with the student of {checkpoint}" if checkpoint else "")  # fmt: skip
     pipe = ARDragPipeline(wan, student, config)
-    return pipe.to(device, dtype) if device is not None or dtype is not None else pipe
+    return pipe.placed(device, dtype)

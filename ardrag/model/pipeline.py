@@ -28,7 +28,7 @@ from ardrag.data.buckets import Bucket, default_buckets
 from ardrag.data.heatmap import HeatmapConfig, render_heatmaps
 from ardrag.data.sample import negative_prompt
 from ardrag.errors import ConfigError
-from ardrag.model.device import cast_keeping_fp32, resolve_device, resolve_dtype
+from ardrag.model.device import cast_keeping_fp32, load_dtype, resolve_device, resolve_dtype
 from ardrag.model.transformer_ardrag import CausalARDragTransformer
 from ardrag.model.vae import normalize_latents
 from ardrag.presets import TINY
@@ -122,6 +122,11 @@ class ARDragPipeline:
             cast_keeping_fp32(model, dtype)
         return self
 
+    def placed(self, device: torch.device | str | None, dtype: torch.dtype | str | None) -> ARDragPipeline:
+        """:meth:`to` when either is given; ``self`` as built or loaded (the CPU, float32 or the saved
+        dtype) when neither is."""
+        return self.to(device, dtype) if device is not None or dtype is not None else self
+
     def at_size(self, width: int, height: int) -> ARDragPipeline:
         """A pipeline sharing this one's models that renders at ``width`` x ``height`` (multiples of 16;
         its config re-validated); ``self`` when that is already its size."""
@@ -162,7 +167,7 @@ class ARDragPipeline:
             torch.manual_seed(seed + 1)
             torch.nn.init.normal_(student.control_embedding.weight, std=0.1)
         pipe = cls(wan, student, config)
-        return pipe.to(device, dtype) if device is not None or dtype is not None else pipe
+        return pipe.placed(device, dtype)
 
     @classmethod
     def from_pretrained(
@@ -185,21 +190,17 @@ class ARDragPipeline:
 
         from ardrag.model.model_folder import is_model_folder, load_model_folder
 
-        if torch_dtype is not None and dtype is not None:
-            raise ConfigError(f"torch_dtype={torch_dtype} and dtype={dtype}: give one (dtype; torch_dtype is "
-                              "its older name)")  # fmt: skip
-        dtype = dtype if dtype is not None else torch_dtype
+        dtype, load = load_dtype(torch_dtype, dtype, device)
         if is_model_folder(wan_id_or_path):
             return load_model_folder(wan_id_or_path, checkpoint, device=device, dtype=dtype, **overrides)
 
-        load = {} if dtype is None else {"torch_dtype": resolve_dtype(dtype, resolve_device(device))}
         wan = WanImageToVideoPipeline.from_pretrained(wan_id_or_path, **load)
         if checkpoint is not None:
             student = CausalARDragTransformer.from_pretrained(checkpoint, **load)
         else:
             student = CausalARDragTransformer.from_wan(wan.transformer)
         pipe = cls(wan, student, GenerationConfig(**overrides))
-        return pipe.to(device, dtype) if device is not None or dtype is not None else pipe
+        return pipe.placed(device, dtype)
 
     # -- conditions -------------------------------------------------------------------------------
     @torch.no_grad()

@@ -48,26 +48,39 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return out.type_as(x)
 
 
-class KVCache:
+class _FrameWindow:
+    """What both caches share: the rolling ``window`` of frames beside ``sink`` pinned ones, and which
+    frames that leaves in view."""
+
+    def __init__(self, window: int, sink: int):
+        if window < 1:
+            raise ConfigError(f"KV cache window is {window}; expected at least 1 frame")
+        if sink < 0:
+            raise ConfigError(f"attention sink is {sink} frames; expected 0 or more")
+        self.window, self.sink = window, sink
+        self.frames_written = 0
+
+    def cached(self) -> list[int]:
+        """The frames in view, in time order: the sink's, then the rolling window's."""
+        pinned = list(range(min(self.frames_written, self.sink)))
+        return pinned + list(range(max(self.sink, self.frames_written - self.window), self.frames_written))
+
+    @property
+    def cached_frames(self) -> int:
+        pinned = min(self.frames_written, self.sink)
+        return pinned + min(self.frames_written - pinned, self.window)
+
+
+class KVCache(_FrameWindow):
     """Keys (before RoPE) and values of the last ``window`` clean frames, per layer, concatenated on every
     write: the reference cache (training's rollouts run it; :class:`RingKVCache` is the streaming one).
     ``sink``: the first ``sink`` frames stay pinned beside the rolling window (StreamingLLM's attention
     sink), so a frame sees at most ``sink + window`` cached frames."""
 
     def __init__(self, num_layers: int, window: int, sink: int = 0):
-        if window < 1:
-            raise ConfigError(f"KV cache window is {window}; expected at least 1 frame")
-        if sink < 0:
-            raise ConfigError(f"attention sink is {sink} frames; expected 0 or more")
-        self.window, self.sink = window, sink
+        super().__init__(window, sink)
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
-        self.frames_written = 0
-
-    @property
-    def cached_frames(self) -> int:
-        pinned = min(self.frames_written, self.sink)
-        return pinned + min(self.frames_written - pinned, self.window)
 
     def read(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         return self.keys[layer], self.values[layer]
@@ -98,7 +111,7 @@ class KVCache:
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values) if t is not None)
 
 
-class RingKVCache:
+class RingKVCache(_FrameWindow):
     """The streaming cache: per layer, preallocated buffers of fixed shape, written in place.
 
     - ``raw``: the keys before RoPE of ``sink + window`` frame slots. Frame f < sink lives in slot f;
@@ -116,24 +129,14 @@ class RingKVCache:
     :meth:`restore` can undo the last write (``StreamSession.regenerate`` after ``flush``)."""
 
     def __init__(self, num_layers: int, window: int, sink: int = 0):
-        if window < 1:
-            raise ConfigError(f"KV cache window is {window}; expected at least 1 frame")
-        if sink < 0:
-            raise ConfigError(f"attention sink is {sink} frames; expected 0 or more")
-        self.window, self.sink, self.slots = window, sink, sink + window
+        super().__init__(window, sink)
+        self.slots = sink + window
         self.raw: list[torch.Tensor | None] = [None] * num_layers
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.rotated_at = [-1] * num_layers
-        self.frames_written = 0
         self.tokens = 0  # tokens per frame, fixed by the first pass
         self._undo: list[tuple[int, int, torch.Tensor, torch.Tensor] | None] = [None] * num_layers
-        self._layout: tuple[int, tuple[torch.Tensor, torch.Tensor]] | None = None
-
-    @property
-    def cached_frames(self) -> int:
-        pinned = min(self.frames_written, self.sink)
-        return pinned + min(self.frames_written - pinned, self.window)
 
     def slot_of(self, frame: int) -> int:
         return frame if frame < self.sink else self.sink + (frame - self.sink) % self.window
@@ -148,29 +151,11 @@ class RingKVCache:
     def positions(self) -> list[int]:
         """The window-relative RoPE position of each slot up to the current one, then the current
         frame's: 0, 1, ... while the ring fills; a permutation of 0 .. slots once it is full."""
-        cached = list(range(min(self.frames_written, self.sink)))
-        cached += list(range(max(self.sink, self.frames_written - self.window), self.frames_written))
+        cached = self.cached()
         pos = [0] * self.current_slot
         for rank, frame in enumerate(cached):
             pos[self.slot_of(frame)] = rank
         return pos + [len(cached)]
-
-    def layout(
-        self, model: CausalARDragTransformer, pph: int, ppw: int, device: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cos, sin) over the tokens of the slots up to the current one; computed once per frame."""
-        if self._layout is not None and self._layout[0] == self.frames_written:
-            return self._layout[1]
-        pos, n = self.positions(), pph * ppw
-        cos, sin = model.rope_table(self.slots + 1, pph, ppw, device)
-        if pos != list(range(len(pos))):  # a full ring: the slots' frames out of time order
-            index = model.index_tensor(tuple(pos), device)
-            cos = cos.view(self.slots + 1, n, -1)[index].reshape(1, len(pos) * n, 1, -1)
-            sin = sin.view(self.slots + 1, n, -1)[index].reshape(1, len(pos) * n, 1, -1)
-        else:
-            cos, sin = cos[:, : len(pos) * n], sin[:, : len(pos) * n]
-        self._layout = (self.frames_written, (cos, sin))
-        return cos, sin
 
     def allocate(self, layer: int, key: torch.Tensor) -> None:
         b, n, h, d = key.shape
@@ -216,7 +201,6 @@ class RingKVCache:
             )
         self.frames_written = frames
         self.rotated_at = [-1] * len(self.rotated_at)
-        self._layout = None
 
     def nbytes(self) -> int:
         return sum(
@@ -620,7 +604,7 @@ class CausalARDragTransformer(ARDragTransformer):
         p_t, p_h, p_w = self.config.patch_size
         n = (h // p_h) * (w // p_w)
         if isinstance(cache, RingKVCache):
-            cos, sin = cache.layout(self, h // p_h, w // p_w, hidden_states.device)
+            cos, sin = self.rope_at(tuple(cache.positions()), h // p_h, w // p_w, hidden_states.device)
             ctx = _AttentionContext(
                 cache=cache, write=write, rope_keys=(cos, sin), rope_once=rope_once, cross=cross
             )
@@ -643,21 +627,22 @@ class CausalARDragTransformer(ARDragTransformer):
     def new_ring_cache(self, window: int | None = None, sink: int = 0) -> RingKVCache:
         return RingKVCache(len(self.blocks), window or self.config.cache_window, sink)
 
-    def index_tensor(self, values: tuple[int, ...], device: Any) -> torch.Tensor:
-        """A small int64 tensor on ``device``, made once and kept: a host-to-device copy per frame would
-        make the host wait for the GPU."""
-        key = (values, str(device))
-        kept = self.__dict__.setdefault("_index_tensors", {})
-        if key not in kept:
-            kept[key] = torch.tensor(values, device=device)
-        return kept[key]
-
-    def rope_table(self, frames: int, pph: int, ppw: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`_rope_frames`, computed once per layout and device and kept."""
-        key = (frames, pph, ppw, str(device))
-        tables = self.__dict__.setdefault("_rope_tables", {})
+    def rope_at(
+        self, positions: tuple[int, ...], pph: int, ppw: int, device: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) for frames at these window-relative ``positions`` (a ring cache's slots, then the
+        current frame) of a pph x ppw grid; computed once per arrangement and kept, so a stream builds no
+        table and copies nothing to the device per frame (a ring has at most a few dozen arrangements)."""
+        key = (positions, pph, ppw, str(device))
+        tables = self.__dict__.setdefault("_rope_at", {})
         if key not in tables:
-            tables[key] = self._rope_frames(frames, pph, ppw, device)
+            n, frames = pph * ppw, max(positions) + 1
+            cos, sin = self._rope_frames(frames, pph, ppw, device)
+            if positions != tuple(range(len(positions))):  # a full ring: the slots out of time order
+                index = torch.tensor(positions, device=device)
+                cos = cos.view(frames, n, -1)[index].reshape(1, len(positions) * n, 1, -1)
+                sin = sin.view(frames, n, -1)[index].reshape(1, len(positions) * n, 1, -1)
+            tables[key] = (cos, sin)
         return tables[key]
 
     def _rope_frames(self, frames: int, pph: int, ppw: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:

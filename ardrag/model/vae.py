@@ -57,6 +57,12 @@ def _latent_stats(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tens
     return kept[key]
 
 
+def to_uint8_frames(video: torch.Tensor) -> torch.Tensor:
+    """Decoded pixels (B, 3, T, H, W) in [-1, 1] as uint8 frames (B, T, H, W, 3), rounded to nearest."""
+    frames = ((video.permute(0, 2, 3, 4, 1).float() + 1) * 127.5).round().clamp(0, 255)
+    return frames.to(torch.uint8)
+
+
 def normalize_latents(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
     """What the transformer sees from what the VAE encodes (diffusers' ``(latent - mean) * (1 / std)``)."""
     mean, inv_std = _latent_stats(vae, latents)

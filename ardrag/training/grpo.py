@@ -277,12 +277,11 @@ def repeat_conditions(c: Conditions, group: int) -> Conditions:
 def decode_video(pipe: Any, clean: torch.Tensor) -> np.ndarray:
     """Clean normalised latents (B, 16, F, h, w) -> uint8 videos (B, T, H, W, 3), decoded with the streaming
     decoder's cheaper convolutions and norms (``fast_vae``: the same frames up to float rounding)."""
-    from ardrag.model.vae import denormalize_latents, fast_vae
+    from ardrag.model.vae import denormalize_latents, fast_vae, to_uint8_frames
 
     with torch.no_grad(), fast_vae(pipe.vae):
         video = pipe.vae.decode(denormalize_latents(pipe.vae, clean.to(pipe.vae.dtype)), return_dict=False)[0]
-    frames = ((video.permute(0, 2, 3, 4, 1).float() + 1) * 127.5).round().clamp(0, 255)
-    return frames.to(torch.uint8).cpu().numpy()
+    return to_uint8_frames(video).cpu().numpy()
 
 
 def reward_tracker(name: str, device: torch.device) -> Any:

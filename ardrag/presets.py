@@ -137,6 +137,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "optim": {"lr": 1e-4},
             "distill": {"latent_frames": 3, "cache_window": 2, "generator_every": 2},
             "grpo": {"group_size": 2, "latent_frames": 3, "cache_window": 2},
+            "copo": {"group_size": 3, "anchors": 2, "latent_frames": 3, "cache_window": 2,
+                     "replay": {"groups": 1, "size": 4}},
         },
     },
 }

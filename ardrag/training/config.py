@@ -109,7 +109,10 @@ class DistillConfig(Config):
         return check_schedule(v)
 
 
-class GRPOConfig(Config):
+class RLConfig(Config):
+    """What the RL stages (``grpo``, ``copo``) share: the group, the deployed sampler's schedule, the
+    clipped objective and the rewards."""
+
     group_size: int = Field(4, ge=2, description="G: rollouts per condition")
     timesteps: list[float] = Field(
         default_factory=lambda: [1000.0, 755.0, 522.0],
@@ -118,12 +121,6 @@ class GRPOConfig(Config):
     )
     cache_window: int = Field(7, ge=1)
     latent_frames: int = Field(21, ge=2, description="latent frames per rollout (frame 0 carries no action)")
-    shared_noise: bool = Field(
-        True,
-        description="a condition's G rollouts share every draw but their actions (starting noise, noise "
-        "inputs, the other transitions' re-noising), so that they differ only by what the "
-        "log-probability covers",
-    )
     clip_range: float = Field(1e-3, gt=0, description="epsilon of the clipped importance ratio")
     kl_beta: float = Field(0.04, ge=0, description="weight of the KL to the starting student")
     updates_per_rollout: int = Field(1, ge=1, description="optimizer steps on the same rollouts")
@@ -151,6 +148,95 @@ class GRPOConfig(Config):
         return v
 
 
+class GRPOConfig(RLConfig):
+    shared_noise: bool = Field(
+        True,
+        description="a condition's G rollouts share every draw but their actions (starting noise, noise "
+        "inputs, the other transitions' re-noising), so that they differ only by what the "
+        "log-probability covers",
+    )
+
+
+class ReplayConfig(Config):
+    """AR-CoPO's semi-on-policy branch: a buffer of rollout groups replayed beside the on-policy ones."""
+
+    groups: int = Field(
+        0, ge=0, description="buffer groups replayed per on-policy condition and update; 0: on-policy only"
+    )
+    size: int = Field(100, ge=1, description="groups the buffer holds (the paper: 100); the oldest leave first")
+    source: Literal["reference", "on_policy"] = Field(
+        "reference",
+        description="what enters: groups rolled out by the starting student (the paper), or the on-policy "
+        "groups once used",
+    )
+    max_age: int | None = Field(
+        None, ge=1, description="steps an entry may stay before it is dropped (and, from the reference, "
+        "rolled again); null: never (the paper)",
+    )  # fmt: skip
+
+
+class CoPOConfig(RLConfig):
+    """AR-CoPO: chunk forking and Neighbor GRPO's contrastive surrogate (ardrag.training.copo)."""
+
+    group_size: int = Field(8, ge=2, description="G: neighbour candidates per condition (the paper: 12)")
+    clip_range: float = Field(1e-4, gt=0, description="epsilon of the clipped ratio (the paper: 1e-4)")
+    updates_per_rollout: int = Field(2, ge=1, description="updates per iteration (the paper: 2)")
+    chunk_frames: int = Field(1, ge=1, description="latent frames per chunk (our student: 1)")
+    horizon: int | None = Field(
+        None, ge=0, description="chunks generated after the forked one; null: to the end of the clip"
+    )
+    sigma: float = Field(
+        0.5, gt=0, lt=1, description="neighbourhood: eps_i = sqrt(1 - sigma^2) eps* + sigma delta_i (paper: 0.5)"
+    )
+    anchors: int = Field(4, ge=1, description="anchors per group (symmetric anchor sampling; the paper: 4)")
+    tau: float | Literal["auto"] = Field(
+        "auto",
+        description="temperature of the softmax distance; auto: per group and step, the mean old distance "
+        "from the anchors to the other candidates",
+    )
+    advantage: Literal["zscore", "quasi_norm"] = Field(
+        "zscore", description="zscore (AR-CoPO) or Neighbor GRPO's quasi-norm reweighting"
+    )
+    quasi_norm_p: float = Field(0.8, gt=0, description="p of the quasi-norm reweighting (the paper: 0.8)")
+    on_policy: bool = Field(True, description="train on fresh groups (false: the replay buffer alone)")
+    replay: ReplayConfig = ReplayConfig()
+    separate_adapters: bool = Field(
+        False,
+        description="with lora: the on-policy and the replay branches train their own adapters, merged "
+        "at export as W0 + dW_replay + merge_scale dW_on_policy (the paper)",
+    )
+    merge_scale: float = Field(0.8, ge=0, description="scale of the on-policy adapter at the merge (paper: 0.8)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CoPOConfig:
+        if self.anchors > self.group_size:
+            raise ValueError(
+                f"anchors is {self.anchors} with group_size {self.group_size}; expected at most group_size"
+            )
+        if self.latent_frames <= self.chunk_frames:
+            raise ValueError(
+                f"latent_frames is {self.latent_frames} with chunk_frames {self.chunk_frames}; expected more "
+                "than one chunk (the first holds the reference frame and is never forked)"
+            )
+        if not self.on_policy and self.replay.groups == 0:
+            raise ValueError("on_policy is false and replay.groups is 0: nothing to train on; expected "
+                             "replay.groups >= 1")  # fmt: skip
+        return self
+
+
+class LoRAConfig(Config):
+    """Low-rank adapters (peft) on the student of an RL stage; null in TrainConfig: full fine-tuning."""
+
+    rank: int = Field(64, ge=1, description="r (AR-CoPO: 64)")
+    alpha: float = Field(128.0, gt=0, description="scaling alpha / r (AR-CoPO: 128)")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"],
+        min_length=1,
+        description="names of the Linear layers that get adapters (peft's target_modules)",
+    )
+
+
 class TrainConfig(Config):
     stage: str = Field(description="a name in the stage registry (ardrag.training.stages)")
     run_dir: str = Field("runs/train", description="checkpoints, TensorBoard logs, resolved config")
@@ -175,6 +261,10 @@ class TrainConfig(Config):
     optim: OptimConfig = OptimConfig()
     distill: DistillConfig = DistillConfig()
     grpo: GRPOConfig = GRPOConfig()
+    copo: CoPOConfig = CoPOConfig()
+    lora: LoRAConfig | None = Field(
+        None, description="RL stages: train LoRA adapters (peft) instead of every weight; null: full fine-tuning"
+    )
 
     @field_validator("stage")
     @classmethod
@@ -184,6 +274,15 @@ class TrainConfig(Config):
         if name not in STAGES:
             raise ValueError(f"unknown stage {name!r}; expected one of {list(STAGES)}")
         return name
+
+    @model_validator(mode="after")
+    def _lora_for_rl(self) -> TrainConfig:
+        from ardrag.training.stages import STAGES
+
+        if self.lora is not None and not STAGES[self.stage].lora:
+            rl = [name for name, spec in STAGES.items() if spec.lora]
+            raise ValueError(f"lora is set for stage {self.stage!r}; expected null there (LoRA is for {rl})")
+        return self
 
     @model_validator(mode="after")
     def _fsdp_without_ema(self) -> TrainConfig:

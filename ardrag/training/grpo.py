@@ -445,7 +445,7 @@ def debiased_ema(values: list[float], smoothing: float) -> list[float]:
     return out
 
 
-def plot_rewards(losses: Path, out: Path, smoothing: float = 0.9) -> Path | None:
+def plot_rewards(losses: Path, out: Path, smoothing: float = 0.9, prefix: str = "grpo") -> Path | None:
     """Reward curves per step (motion and aesthetic, raw and smoothed by an EMA), like the paper's
     Figure 6, from a run's losses.jsonl; None when nothing was logged."""
     import json
@@ -460,7 +460,7 @@ def plot_rewards(losses: Path, out: Path, smoothing: float = 0.9) -> Path | None
         if losses.is_file()
         else []
     )
-    names = [k for k in ("grpo/reward_motion", "grpo/reward_aesthetic") if any(k in r for r in rows)]
+    names = [k for k in (f"{prefix}/reward_motion", f"{prefix}/reward_aesthetic") if any(k in r for r in rows)]
     if not names:
         return None
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)

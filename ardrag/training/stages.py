@@ -41,6 +41,7 @@ class StageSpec:
     build_models: Callable[..., tuple[Any, Any]] = _build_models
     check: Callable[[TrainConfig], None] | None = None  # stage-specific checks before any compute
     plot: Callable[[TrainConfig], str | None] | None = None  # a figure written after training, its path
+    lora: bool = False  # whether its student may train LoRA adapters (config.lora) instead of every weight
 
     def settings(self, config: TrainConfig) -> Any:
         """The stage's own config section (None when it has none)."""
@@ -51,26 +52,25 @@ class StageSpec:
         return getattr(importlib.import_module(module), cls)(config, pipe, model)
 
 
-def _check_grpo(config: TrainConfig) -> None:
+def _check_rewards(config: TrainConfig) -> None:
     """Real models need the aesthetic reward's weights; a model preset's models (random ones, or a model
     folder's such as the shipped toy) get a random aesthetic network, as their evaluation does."""
     from ardrag.model.model_folder import folder_preset
 
-    g, m = config.grpo, config.model
+    g, m = getattr(config, config.stage), config.model
     random_scorer = m.preset is not None or folder_preset(m.wan) is not None
     if not random_scorer and (g.aesthetic_clip is None or g.aesthetic_head is None):
         raise ConfigError(
-            "grpo.aesthetic_clip and grpo.aesthetic_head are not set: the aesthetic reward needs a CLIP "
-            "ViT-L/14 folder and LAION's aesthetic MLP weights (local paths)"
+            f"{config.stage}.aesthetic_clip and {config.stage}.aesthetic_head are not set: the aesthetic "
+            "reward needs a CLIP ViT-L/14 folder and LAION's aesthetic MLP weights (local paths)"
         )
 
 
-def _plot_grpo(config: TrainConfig) -> str | None:
+def _plot_rewards(config: TrainConfig) -> str | None:
     from ardrag.training.grpo import plot_rewards
 
-    path = plot_rewards(
-        config.run_path / "losses.jsonl", config.run_path / "rewards.png", config.grpo.smoothing
-    )
+    path = plot_rewards(config.run_path / "losses.jsonl", config.run_path / "rewards.png",
+                        getattr(config, config.stage).smoothing, prefix=config.stage)  # fmt: skip
     return None if path is None else str(path)
 
 
@@ -100,8 +100,21 @@ STAGES: dict[str, StageSpec] = {
             section="grpo",
             init_required="GRPO starts from the distilled student; set it to the folder the distillation "
             "exported (<run_dir>/student)",
-            check=_check_grpo,
-            plot=_plot_grpo,
+            check=_check_rewards,
+            plot=_plot_rewards,
+            lora=True,
+        ),
+        StageSpec(
+            name="copo",
+            stage="ardrag.training.copo:CoPOStage",
+            export="student",
+            main_loss="copo/reward_total",
+            section="copo",
+            init_required="AR-CoPO starts from the distilled (or GRPO-trained) student; set it to that "
+            "stage's export (<run_dir>/student)",
+            check=_check_rewards,
+            plot=_plot_rewards,
+            lora=True,
         ),
     )
 }

@@ -13,23 +13,25 @@ from ardrag.training.stages import STAGES, StageSpec, get_stage
 
 
 def test_the_registry_names_the_paper_stages_in_order():
-    assert list(STAGES) == ["teacher", "distill", "grpo"]
-    assert [s.export for s in STAGES.values()] == ["teacher", "student", "student"]
+    assert list(STAGES) == ["teacher", "distill", "grpo", "copo"]
+    assert [s.export for s in STAGES.values()] == ["teacher", "student", "student", "student"]
+    assert [name for name, s in STAGES.items() if s.lora] == ["grpo", "copo"]
+    assert get_stage("copo").settings(resolve_config("copo", preset=TINY)).group_size == 3
     assert get_stage("distill").settings(resolve_config("distill", preset=TINY)).latent_frames == 3
     assert get_stage("teacher").settings(resolve_config("teacher", preset=TINY)) is None
-    with pytest.raises(ConfigError, match=r"unknown training stage 'copo'; expected one of \['teacher'"):
-        get_stage("copo")
-    with pytest.raises(ConfigError, match=r"stage = 'copo': .*unknown stage 'copo'"):
-        resolve_config("copo", preset=TINY)
+    with pytest.raises(ConfigError, match=r"unknown training stage 'ppo'; expected one of \['teacher'"):
+        get_stage("ppo")
+    with pytest.raises(ConfigError, match=r"stage = 'ppo': .*unknown stage 'ppo'"):
+        resolve_config("ppo", preset=TINY)
 
 
 def test_the_cli_offers_the_registry(capsys):
     parser = build_parser()
     assert [parser.parse_args(["train", name]).stage for name in STAGES] == list(STAGES)
     with pytest.raises(SystemExit):
-        parser.parse_args(["train", "copo"])
+        parser.parse_args(["train", "ppo"])
     err = capsys.readouterr().err
-    assert "invalid choice: 'copo'" in err and all(name in err.split("choose from")[1] for name in STAGES)
+    assert "invalid choice: 'ppo'" in err and all(name in err.split("choose from")[1] for name in STAGES)
 
 
 def test_stage_checks_come_from_the_entry():

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 META = "trainer.json"
 OPTIM = "optim.pt"
+EXTRA = "extra.pt"
 
 
 @dataclass(kw_only=True)
@@ -54,6 +55,7 @@ class TrainingState:
     optimizer_modules: dict[str, torch.nn.Module]  # the module whose parameters each optimizer steps
     schedulers: dict[str, Any]  # torch.optim.lr_scheduler schedulers, by optimizer name
     averages: dict[str, torch.nn.Module]  # file stem -> an unsharded EMA, written by rank 0 as it is
+    extra: Any = None  # has extra_state() / load_extra_state(state): kept in extra.pt, written by rank 0
 
 
 def checkpoint_dirs(run_dir: str | os.PathLike[str]) -> list[Path]:
@@ -98,6 +100,7 @@ def save(
     weights = {name: full_state_dict(module) for name, module in state.modules.items()}
     owners = state.optimizer_modules
     optim = {k: full_optimizer_state(owners[k], o) for k, o in state.optimizers.items()}
+    extra = state.extra.extra_state() if state.extra is not None else None
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -110,6 +113,8 @@ def save(
             {"optimizers": optim, "schedulers": {k: s.state_dict() for k, s in state.schedulers.items()}},
             tmp / OPTIM,
         )
+        if extra is not None:
+            torch.save(extra, tmp / EXTRA)
         atomic_write(tmp / META, json.dumps(meta, indent=2))
     _barrier(world)
     torch.save(rng_state(), tmp / f"rng-{rank}.pt")
@@ -160,6 +165,10 @@ def load(path: Path, state: TrainingState, stage: str, rank: int = 0, world: int
         load_full_optimizer_state(owners[k], o, states["optimizers"][k])
     for k, s in state.schedulers.items():
         s.load_state_dict(states["schedulers"][k])
+    if state.extra is not None and state.extra.extra_state() is not None:
+        if not (path / EXTRA).is_file():
+            raise ConfigError(f"checkpoint file {path / EXTRA} is missing (the stage's extra state)")
+        state.extra.load_extra_state(torch.load(path / EXTRA, map_location="cpu", weights_only=False))
     rng = path / f"rng-{rank}.pt"
     if rng.is_file():
         set_rng_state(torch.load(rng, map_location="cpu", weights_only=False))

@@ -95,6 +95,14 @@ class Stage:
         """The model inputs of a loader batch whose samples have these global indices."""
         return raw
 
+    def extra_state(self) -> dict[str, Any] | None:
+        """State beside the modules and optimizers that a checkpoint must keep (e.g. a replay buffer),
+        the same on every process; None: nothing."""
+        return None
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
 
 # -- devices -------------------------------------------------------------------------------------
 def same_device(actual: torch.device, expected: torch.device) -> bool:
@@ -313,6 +321,7 @@ class Trainer:
             optimizer_modules=self.stage.optimizer_modules(),
             schedulers=self.schedulers,
             averages=averages,
+            extra=self.stage,
         )
 
     def save(self) -> Path:

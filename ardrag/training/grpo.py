@@ -304,7 +304,9 @@ class GRPOStage(Stage):
 
         from ardrag.rewards import AestheticScorer
 
-        self.config, self.pipe, g = config, pipe, config.grpo
+        # the stage's settings (``config.grpo``; a subclass's own section, e.g. ``config.copo``)
+        self.config, self.pipe, self.rl = config, pipe, getattr(config, self.name)
+        g = self.rl
         self.sampler = training_sampler(g.timesteps, pipe)  # the deployed sampler, with g's schedule
         self.policy = CausalARDragTransformer.from_config({**start.config, "cache_window": g.cache_window})
         self.policy.load_state_dict(start.state_dict())
@@ -345,16 +347,16 @@ class GRPOStage(Stage):
 
         d = self.config.data
         c = prepare(self.pipe, raw, index, d.scale, d.max_frames, guided=False)
-        return repeat_conditions(c, self.config.grpo.group_size)
+        return repeat_conditions(c, self.rl.group_size)
 
     def _kw(self) -> dict[str, Any]:
-        return {"sampler": self.sampler, "window": self.config.grpo.cache_window}
+        return {"sampler": self.sampler, "window": self.rl.cache_window}
 
     def rewards(self, c: Conditions, clean: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-rollout, per-latent-frame rewards (B, F) of each registered reward, and their weighted sum."""
         from ardrag.rewards import REWARDS, latent_frame_rewards
 
-        g = self.config.grpo
+        g = self.rl
         videos = decode_video(self.pipe, clean)
         t = videos.shape[1]
         per: dict[str, list[np.ndarray]] = {name: [] for name in g.reward_weights}
@@ -374,7 +376,7 @@ class GRPOStage(Stage):
         """Rollouts (no gradients), rewards, advantages and the reference policy's means."""
         from ardrag.training.conditions import sample_seed
 
-        g, kw = self.config.grpo, self._kw()
+        g, kw = self.rl, self._kw()
         frames = min(g.latent_frames, c.frames)
         if frames < 2:
             raise ConfigError(
@@ -403,7 +405,7 @@ class GRPOStage(Stage):
 
     def policy_loss(self, c: Conditions, got: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Eq. 14 on collected rollouts, under the policy's current weights (with gradients)."""
-        g = self.config.grpo
+        g = self.rl
         rollout = got["rollout"]
         logp, means = replay(self.policy, c, rollout, **self._kw())
         old = torch.stack([f.logp for f in rollout.scored], 1)
@@ -420,7 +422,7 @@ class GRPOStage(Stage):
         if update == 0:
             # over the frames the loss sees (frame 0's motion reward is constant)
             logs.update({f"reward_{k}": float(v[:, got["scored"]].mean()) for k, v in got["rewards"].items()})
-        if update == self.config.grpo.updates_per_rollout - 1:
+        if update == self.rl.updates_per_rollout - 1:
             self._collected.pop(micro, None)
         logs["loss"] = float(loss.detach())
         return loss, logs
@@ -430,7 +432,7 @@ class GRPOStage(Stage):
         return [
             Phase("grpo" if u == 0 else f"grpo_update{u}", "policy", params,
                   lambda c, i, u=u: self.loss(c, i, step, u))
-            for u in range(self.config.grpo.updates_per_rollout)
+            for u in range(self.rl.updates_per_rollout)
         ]  # fmt: skip
 
 

@@ -163,7 +163,9 @@ class ReplayConfig(Config):
     groups: int = Field(
         0, ge=0, description="buffer groups replayed per on-policy condition and update; 0: on-policy only"
     )
-    size: int = Field(100, ge=1, description="groups the buffer holds (the paper: 100); the oldest leave first")
+    size: int = Field(
+        100, ge=1, description="groups the buffer holds (the paper: 100); the oldest leave first"
+    )
     source: Literal["reference", "on_policy"] = Field(
         "reference",
         description="what enters: groups rolled out by the starting student (the paper), or the on-policy "
@@ -186,7 +188,8 @@ class CoPOConfig(RLConfig):
         None, ge=0, description="chunks generated after the forked one; null: to the end of the clip"
     )
     sigma: float = Field(
-        0.5, gt=0, lt=1, description="neighbourhood: eps_i = sqrt(1 - sigma^2) eps* + sigma delta_i (paper: 0.5)"
+        0.5, gt=0, lt=1,
+        description="neighbourhood: eps_i = sqrt(1 - sigma^2) eps* + sigma delta_i (the paper: 0.5)",
     )
     anchors: int = Field(4, ge=1, description="anchors per group (symmetric anchor sampling; the paper: 4)")
     tau: float | Literal["auto"] = Field(
@@ -205,7 +208,16 @@ class CoPOConfig(RLConfig):
         description="with lora: the on-policy and the replay branches train their own adapters, merged "
         "at export as W0 + dW_replay + merge_scale dW_on_policy (the paper)",
     )
-    merge_scale: float = Field(0.8, ge=0, description="scale of the on-policy adapter at the merge (paper: 0.8)")
+    merge_scale: float = Field(
+        0.8, ge=0, description="scale of the on-policy adapter at the merge (the paper: 0.8)"
+    )
+
+    @field_validator("tau")
+    @classmethod
+    def _positive(cls, v: float | str) -> float | str:
+        if v != "auto" and not v > 0:
+            raise ValueError(f"tau is {v}; expected a positive number or 'auto'")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> CoPOConfig:
@@ -218,6 +230,9 @@ class CoPOConfig(RLConfig):
                 f"latent_frames is {self.latent_frames} with chunk_frames {self.chunk_frames}; expected more "
                 "than one chunk (the first holds the reference frame and is never forked)"
             )
+        if not self.on_policy and self.replay.source == "on_policy":
+            raise ValueError("on_policy is false and replay.source is 'on_policy': the buffer would never "
+                             "fill; expected replay.source 'reference'")  # fmt: skip
         if not self.on_policy and self.replay.groups == 0:
             raise ValueError("on_policy is false and replay.groups is 0: nothing to train on; expected "
                              "replay.groups >= 1")  # fmt: skip
@@ -263,7 +278,8 @@ class TrainConfig(Config):
     grpo: GRPOConfig = GRPOConfig()
     copo: CoPOConfig = CoPOConfig()
     lora: LoRAConfig | None = Field(
-        None, description="RL stages: train LoRA adapters (peft) instead of every weight; null: full fine-tuning"
+        None,
+        description="RL stages: train LoRA adapters (peft) instead of every weight; null: full fine-tuning",
     )
 
     @field_validator("stage")

@@ -1,4 +1,4 @@
-"""One training step of each stage (teacher, distill, GRPO) on a fixed global batch of 4 clips.
+"""One training step of each stage (teacher, distill, GRPO, AR-CoPO) on a fixed global batch of 4 clips.
 
     python ddp_scenario.py OUT                                  # one process, batch 4
     python -m torch.distributed.run --standalone --nproc_per_node 2 ddp_scenario.py OUT [fsdp]
@@ -23,6 +23,7 @@ from ardrag.training.parallel import (
     shutdown_distributed,
 )
 from ardrag.training.run import build_models
+from ardrag.training.stages import get_stage
 from ardrag.training.trainer import Trainer
 
 GLOBAL_BATCH = 4
@@ -37,23 +38,12 @@ def main(out: str, distributed: str = "ddp") -> None:
     raw = collate(clips[rank * share : (rank + 1) * share])
     index = list(range(rank * share, (rank + 1) * share))
     results = {}
-    for stage_name in ("teacher", "distill", "grpo"):
+    for stage_name in ("teacher", "distill", "grpo", "copo"):
         config = tiny_config(stage_name, batch_size=share, run_dir=f"{out}-run-{stage_name}",
                              distributed=distributed)  # fmt: skip
         torch.manual_seed(config.seed)
         pipe, teacher = build_models(config)
-        if stage_name == "teacher":
-            from ardrag.training.teacher import TeacherStage
-
-            stage = TeacherStage(config, pipe, teacher)
-        elif stage_name == "distill":
-            from ardrag.training.distill import DistillStage
-
-            stage = DistillStage(config, pipe, teacher)
-        else:
-            from ardrag.training.grpo import GRPOStage
-
-            stage = GRPOStage(config, pipe, teacher)
+        stage = get_stage(stage_name).build_stage(config, pipe, teacher)
         trainer = Trainer(config, stage, lambda _epoch: iter(()), rank=rank, world=world, device=device)
         grads = {}
         for name, opt in trainer.optimizers.items():  # each phase's gradients, as its optimizer sees them

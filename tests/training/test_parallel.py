@@ -1,6 +1,6 @@
 """Several processes (ardrag.training.parallel: process groups, DDP and FSDP), on CPU under torchrun with
 gloo. Two processes give the losses and gradients of one process with the same global batch, for each
-stage (teacher, distillation, GRPO): the scenario is tests/training/ddp_scenario.py. Sharded (FSDP)
+stage (teacher, distillation, GRPO, AR-CoPO): the scenario is tests/training/ddp_scenario.py. Sharded (FSDP)
 checkpoints are gathered into the files of unsharded training and scattered back on resume.
 
 Tolerance: 1e-5 relative on losses, 1e-5 x the largest gradient entry (absolute) on the gradients
@@ -50,7 +50,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, distribute
     """ddp: each process holds whole models; fsdp: the models are sharded over the two processes
     (FSDP2 on gloo), the gradients gathered whole for the comparison."""
     one, two = run(tmp_path / "one.pt", 1), run(tmp_path / "two.pt", 2, distributed)
-    for stage in ("teacher", "distill", "grpo"):
+    for stage in ("teacher", "distill", "grpo", "copo"):
         a, b = one[stage], two[stage]
         assert a["logs"].keys() == b["logs"].keys()
         for key, value in a["logs"].items():
@@ -62,6 +62,9 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, distribute
             torch.testing.assert_close(b["grads"][key], grad, rtol=0, atol=1e-5 * scale, msg=f"{stage} {key}")
     assert "generator/dmd" in one["distill"]["logs"] and "critic/disc" in one["distill"]["logs"]
     assert "grpo/reward_motion" in one["grpo"]["logs"] and "grpo/kl" in one["grpo"]["logs"]
+    # AR-CoPO's replay branch draws from a buffer that every process holds whole (4 reference groups)
+    copo = one["copo"]["logs"]
+    assert copo["copo_replay/buffer"] == 4.0 and copo["copo_replay_update1/ratio_dev"] > 0
 
 
 @pytest.mark.slow

@@ -186,7 +186,7 @@ LOCAL_HELP = "run the stages in this process without Prefect (no API server, UI,
 
 
 def register_retrain(sub: argparse._SubParsersAction) -> None:
-    stages = "curation -> annotation -> dataset -> teacher -> distill -> GRPO -> eval"
+    stages = "curation -> annotation -> dataset -> teacher -> distill -> GRPO/AR-CoPO (rl) -> eval"
     p = sub.add_parser("retrain", help=f"{stages} (Prefect; --local: without)")
     p.add_argument(
         "--config", required=True, help="YAML file parsed into RetrainConfig (ardrag.retrain.config)"

@@ -1,6 +1,6 @@
-"""The retrain flow: curation -> annotation -> dataset version -> teacher -> distillation -> GRPO ->
-evaluation, each a subflow that is skipped when its inputs have not changed, ending with ``report.md``
-and a markdown artifact of it.
+"""The retrain flow: curation -> annotation -> dataset version -> teacher -> distillation -> the RL stage
+(the config's ``rl``: GRPO, AR-CoPO, or GRPO then AR-CoPO) -> evaluation, each a subflow that is skipped
+when its inputs have not changed, ending with ``report.md`` and a markdown artifact of it.
 
 A thin Prefect layer over :mod:`ardrag.retrain`, which defines the stages (keys, ledger, results,
 summaries) and their order, and also runs them without Prefect (``ardrag retrain --local``). Here each
@@ -10,7 +10,8 @@ runner, annotation through the annotation subflows, and a new dataset version em
 Started by hand (``ardrag retrain --config FILE``, ``ardrag demo``), on a schedule, or by a new dataset
 version: the ``retrain`` deployment in ``prefect.yaml`` has a trigger on the event
 ``ardrag.dataset.version.created`` (:mod:`flows.events`). Rerunning with no new data skips every stage;
-one new input reruns curation for that input alone, then every stage after it.
+one new input reruns curation for that input alone, then every stage after it; another ``rl`` skips the
+teacher, the distillation and any RL stage that starts from the same model as before.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from ardrag.curation.pipeline import CurationConfig
 from ardrag.retrain import stages
-from ardrag.retrain.config import TRAINING, RetrainConfig, check_stage_inputs, load_retrain_config
+from ardrag.retrain.config import RetrainConfig, check_stage_inputs, load_retrain_config, training_chain
 from ardrag.retrain.run import announced, finish, run_stages
 from flows.curate import curate, task_runner
 from flows.events import emit_dataset_version
@@ -85,7 +86,8 @@ def dataset_stage(config: dict[str, Any]) -> dict[str, Any]:
 
 @flow(name="retrain-training", flow_run_name="retrain-{stage}")
 def training_stage(config: dict[str, Any], stage: str, upstream: dict[str, Any]) -> dict[str, Any]:
-    """One training stage (teacher, distill or grpo) from the dataset and the upstream stage's model."""
+    """One training stage of the config's chain (teacher, distill, grpo, copo) from the dataset and the
+    upstream stage's model."""
     return stages.training_stage(_config(config), stage, upstream)
 
 
@@ -114,15 +116,15 @@ def retrain(
     check_stage_inputs(cfg)
     if trigger:
         log.info("started by %s", trigger)
-    c = cfg.to_dict()
+    c, chain = cfg.to_dict(), training_chain(cfg)
 
     def run_stage(stage: str, *upstream: dict[str, Any]) -> dict[str, Any]:
         """The stage's subflow between a start line and an end line (status, time, summary)."""
-        if stage in TRAINING:
+        if stage in chain:
             return announced(stage, training_stage, c, stage, *upstream)
         return announced(stage, SUBFLOWS[stage], c, *upstream)
 
-    result = finish(cfg, run_stages(run_stage), time.monotonic() - t0)
+    result = finish(cfg, run_stages(cfg, run_stage), time.monotonic() - t0)
     create_markdown_artifact(Path(result["report"]).read_text(encoding="utf-8"), key="retrain-report",
                              description=f"retrain report of {cfg.root}")  # fmt: skip
     return result

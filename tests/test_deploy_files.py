@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from ardrag.config import repo_root
-from ardrag.retrain.config import TRAINING, RetrainConfig, train_config
+from ardrag.retrain.config import RetrainConfig, train_config, training_chain
 
 ROOT = repo_root()
 CHECK = str(Path(sys.executable).with_name("check-jsonschema"))
@@ -85,7 +85,7 @@ def test_the_retrain_deployment_config_resolves_for_every_stage():
     (retrain,) = [d for d in deployments() if d["entrypoint"] == "flows/retrain.py:retrain"]
     config = RetrainConfig.model_validate(retrain["parameters"]["config"])
     assert config.annotation == "label-studio" and config.curation_dir == Path("/data/curation/real")
-    for stage in TRAINING:
+    for stage in training_chain(config):
         tc = train_config(config, stage, "/data/curation/real/dataset", None)
         assert tc.stage == stage and tc.model.wan.startswith("/data/weights")
     assert retrain["work_pool"]["name"] == "gpu" and retrain["concurrency_limit"]["limit"] == 1

@@ -7,14 +7,17 @@ the stages' names in order), :mod:`ardrag.retrain.ledger` (the keys and the ledg
 :mod:`ardrag.retrain.report` (``report.md``) and :mod:`ardrag.retrain.run` (the order of the stages and
 the local runner).
 
-The stages, in order: curation -> annotation -> dataset version -> teacher -> distill -> grpo ->
-evaluation. Each has a *key*, a digest of exactly what its result depends on:
+The stages, in order: curation -> annotation -> dataset version -> teacher -> distill -> the RL stages
+-> evaluation; the RL stages are the config's ``rl``: grpo, copo, or grpo then copo
+(:func:`ardrag.retrain.config.training_chain`), each starting from the export before it. Each stage has
+a *key*, a digest of exactly what its result depends on:
 
 - curation: the source and curation settings and every input's content hash;
 - annotation: the clips waiting for a person (key and sample version) and the annotation mode;
 - dataset: the version of the curated shards (a digest of the accepted samples);
-- teacher / distill / grpo: the upstream result (dataset version, or the sha256 of the upstream
-  stage's exported weights) and the stage's resolved training config;
+- teacher / distill / grpo / copo: the upstream result (dataset version, or the sha256 of the upstream
+  stage's exported weights) and the stage's resolved training config (so another ``rl`` reruns only the
+  RL stages whose upstream changed: copo after distill and copo after grpo are different keys);
 - evaluation: the final student's weights and the evaluation settings.
 
 A stage whose key equals the one in its ledger entry (``<out>/stages/<stage>.json``, written last,

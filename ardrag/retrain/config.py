@@ -1,5 +1,6 @@
 """The retrain config (what to curate, annotate, train and evaluate, and where), the ``TrainConfig``
-each training stage resolves from it, and the stages' names in order."""
+each training stage resolves from it, and the stages' names in order (:func:`training_chain`,
+:func:`stage_names`: the RL stages are the config's ``rl``)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,11 @@ from pydantic import Field
 from ardrag.config import Config, build_config, load_config, merge
 from ardrag.errors import ConfigError
 from ardrag.presets import TINY, TOY, TrainPreset, preset
-from ardrag.training.stages import STAGES as REGISTRY
 
-# the training chain: the stage registry's stages in its order (ardrag.training.stages); every stage
-# starts from the one before's export
-TRAINING = tuple(REGISTRY)
-STAGES = ("curation", "annotation", "dataset", *TRAINING, "evaluation")
+# the training chain: the teacher, the distillation, then the RL stages the config's ``rl`` names, each a
+# stage of the registry (ardrag.training.stages) that starts from the one before's export
+BEFORE_RL = ("teacher", "distill")
+RL_STAGES: dict[str, tuple[str, ...]] = {"grpo": ("grpo",), "copo": ("copo",), "both": ("grpo", "copo")}
 
 
 class CurationSettings(Config):
@@ -63,7 +63,13 @@ class RetrainConfig(Config):
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields of every stage")
     teacher: StageSettings = StageSettings()
     distill: StageSettings = StageSettings()
+    rl: Literal["grpo", "copo", "both"] = Field(
+        "grpo",
+        description="the RL stage after distillation: grpo, copo (AR-CoPO), or both (grpo, then copo from "
+        "GRPO's student)",
+    )
     grpo: StageSettings = StageSettings()
+    copo: StageSettings = StageSettings()
     eval: EvalSettings = EvalSettings()
     progress: bool = Field(True, description="progress bars on the console")
 
@@ -104,6 +110,9 @@ DEMO: dict[str, Any] = {
     "distill": {"config": {"steps": 60, "optim": {"lr": 1e-5}, "distill": {"real_guidance": 1.0}}},
     "grpo": {"config": {"steps": 20, "optim": {"lr": 1e-5},
                         "grpo": {"reward_weights": {"aesthetic": 0.0, "motion": 1.0}, "motion_alpha": 0.04}}},
+    # run with rl: copo (or both)
+    "copo": {"config": {"steps": 20, "optim": {"lr": 1e-5},
+                        "copo": {"reward_weights": {"aesthetic": 0.0, "motion": 1.0}, "motion_alpha": 0.04}}},
     "eval": {"procedural": {"num_clips": 8}},
 }  # fmt: skip
 
@@ -112,6 +121,17 @@ def load_retrain_config(path: str | os.PathLike[str] | None = None, overrides: d
                         base: dict[str, Any] | None = None) -> RetrainConfig:  # fmt: skip
     """``base`` (e.g. :data:`DEMO`), then the YAML file, then ``overrides``."""
     return load_config(RetrainConfig, path, overrides, base=base)
+
+
+def training_chain(config: RetrainConfig) -> tuple[str, ...]:
+    """The training stages in order: teacher, distill, then the RL stages of ``rl`` (grpo, copo, or
+    grpo then copo); each starts from the one before's export."""
+    return (*BEFORE_RL, *RL_STAGES[config.rl])
+
+
+def stage_names(config: RetrainConfig) -> tuple[str, ...]:
+    """Every stage of a retrain run in order, its training chain between the dataset and evaluation."""
+    return ("curation", "annotation", "dataset", *training_chain(config), "evaluation")
 
 
 def stage_settings(config: RetrainConfig, stage: str) -> StageSettings:
@@ -139,8 +159,8 @@ def train_config(config: RetrainConfig, stage: str, data_root: str, init: str | 
 
 
 def check_stage_inputs(config: RetrainConfig) -> None:
-    """Fail before any compute on what can be checked up front: the training configs resolve."""
-    for stage in TRAINING:
+    """Fail before any compute on what can be checked up front: the training configs of the chain resolve."""
+    for stage in training_chain(config):
         try:
             train_config(config, stage, str(config.curation_dir / "dataset"), None)
         except ConfigError as err:

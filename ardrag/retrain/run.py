@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ardrag.retrain.config import STAGES, TRAINING, RetrainConfig, check_stage_inputs
+from ardrag.retrain.config import RetrainConfig, check_stage_inputs, stage_names, training_chain
 from ardrag.retrain.report import write_report
 from ardrag.retrain.stages import (
     Annotator,
@@ -37,10 +37,12 @@ def announced(stage: str, run: Callable[..., Result], *args: Any) -> Result:
     return result
 
 
-def run_stages(run_stage: Callable[..., Result]) -> list[Result]:
-    """Every stage in order; ``run_stage(stage, *upstream_results)`` runs one (the local runner calls
-    the stage functions of :mod:`ardrag.retrain.stages`, the flow its subflows). Training waits for a
-    dataset with samples."""
+def run_stages(config: RetrainConfig, run_stage: Callable[..., Result]) -> list[Result]:
+    """Every stage of the config in order (:func:`~ardrag.retrain.config.stage_names`: the training chain
+    is the config's); ``run_stage(stage, *upstream_results)`` runs one (the local runner calls the stage
+    functions of :mod:`ardrag.retrain.stages`, the flow its subflows). Training waits for a dataset with
+    samples."""
+    chain = training_chain(config)
     results = [run_stage("curation")]
     if results[-1]["status"] == "incomplete":
         log.warning("curation is incomplete: the stages after it use what was accepted; the failed "
@@ -49,14 +51,14 @@ def run_stages(run_stage: Callable[..., Result]) -> list[Result]:
     results.append(run_stage("dataset"))
     if not results[-1].get("samples"):
         note = "the dataset has no samples yet: nothing to train on (see the annotation stage)"
-        results += [{"stage": s, "status": "blocked", "summary": note} for s in (*TRAINING, "evaluation")]
+        results += [{"stage": s, "status": "blocked", "summary": note} for s in (*chain, "evaluation")]
     else:
         upstream = results[-1]
-        for stage in TRAINING:
+        for stage in chain:
             upstream = run_stage(stage, upstream)
             results.append(upstream)
         results.append(run_stage("evaluation", upstream))
-    for r, name in zip(results, STAGES, strict=True):
+    for r, name in zip(results, stage_names(config), strict=True):
         r["stage"] = name
     return results
 
@@ -88,8 +90,8 @@ def run_local(
         "curation": functools.partial(curation_stage, config),
         "annotation": lambda curation: annotation_stage(config, curation, annotators),
         "dataset": functools.partial(dataset_stage, config, on_dataset_version),
-        **{stage: functools.partial(training_stage, config, stage) for stage in TRAINING},
+        **{stage: functools.partial(training_stage, config, stage) for stage in training_chain(config)},
         "evaluation": functools.partial(evaluation_stage, config),
     }
-    results = run_stages(lambda stage, *upstream: announced(stage, steps[stage], *upstream))
+    results = run_stages(config, lambda stage, *upstream: announced(stage, steps[stage], *upstream))
     return finish(config, results, time.monotonic() - t0)

@@ -18,7 +18,7 @@ from ardrag.errors import ConfigError
 from ardrag.fsutil import atomic_write
 from ardrag.model.model_folder import folder_preset, is_model_folder
 from ardrag.presets import preset
-from ardrag.retrain.config import TRAINING, RetrainConfig, stage_settings, train_config
+from ardrag.retrain.config import RetrainConfig, stage_settings, train_config, training_chain
 from ardrag.retrain.ledger import Ledger, digest, files_digest, stage_key
 from ardrag.retrain.report import loss_figures
 from ardrag.training.stages import get_stage
@@ -212,15 +212,14 @@ def dataset_stage(config: RetrainConfig, on_dataset_version: OnDatasetVersion | 
     return {**ledger.put("dataset", result), "status": "ran"}
 
 
-def start_weights(tc: Any, stage: str) -> str:
-    """What a training stage's model starts from, in words, for the report: the upstream stage's export,
-    a model folder's trained student (e.g. the shipped toy model's), Wan's transformer, or random weights;
-    then where its encoders and VAE come from."""
+def start_weights(tc: Any, before: str | None = None) -> str:
+    """What a training stage's model starts from, in words, for the report: the export of the stage
+    ``before`` it in the chain, a model folder's trained student (e.g. the shipped toy model's), Wan's
+    transformer, or random weights; then where its encoders and VAE come from."""
     m = tc.model
     shipped = folder_preset(m.wan) if m.preset is None else None
     if m.init is not None:
-        index = TRAINING.index(stage)
-        model = f"the {TRAINING[index - 1]} stage's export `{m.init}`" if index else f"`{m.init}`"
+        model = f"the {before} stage's export `{m.init}`" if before else f"`{m.init}`"
     elif m.preset is not None:
         model = f"random weights (model preset {m.preset}) with zero control weights"
     elif shipped is not None:
@@ -255,8 +254,14 @@ def training_inputs(tc: Any, upstream: Result) -> str:
 
 
 def training_stage(config: RetrainConfig, stage: str, upstream: Result) -> Result:
-    """One training stage (teacher, distill or grpo) from the dataset and the upstream stage's model,
-    into ``<out>/train/<stage>-<key>``; skipped when its entry is fresh and its model still there."""
+    """One training stage of the config's chain (teacher, distill, then grpo and/or copo) from the dataset
+    and the upstream stage's model, into ``<out>/train/<stage>-<key>``; skipped when its entry is fresh
+    and its model still there."""
+    chain = training_chain(config)
+    if stage not in chain:
+        raise ConfigError(f"training stage {stage!r} is not in the retrain chain of rl {config.rl!r}; "
+                          f"expected one of {list(chain)}")  # fmt: skip
+    before = chain[chain.index(stage) - 1] if chain.index(stage) else None
     t0, ledger = time.monotonic(), Ledger(config.root)
     init = upstream["outputs"].get("model")
     tc = train_config(config, stage, str(config.curation_dir / "dataset"), init)
@@ -277,7 +282,7 @@ def training_stage(config: RetrainConfig, stage: str, upstream: Result) -> Resul
     line = f"{summary['steps']} steps"
     if main in figures:
         line += f"; {main} {figures[main]['first']:.4g} -> {figures[main]['last']:.4g}"
-    result = {"key": key, "summary": line, "start": start_weights(tc, stage), "figures": figures,
+    result = {"key": key, "summary": line, "start": start_weights(tc, before), "figures": figures,
               "outputs": outputs, "model_digest": files_digest(outputs["model"]),
               "seconds": time.monotonic() - t0}  # fmt: skip
     return {**ledger.put(stage, result), "status": "ran"}
@@ -321,7 +326,8 @@ def evaluation_stage(config: RetrainConfig, student: Result) -> Result:
     if entry := ledger.fresh("evaluation", key):
         return skipped("evaluation", entry)
     out = config.root / "eval" / f"eval-{key}"
-    last = train_config(config, TRAINING[-1], str(config.curation_dir / "dataset"), model)
+    final = training_chain(config)[-1]
+    last = train_config(config, final, str(config.curation_dir / "dataset"), model)
     # the model preset of the models trained: random ones (model.preset), or the one whose model folder
     # they started from (the demo's toy): its evaluation set, and random metric networks
     preset = last.model.preset or folder_preset(last.model.wan)
@@ -354,7 +360,7 @@ def evaluation_stage(config: RetrainConfig, student: Result) -> Result:
         "summary": f"{len(results['clips'])} clips, {len(results['errors'])} with errors; tracking error "
         f"{_px(error)} (untrained model: {_px(untrained_error)}; the reference frame held still: "
         f"{_px(still_error)})",
-        "start": f"the {TRAINING[-1]} stage's export `{model}`; {encoders_and_vae(last)}",
+        "start": f"the {final} stage's export `{model}`; {encoders_and_vae(last)}",
         "figures": {
             "clips": len(results["clips"]),
             "errors": len(results["errors"]),

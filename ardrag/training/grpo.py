@@ -33,6 +33,11 @@ beta KL], KL in closed form for two Gaussians with the same std: ||mean_theta - 
 averaged like the log-probability, against the frozen starting student. With ``updates_per_rollout`` > 1
 the same rollouts serve several optimizer steps (the ratio moves away from 1 after the first).
 
+**LoRA** (``lora`` set): the policy trains one adapter, ``"default"``, over frozen starting weights
+(:mod:`ardrag.training.lora`); the reference stays the plain starting student, and the export is the
+plain student with the adapter merged in (W0 + dW). A subclass stage names its own adapters and their
+scales at the merge (:meth:`GRPOStage.lora_adapters`, :meth:`GRPOStage.lora_scales`).
+
 **Deviations from the paper, and why:**
 - The stochastic transition is the sampler's own re-noising draw, not an SDE step of the flow ODE (the
   paper's Eq. 4, with a noise level): the deployed sampler re-noises, so its draw is the policy's only
@@ -312,6 +317,10 @@ class GRPOStage(Stage):
         self.policy.load_state_dict(start.state_dict())
         self.policy.to(start.device).train()
         self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        if config.lora is not None:  # the adapter trains, the starting weights stay (and the reference)
+            from ardrag.training.lora import add_adapters
+
+            add_adapters(self.policy, config.lora, self.lora_adapters())
         from ardrag.training import parallel
 
         if parallel.wanted(config):
@@ -328,12 +337,32 @@ class GRPOStage(Stage):
         self.tracker.setup()
         o = config.optim
         self._optimizer = torch.optim.AdamW(
-            self.policy.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay
+            self.trained(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay
         )
         self._collected: dict[int, dict[str, Any]] = {}
 
+    def trained(self) -> list[torch.nn.Parameter]:
+        """The policy's parameters the optimizer steps: every one, or with LoRA the adapter's."""
+        return [p for p in self.policy.parameters() if p.requires_grad]
+
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"policy": self.policy}
+
+    def lora_adapters(self) -> list[str]:
+        """The adapters the policy trains when ``config.lora`` is set (a subclass stage may train more)."""
+        return ["default"]
+
+    def lora_scales(self) -> dict[str, float]:
+        """Each adapter's scale in the exported model, W0 + sum_a scale_a dW_a."""
+        return {"default": 1.0}
+
+    def export_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """With LoRA, the plain student with the adapters merged in (:meth:`lora_scales`)."""
+        if self.config.lora is None:
+            return model
+        from ardrag.training.lora import merged
+
+        return merged(model, self.lora_scales())
 
     def models(self) -> dict[str, torch.nn.Module]:
         return {**super().models(), "reference": self.reference, "aesthetic_clip": self.scorer.clip,
@@ -428,7 +457,7 @@ class GRPOStage(Stage):
         return loss, logs
 
     def phases(self, step: int) -> list[Phase]:
-        params = list(self.policy.parameters())
+        params = self.trained()
         return [
             Phase("grpo" if u == 0 else f"grpo_update{u}", "policy", params,
                   lambda c, i, u=u: self.loss(c, i, step, u))
@@ -462,7 +491,8 @@ def plot_rewards(losses: Path, out: Path, smoothing: float = 0.9, prefix: str = 
         if losses.is_file()
         else []
     )
-    names = [k for k in (f"{prefix}/reward_motion", f"{prefix}/reward_aesthetic") if any(k in r for r in rows)]
+    curves = (f"{prefix}/reward_motion", f"{prefix}/reward_aesthetic")
+    names = [k for k in curves if any(k in r for r in rows)]
     if not names:
         return None
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)

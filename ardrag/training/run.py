@@ -248,12 +248,16 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, **mo
 
 
 def export_model(config: TrainConfig, trainer: Any, state: dict[str, Any] | None = None) -> str:
-    """Save the trained model (EMA weights when kept) as a diffusers folder; ``state``: the whole state
-    dict of a sharded model (gathered by every process beforehand)."""
+    """Save the trained model (EMA weights when kept) as a diffusers folder, as the stage makes it
+    (:meth:`~ardrag.training.trainer.Stage.export_model`: with LoRA, the plain model with the adapters
+    merged in); ``state``: the whole state dict of a sharded model (gathered by every process
+    beforehand)."""
     name = get_stage(config.stage).export
     model = trainer.modules[trainer.stage.main]
     if state is not None:  # sharded: an unsharded copy carries the gathered weights
-        whole = type(model).from_config(model.config)
+        from ardrag.training.lora import fresh_like
+
+        whole = fresh_like(model)
         whole.load_state_dict(state)
         model = whole
     elif trainer.ema is not None:
@@ -261,6 +265,7 @@ def export_model(config: TrainConfig, trainer: Any, state: dict[str, Any] | None
 
         model = copy.deepcopy(model)
         model.load_state_dict(trainer.ema.shadow)
+    model = trainer.stage.export_model(model)
     out = config.run_path / name
     tmp = out.with_name(name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -12,7 +12,8 @@ that steps on it (the distillation alternates critic and generator phases). The 
   networks) must be on the process's device when the trainer is built, and every tensor of each
   micro-batch when a step starts; a clear error names the first that is not
   (:func:`ardrag.training.run.train` moves the models there before it builds the stage).
-- **EMA** of the stage's main model (``ema_decay`` > 0).
+- **EMA** of the stage's main model (``ema_decay`` > 0); with LoRA adapters it follows the adapters (the
+  frozen weights stay as they are).
 - **Checkpoints** every ``save_every`` steps and at the end (:mod:`ardrag.training.checkpoint`: written
   atomically, the latest ``keep_checkpoints`` kept). ``resume`` continues from the latest: the same
   batches in the same order, the same random draws (they are seeded per step and sample), so the
@@ -94,6 +95,12 @@ class Stage:
     def batch(self, raw: dict[str, Any], index: list[int]) -> Any:
         """The model inputs of a loader batch whose samples have these global indices."""
         return raw
+
+    def export_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What ``ardrag train`` saves as the run's diffusers folder, given ``model``: the main module, or
+        an unsharded copy of it holding the weights to export (the EMA's, or those gathered from shards).
+        By default that model; a stage training LoRA adapters returns the merged plain model."""
+        return model
 
     def extra_state(self) -> dict[str, Any] | None:
         """State beside the modules and optimizers that a checkpoint must keep (e.g. a replay buffer),

@@ -17,9 +17,10 @@ import yaml
 from ardrag.curation.store import CurationStore
 from ardrag.data.codec import get_decoder
 from ardrag.data.shards import decode_sample, read_manifest, read_sample_file
-from ardrag.retrain.config import STAGES
+from ardrag.retrain.config import RetrainConfig, stage_names
 
 ARDRAG = str(Path(sys.executable).with_name("ardrag"))
+STAGES = stage_names(RetrainConfig())  # the default rl: grpo
 
 
 def retrain(config: Path) -> dict:

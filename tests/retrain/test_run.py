@@ -11,11 +11,12 @@ import pytest
 import yaml
 
 from ardrag.errors import ConfigError
-from ardrag.retrain.config import STAGES, RetrainConfig
+from ardrag.retrain.config import RetrainConfig, stage_names
 from ardrag.retrain.ledger import Ledger
 from ardrag.retrain.run import run_local
 
 ARDRAG = str(Path(sys.executable).with_name("ardrag"))
+STAGES = stage_names(RetrainConfig())  # the default rl: grpo
 # the CLI in a fresh interpreter, then which Prefect modules it imported (none, without Prefect)
 CLI_THEN_MODULES = """
 import json, sys
@@ -79,3 +80,52 @@ def test_an_annotation_mode_without_its_hook_fails_before_any_compute(tmp_path):
     with pytest.raises(ConfigError, match="annotation 'auto' needs the annotation package.*annotators"):
         run_local(config)
     assert not (tmp_path / "retrain").exists()
+
+
+@pytest.mark.slow
+def test_rl_copo_runs_copo_after_distill_then_both_adds_grpo_before_it_and_reruns_nothing_else(tmp_path):
+    """``rl: copo``: AR-CoPO right after the distillation, from the distilled student's export; then
+    ``rl: both``: GRPO from that same student and AR-CoPO from GRPO's, the stages before them skipped;
+    then the same again: every stage skipped."""
+    out = tmp_path / "retrain"
+    fields = {
+        "out": str(out), "preset": "tiny", "rl": "copo", "progress": False,
+        "curation": {"source": "procedural", "preset": "tiny", "config": {"auto_accept": True},
+                     "source_config": {"num_clips": 2, "fast_prob": 0.0}},
+        "train": {"steps": 1, "save_every": 1},
+        "eval": {"procedural": {"num_clips": 1}},
+    }  # fmt: skip
+    config = RetrainConfig.model_validate(fields)
+    first = run_local(config)
+    stages = {s["stage"]: s for s in first["stages"]}
+    assert list(stages) == ["curation", "annotation", "dataset", "teacher", "distill", "copo", "evaluation"]
+    assert {k: s["status"] for k, s in stages.items() if k != "annotation"} == dict.fromkeys(
+        ("curation", "dataset", "teacher", "distill", "copo", "evaluation"), "ran"
+    ), first["stages"]
+    student, copo = stages["distill"]["outputs"]["model"], stages["copo"]["outputs"]["model"]
+    assert stages["copo"]["start"].startswith(f"the distill stage's export `{student}`;")
+    resolved = yaml.safe_load((Path(stages["copo"]["outputs"]["run folder"]) / "config.yaml").read_text())
+    assert resolved["stage"] == "copo" and resolved["model"]["init"] == student
+    assert stages["evaluation"]["start"].startswith(f"the copo stage's export `{copo}`;")
+    assert not list((out / "train").glob("grpo-*"))  # no GRPO run
+    report = Path(first["report"]).read_text()
+    assert "## copo (ran)" in report and "## grpo" not in report
+
+    both = run_local(RetrainConfig.model_validate({**fields, "rl": "both"}))
+    again = {s["stage"]: s for s in both["stages"]}
+    chain = ("teacher", "distill", "grpo", "copo")
+    assert [*again] == ["curation", "annotation", "dataset", *chain, "evaluation"]
+    assert {k: s["status"] for k, s in again.items() if k != "annotation"} == {
+        "curation": "skipped", "dataset": "skipped", "teacher": "skipped", "distill": "skipped",
+        "grpo": "ran", "copo": "ran", "evaluation": "ran",
+    }  # fmt: skip
+    assert again["grpo"]["start"].startswith(f"the distill stage's export `{student}`;")
+    grpo = again["grpo"]["outputs"]["model"]
+    assert again["copo"]["start"].startswith(f"the grpo stage's export `{grpo}`;")
+    assert again["copo"]["key"] != stages["copo"]["key"] and Path(copo).is_dir()  # beside the first one
+    final = again["copo"]["outputs"]["model"]
+    assert again["evaluation"]["start"].startswith(f"the copo stage's export `{final}`;")
+
+    rerun = run_local(RetrainConfig.model_validate({**fields, "rl": "both"}))
+    statuses = {s["stage"]: s["status"] for s in rerun["stages"] if s["stage"] != "annotation"}
+    assert statuses == dict.fromkeys(("curation", "dataset", *chain, "evaluation"), "skipped")

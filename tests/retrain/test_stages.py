@@ -42,7 +42,7 @@ def test_the_report_says_what_each_training_stage_starts_from(tmp_path, monkeypa
     from factories import toy_model_folder
 
     import ardrag.presets as presets
-    from ardrag.retrain.config import DEMO, TRAINING, load_retrain_config
+    from ardrag.retrain.config import DEMO, load_retrain_config, training_chain
     from ardrag.retrain.stages import start_weights
 
     monkeypatch.setattr(presets, "ASSETS", tmp_path / "assets")
@@ -51,23 +51,36 @@ def test_the_report_says_what_each_training_stage_starts_from(tmp_path, monkeypa
     data = str(tmp_path / "data")
     teacher = train_config(demo, "teacher", data, None)
     assert teacher.model.wan == str(tmp_path / "assets" / "toy") and teacher.model.preset is None
-    assert start_weights(teacher, "teacher") == (
+    assert start_weights(teacher) == (
         f"the toy model's trained student, control weights included (`{tmp_path / 'assets' / 'toy'}`); "
         "the toy model's encoders and VAE"
     )
-    for before, stage in zip(TRAINING, TRAINING[1:], strict=False):
+    chain = training_chain(demo.model_copy(update={"rl": "both"}))
+    for before, stage in zip(chain, chain[1:], strict=False):
         tc = train_config(demo, stage, data, f"/runs/{before}/export")
-        start = start_weights(tc, stage)
+        start = start_weights(tc, before)
         assert start.startswith(f"the {before} stage's export `/runs/{before}/export`; the toy")
+    assert start_weights(tc).startswith("`/runs/grpo/export`; the toy")  # the stage before unnamed
     tiny = train_config(RetrainConfig.model_validate({"preset": "tiny"}), "teacher", data, None)
-    assert start_weights(tiny, "teacher") == (
+    assert start_weights(tiny) == (
         "random weights (model preset tiny) with zero control weights; the random encoders and VAE of model "
         "preset tiny"
     )
     own_vae = RetrainConfig.model_validate({"train": {"model": {"vae": "/v"}}})
     wan = train_config(own_vae, "teacher", data, None)
-    assert start_weights(wan, "teacher").startswith("the transformer of `Wan-AI/")
-    assert start_weights(wan, "teacher").endswith("(the VAE replaced by `/v`)")
+    assert start_weights(wan).startswith("the transformer of `Wan-AI/")
+    assert start_weights(wan).endswith("(the VAE replaced by `/v`)")
+
+
+def test_a_training_stage_outside_the_chain_of_rl_is_refused(tmp_path):
+    from ardrag.errors import ConfigError
+    from ardrag.retrain.stages import training_stage
+
+    config = RetrainConfig.model_validate({"out": str(tmp_path / "retrain"), "preset": "tiny"})
+    with pytest.raises(ConfigError, match=r"'copo' is not in the retrain chain of rl 'grpo'; expected one of "
+                                          r"\['teacher', 'distill', 'grpo'\]"):  # fmt: skip
+        training_stage(config, "copo", {"key": "k", "model_digest": "d", "outputs": {"model": "/m"}})
+    assert not (tmp_path / "retrain").exists()
 
 
 def test_new_weights_in_the_model_folder_rerun_the_stage_that_starts_from_it(tmp_path):

@@ -240,11 +240,12 @@ class CoPOConfig(RLConfig):
 
 
 class LoRAConfig(Config):
-    """Low-rank adapters (peft) on the student of an RL stage; null in TrainConfig: full fine-tuning."""
+    """Low-rank adapters (peft) on the student of an RL stage; null in TrainConfig: full fine-tuning. No
+    dropout: the RL stages replay their rollouts, and a ratio of exactly 1 before an update needs the
+    same function at rollout and replay."""
 
     rank: int = Field(64, ge=1, description="r (AR-CoPO: 64)")
     alpha: float = Field(128.0, gt=0, description="scaling alpha / r (AR-CoPO: 128)")
-    dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] = Field(
         default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"],
         min_length=1,

@@ -385,6 +385,8 @@ class CoPOStage(GRPOStage):
         self._groups: dict[int, list[Group]] = {}
         self._filled: tuple[int, set[int]] = (-1, set())  # the step, and its micro-batches pushed from
         self.rank, self.world = _rank_world()
+        if self.separate:
+            self._branch_optimizers_init()
 
     # -- the phases ------------------------------------------------------------------------------
     def batch(self, raw: dict[str, Any], index: list[int]) -> Conditions:
@@ -393,11 +395,39 @@ class CoPOStage(GRPOStage):
         d = self.config.data
         return prepare(self.pipe, raw, index, d.scale, d.max_frames, guided=False)
 
+    def _branch_optimizers_init(self) -> None:
+        """With separate adapters, one optimizer per branch over its adapter (the stage's single one
+        otherwise)."""
+        from ardrag.training.lora import adapter_parameters
+
+        o = self.config.optim
+        self._branch_optimizers = {
+            name: torch.optim.AdamW(adapter_parameters(self.policy, name), lr=o.lr, betas=o.betas,
+                                    weight_decay=o.weight_decay)
+            for name in (ON_POLICY, REPLAY)
+        }  # fmt: skip
+
+    @property
+    def separate(self) -> bool:
+        """Whether the two branches train adapters of their own (``lora`` with ``separate_adapters``)."""
+        return self.config.lora is not None and self.rl.separate_adapters
+
+    def lora_adapters(self) -> list[str]:
+        return [ON_POLICY, REPLAY] if self.separate else super().lora_adapters()
+
+    def lora_scales(self) -> dict[str, float]:
+        """The paper's merge: W0 + dW_replay + merge_scale dW_on_policy."""
+        return {REPLAY: 1.0, ON_POLICY: self.rl.merge_scale} if self.separate else super().lora_scales()
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return self._branch_optimizers if self.separate else super().optimizers()
+
+    def optimizer_modules(self) -> dict[str, torch.nn.Module]:
+        return {name: self.policy for name in self.optimizers()}
+
     def adapters(self, branch: str) -> list[str] | None:
         """The LoRA adapters a branch trains and rolls out with (None: no LoRA, or one adapter)."""
-        if self.config.lora is None or not self.rl.separate_adapters:
-            return None
-        return [branch]
+        return [branch] if self.separate else None
 
     def phases(self, step: int) -> list[Phase]:
         out = []

@@ -80,7 +80,7 @@ def add_adapters(model: CausalARDragTransformer, cfg: LoRAConfig, names: list[st
                 f"its Linear layers (a block's: {linear})"
             )
     for name in names:
-        peft_cfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+        peft_cfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0,
                               target_modules=list(cfg.target_modules), init_lora_weights=True)  # fmt: skip
         with warnings.catch_warnings():  # peft warns that a second adapter is a second adapter
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")

@@ -212,3 +212,54 @@ def test_too_short_clips_are_refused_with_the_clip_named(stage, conditions):
     short.rl = stage.rl.model_copy(update={"chunk_frames": 2})
     with pytest.raises(ConfigError, match=r"clip '.*' has 3 latent frame\(s\): with chunk_frames 2"):
         short.fork_frames(conditions, 0, 0)
+
+
+def test_separate_adapters_train_their_branches_merge_at_the_scale_and_resume(tmp_path):
+    """lora with separate_adapters: the on-policy branch trains `on_policy`, the replay branch `replay`,
+    each with its own optimizer (both kept in the checkpoint: a resumed run logs the same losses); the
+    export is the plain student W0 + dW_replay + merge_scale dW_on_policy."""
+    from safetensors.torch import load_file
+
+    from ardrag.model.transformer_ardrag import CausalARDragTransformer
+    from ardrag.training.run import train
+
+    fields = {"lora": {"rank": 4, "alpha": 8.0}, "copo": {**COPO, "separate_adapters": True, "merge_scale": 0.5}}
+    train(tiny_config("copo", run_dir=str(tmp_path / "straight"), steps=2, save_every=1, **fields), progress=False)
+    stopped = tiny_config("copo", run_dir=str(tmp_path / "resumed"), steps=1, save_every=1, **fields)
+    train(stopped, progress=False)
+    train(stopped.model_copy(update={"steps": 2}), resume=True, progress=False)
+    straight = (tmp_path / "straight" / "losses.jsonl").read_text().splitlines()
+    assert straight == (tmp_path / "resumed" / "losses.jsonl").read_text().splitlines()
+    optim = torch.load(tmp_path / "straight" / "checkpoints" / "step-2" / "optim.pt", weights_only=False)
+    assert sorted(optim["optimizers"]) == ["on_policy", "replay"]
+
+    state = load_file(str(tmp_path / "straight" / "checkpoints" / "step-2" / "policy.safetensors"))
+    student = CausalARDragTransformer.from_pretrained(str(tmp_path / "straight" / "student"))
+    assert not any("lora" in k for k in student.state_dict())
+    layer = "blocks.0.attn1.to_q"
+    delta = {name: state[f"{layer}.lora_B.{name}.weight"] @ state[f"{layer}.lora_A.{name}.weight"] * 2.0
+             for name in ("on_policy", "replay")}  # alpha / rank = 2  # fmt: skip
+    assert all(d.abs().max() > 0 for d in delta.values())  # both branches trained their own adapter
+    expected = state[f"{layer}.base_layer.weight"] + delta["replay"] + 0.5 * delta["on_policy"]
+    torch.testing.assert_close(student.state_dict()[f"{layer}.weight"], expected, rtol=0, atol=1e-6)
+
+
+def test_each_branch_reaches_only_its_own_adapter(tiny_models, conditions):
+    from ardrag.training.lora import adapter_parameters
+
+    pipe, teacher = tiny_models
+    config = tiny_config("copo", lora={"rank": 4, "alpha": 8.0}, copo={**COPO, "separate_adapters": True})
+    stage = CoPOStage(config, pipe, teacher)
+    own = {name: adapter_parameters(stage.policy, name) for name in ("on_policy", "replay")}
+    phases = stage.phases(0)
+    assert [(p.name, p.optimizer) for p in phases] == [
+        ("copo", "on_policy"), ("copo_replay", "replay"), ("copo_update1", "on_policy"),
+        ("copo_replay_update1", "replay")]  # fmt: skip
+    for phase, other in zip(phases[:2], ("replay", "on_policy"), strict=True):
+        stage.policy.zero_grad(set_to_none=True)
+        with torch.enable_grad(), phase.context():
+            loss, _ = phase.loss(_select(conditions, 0), 0)
+            loss.backward()
+        assert phase.params == own[phase.optimizer]
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in own[phase.optimizer])
+        assert all(p.grad is None for p in own[other]), phase.name

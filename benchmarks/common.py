@@ -1,8 +1,10 @@
-"""What the toy benchmarks share (``bench_train_toy.py``, ``bench_grpo_toy.py``, ``bench_grpo_signal.py``).
+"""What the toy benchmarks share (``bench_train_toy.py``, ``bench_grpo_toy.py``, ``bench_grpo_signal.py``,
+``bench_rl_toy.py``).
 
 Benchmark code, not library code: the toy run's data settings read back from its ``figures.json``, the
-evaluation's tracker and tracking error, streaming a student over a clip, and the toy GRPO's models and
-stage. The scripts import it as ``common`` (a script's own folder is the first entry of its import path).
+evaluation's tracker and tracking error, streaming a student over a clip, the toy RL stages' (GRPO,
+AR-CoPO) models and stage, and a bootstrap interval over seeds and clips. The scripts import it as
+``common`` (a script's own folder is the first entry of its import path).
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from ardrag.data.sample import Sample
 from ardrag.data.sources.toy import ToyConfig, ToySource
 from ardrag.data.trackers.scaled import SMALL_VIDEO_OPENCV, ScaledTracker
 from ardrag.inference.session import StreamSession
+from ardrag.metrics.bootstrap import Interval
 from ardrag.model.pipeline import ARDragPipeline, GenerationConfig
 from ardrag.model.transformer_ardrag import CausalARDragTransformer
 from ardrag.presets import TINY, TOY
 from ardrag.rewards import register
 from ardrag.training.config import TrainConfig
-from ardrag.training.grpo import GRPOStage
 from ardrag.training.run import build_models, resolve_config
+from ardrag.training.stages import get_stage
 
 BUCKET = (368, 640)  # the toy clips are drawn at 640x368, then resized to the training size
 
@@ -176,7 +179,7 @@ def stream(
     ])  # fmt: skip
 
 
-# -- the toy GRPO (bench_grpo_toy.py, bench_grpo_signal.py) ----------------------------------------
+# -- the toy RL stages (bench_grpo_toy.py, bench_grpo_signal.py, bench_rl_toy.py) ------------------
 @register("brightness")
 def brightness_reward(video: np.ndarray, **_: Any) -> np.ndarray:
     """Each frame's mean intensity in [0, 1]: a control reward of these benchmarks, smooth in the frames."""
@@ -209,16 +212,48 @@ def add_grpo_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seed", type=int, default=0)
 
 
-def build_grpo(
+def add_copo_arguments(ap: argparse.ArgumentParser) -> None:
+    """The toy AR-CoPO's own settings (``CoPOConfig``'s defaults; the group, lr, KL, updates per rollout
+    and rewards are the toy GRPO's, :func:`add_grpo_arguments`)."""
+    ap.add_argument("--copo-clip-range", type=float, default=1e-4, help="copo.clip_range (the paper's 1e-4)")
+    ap.add_argument("--sigma", type=float, default=0.5, help="copo.sigma, the neighbourhood's (the paper's)")
+    ap.add_argument("--anchors", type=int, default=4, help="copo.anchors per group (the paper's 4)")
+    ap.add_argument("--replay-groups", type=int, default=1,
+                    help="copo.replay.groups per on-policy condition and update (0: none)")  # fmt: skip
+    ap.add_argument("--replay-source", default="reference", choices=["reference", "on_policy"])
+    ap.add_argument("--replay-size", type=int, default=100, help="copo.replay.size (the paper's 100)")
+
+
+def rl_settings(args: argparse.Namespace, stage: str, latent: int, cache_window: int) -> dict[str, Any]:
+    """The config section of RL stage ``stage`` (``grpo`` or ``copo``) from the toy's arguments: what both
+    share (G, frames, KL, updates per rollout, motion reward, reward weights) and each one's own."""
+    weights = {"aesthetic": args.aesthetic_weight, "motion": 1.0}
+    if args.brightness:
+        weights = {"aesthetic": 0.0, "motion": 0.0, "brightness": 1.0}
+    shared = {"group_size": args.group, "latent_frames": latent, "cache_window": cache_window,
+              "kl_beta": args.kl_beta, "updates_per_rollout": args.updates_per_rollout,
+              "motion_alpha": args.motion_alpha, "reward_weights": weights}  # fmt: skip
+    if stage == "grpo":
+        return {**shared, "clip_range": args.clip_range, "shared_noise": not args.own_noise}
+    if stage == "copo":
+        replay = {"groups": args.replay_groups, "source": args.replay_source, "size": args.replay_size}
+        return {**shared, "clip_range": args.copo_clip_range, "sigma": args.sigma, "anchors": args.anchors,
+                "replay": replay}  # fmt: skip
+    raise ValueError(f"RL stage {stage!r}; expected 'grpo' or 'copo'")
+
+
+def build_rl(
     args: argparse.Namespace,
     out: Path,
+    stage: str = "grpo",
     minutes: float | None = None,
-    grpo: dict[str, Any] | None = None,
+    section: dict[str, Any] | None = None,
     steps: int | None = None,
 ) -> argparse.Namespace:
     """The pool's dataset under ``out / "data"``, the toy's models (``build_models`` with its
-    ``self_rollout`` student, its VAE folder and heatmap spots), the GRPO stage (``grpo``: more
-    ``GRPOConfig`` overrides; ``steps``: a cap besides ``minutes``)."""
+    ``self_rollout`` student, its VAE folder and heatmap spots), the RL stage ``stage`` (``grpo`` or
+    ``copo``, built by the stage registry; ``section``: more overrides of its config section; ``steps``: a
+    cap besides ``minutes``)."""
     toy = Path(args.toy)
     student = toy / "self_rollout" / "student"
     for path in (toy / "figures.json", toy / "vae", student):
@@ -240,28 +275,55 @@ def build_grpo(
     # models: the toy's encoders, VAE and heatmap spots, its self_rollout student
     # (causal as saved: it streams in the before/after check; build_models would load model.init's teacher)
     start = CausalARDragTransformer.from_pretrained(str(student)).eval()
-    weights = {"aesthetic": args.aesthetic_weight, "motion": 1.0}
-    if args.brightness:
-        weights = {"aesthetic": 0.0, "motion": 0.0, "brightness": 1.0}
-    config = resolve_config("grpo", preset=TINY, overrides={
+    settings = {**rl_settings(args, stage, latent, start.config.cache_window), **(section or {})}
+    config = resolve_config(stage, preset=TINY, overrides={
         "run_dir": str(out / "run"), "seed": args.seed, "batch_size": args.batch, "steps": steps or 100_000,
         "save_every": 10**8, "keep_checkpoints": 1, "time_limit_minutes": minutes, "optim": {"lr": args.lr},
         "data": {"root": str(out / "data"), "procedural_clips": 0, "scale": 1.0, "max_frames": frames},
         "model": {"preset": TOY, "init": str(student), "vae": str(toy / "vae")},
-        "grpo": {"group_size": args.group, "latent_frames": latent, "cache_window": start.config.cache_window,
-                 "kl_beta": args.kl_beta, "clip_range": args.clip_range,
-                 "updates_per_rollout": args.updates_per_rollout, "motion_alpha": args.motion_alpha,
-                 "shared_noise": not args.own_noise,
-                 "reward_weights": weights, **(grpo or {})},
+        stage: settings,
     })  # fmt: skip
     # the toy run's encoders: drawn with its seed, whatever this run's --seed
     pipe, start = build_models(config.model_copy(update={"seed": targs.seed}), transformer=start)
     at_toy_size(pipe, size, targs.heatmap_sigma)
     torch.manual_seed(args.seed)
-    stage = GRPOStage(config, pipe, start)
+    built_stage = get_stage(stage).build_stage(config, pipe, start)
     loader_cfg = config.data.loader.model_copy(update={"batch_size": config.batch_size})
     dataset = ShardedVideoDataset(str(out / "data"), loader_cfg)
     return argparse.Namespace(
-        pipe=pipe, start=start, stage=stage, config=config, dataset=dataset, student=student, latent=latent,
-        toy_args=targs, size=size,
+        pipe=pipe, start=start, stage=built_stage, config=config, dataset=dataset, student=student,
+        latent=latent, toy_args=targs, size=size,
     )  # fmt: skip
+
+
+def build_grpo(
+    args: argparse.Namespace,
+    out: Path,
+    minutes: float | None = None,
+    grpo: dict[str, Any] | None = None,
+    steps: int | None = None,
+) -> argparse.Namespace:
+    """:func:`build_rl` for the ``grpo`` stage (``grpo``: more ``GRPOConfig`` overrides)."""
+    return build_rl(args, out, "grpo", minutes, grpo, steps)
+
+
+# -- statistics over seeds and clips ---------------------------------------------------------------
+def crossed_mean_interval(
+    values: np.ndarray, resamples: int = 5000, seed: int = 0, level: float = 0.95
+) -> Interval:
+    """The mean of ``values`` (seeds, clips): every training seed evaluated on the same clips, with a
+    percentile bootstrap interval that resamples the seeds and the clips independently, with replacement
+    (the two-way bootstrap of a crossed design: both the runs and the clips are samples)."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.ndim != 2 or 0 in a.shape or not np.isfinite(a).all():
+        raise ValueError(f"values of shape {a.shape}; expected a finite (seeds, clips) array")
+    if resamples < 100 or not 0 < level < 1:
+        raise ValueError(f"resamples {resamples}, level {level}; expected >= 100 and a fraction in (0, 1)")
+    rng = np.random.default_rng(seed)
+    s, c = a.shape
+    rows = rng.integers(0, s, size=(resamples, s))
+    cols = rng.integers(0, c, size=(resamples, c))
+    draws = np.array([a[r][:, k].mean() for r, k in zip(rows, cols, strict=True)])
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return Interval(float(a.mean()), float(low), float(high), level, a.size)

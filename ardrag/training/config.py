@@ -169,7 +169,7 @@ class ReplayConfig(Config):
     source: Literal["reference", "on_policy"] = Field(
         "reference",
         description="what enters: groups rolled out by the starting student (the paper), or the on-policy "
-        "groups once used",
+        "groups as they are collected",
     )
     max_age: int | None = Field(
         None, ge=1, description="steps an entry may stay before it is dropped (and, from the reference, "
@@ -195,7 +195,7 @@ class CoPOConfig(RLConfig):
     tau: float | Literal["auto"] = Field(
         "auto",
         description="temperature of the softmax distance; auto: per group and step, the mean old distance "
-        "from the anchors to the other candidates",
+        "over all pairs of candidates",
     )
     advantage: Literal["zscore", "quasi_norm"] = Field(
         "zscore", description="zscore (AR-CoPO) or Neighbor GRPO's quasi-norm reweighting"
@@ -299,6 +299,21 @@ class TrainConfig(Config):
         if self.lora is not None and not STAGES[self.stage].lora:
             rl = [name for name, spec in STAGES.items() if spec.lora]
             raise ValueError(f"lora is set for stage {self.stage!r}; expected null there (LoRA is for {rl})")
+        return self
+
+    @model_validator(mode="after")
+    def _copo_settings(self) -> TrainConfig:
+        if self.stage != "copo":
+            return self
+        if self.copo.separate_adapters and self.lora is None:
+            raise ValueError("copo.separate_adapters is true with lora null; expected a lora section (the "
+                             "adapters are LoRA adapters) or separate_adapters false")  # fmt: skip
+        if self.distributed == "fsdp":
+            raise ValueError(
+                "distributed is 'fsdp' for stage copo; expected 'ddp': each condition forks at its own "
+                "chunk, so processes run different numbers of passes and FSDP's per-pass gathers would not "
+                "pair up"
+            )
         return self
 
     @model_validator(mode="after")

@@ -45,18 +45,25 @@ at the rollout's batch shape (only the anchors' rows carry gradient), so that un
 rollout's predictions bit for bit.
 
 **Semi-on-policy** (``replay``): a buffer of groups. What enters: groups rolled out by the starting
-student (``source: reference``, the paper's buffer of reference rollouts; one per condition and step until
-the buffer is full) or the on-policy groups as they are collected (``source: on_policy``). It holds
+student (``source: reference``, the paper's buffer of reference rollouts: each micro-batch's conditions,
+the first of the global batch first, until the buffer is full) or the on-policy groups as they are
+collected (``source: on_policy``; a group can then be replayed in the step that collected it). It holds
 ``size`` groups (the oldest leave first); ``max_age`` drops entries older than that many steps (a
 reference source then rolls new ones). Each update replays ``groups`` buffer groups per on-policy
-condition beside the on-policy groups, drawn without replacement (with replacement only when the buffer is
-smaller) from a generator seeded by the step, the micro-batch and the update. Under several processes the
-buffer is the same on every process (each push is gathered, in the order of the global batch) and the
-draw is global, each process taking its share, so that N processes train on what one process with the same
-global batch would. The buffer lives on the host and is saved in every checkpoint (``extra.pt``): a
-resumed run samples what an uninterrupted one would. With ``lora`` and ``separate_adapters`` the two
-branches train two adapters (on-policy: ``on_policy``, rollouts and update; buffer: ``replay``), merged at
-export as ``W0 + dW_replay + merge_scale dW_on_policy`` (the paper's merge).
+condition, drawn without replacement (with replacement only when the buffer is smaller) from a generator
+seeded by the step, the micro-batch and the update. The on-policy groups and the buffer groups are two
+phases of a step, each its own optimizer step (the paper trains the two branches separately), so a step
+takes 2 x ``updates_per_rollout`` optimizer steps with both branches on (and ``optim.warmup_steps``
+counts those). Under several processes the buffer is the same on every process (each push is gathered,
+in the order of the global batch) and the draw is global, each process taking its share, so that N
+processes train on what one process with the same global batch would (``ddp``; ``fsdp`` is refused:
+conditions fork at different chunks, so processes run different numbers of passes). The buffer lives
+on the host, and is saved in every checkpoint (``extra.pt``): a resumed run samples what an
+uninterrupted one would. An entry keeps the candidates' inputs and predictions at the forked chunk, the
+prefix's clean latents, the condition's text and control, and the seed of its noise inputs (drawn again
+at replay, on the device they were drawn on). With ``lora`` and ``separate_adapters`` the two branches
+train two adapters (on-policy: ``on_policy``, rollouts and update; buffer: ``replay``), merged at export
+as ``W0 + dW_replay + merge_scale dW_on_policy`` (the paper's merge).
 
 **Choices the papers leave open, made here:** the fork never takes chunk 0; one sequence reward is the
 mean over the frames from the fork to the end of the continuation; all T steps of the chunk are replayed;
@@ -121,9 +128,9 @@ class Group:
     text: torch.Tensor  # (1, 512, D)
     control: torch.Tensor  # (1, 16, fork + chunk, h, w)
     prefix: torch.Tensor  # (1, 16, fork, h, w) clean frames before the fork
-    mask: torch.Tensor  # (fork + chunk, 1, 4, 1, h, w) each frame's noise inputs, as drawn
-    cond: torch.Tensor  # (fork + chunk, 1, 16, 1, h, w)
-    clip: torch.Tensor  # (fork + chunk, 1, tokens, D)
+    seed: int  # the shared stream's: the frames' noise inputs are drawn again from it (noise_inputs)
+    ref_latent: torch.Tensor  # (1, 16, 1, h, w) the reference frame's latent
+    clip_ref: torch.Tensor  # (1, tokens, D) the reference image's CLIP tokens
     x_in: torch.Tensor  # (chunk, T, G, 16, 1, h, w) each candidate's input at each step
     x0_old: torch.Tensor  # the rollout policy's clean predictions from those inputs
     x0_ref: torch.Tensor  # the starting student's
@@ -136,9 +143,10 @@ class Group:
     def size(self) -> int:
         return self.x_in.shape[2]
 
-    def to(self, device: torch.device | str) -> Group:
-        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
-                                if isinstance(getattr(self, f.name), torch.Tensor)})  # fmt: skip
+    def to(self, device: torch.device | str, copy: bool = False) -> Group:
+        """On ``device``; ``copy``: tensors of their own (not views that keep a whole batch alive)."""
+        tensors = [f.name for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)]
+        return replace(self, **{k: getattr(self, k).detach().to(device, copy=copy) for k in tensors})
 
     def state(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -152,9 +160,6 @@ class ForkRollout:
     fork: int
     chunk: int
     prefix: torch.Tensor
-    mask: torch.Tensor
-    cond: torch.Tensor
-    clip: torch.Tensor
     x_in: torch.Tensor
     x0: torch.Tensor
     clean_chunk: torch.Tensor
@@ -177,15 +182,13 @@ def fork_rollout(
     one = _Rows(c.text[row : row + 1], c.control[row : row + 1])
     ref, tokens = c.ref_latent[row : row + 1], c.clip[row : row + 1]
     cache = model.new_cache(window)
-    prefix, clean_g, inputs = [], [], []
+    prefix, clean_g = [], []
     x_in = [[] for _ in range(chunk)]
     x0s = [[] for _ in range(chunk)]
     for m in range(end):
         mask, cond, clip = noise.inputs(m, ref, tokens)
         x = noise.start(m, ref)
         forked = m >= fork
-        if m < fork + chunk:
-            inputs.append((mask, cond, clip))
         if m == fork:
             cache = repeat_cache(cache, g)
         if forked:
@@ -217,12 +220,26 @@ def fork_rollout(
         (clean_g if forked else prefix).append(clean)
     prefix_t = torch.cat(prefix, 2) if prefix else ref.new_zeros(1, ref.shape[1], 0, *ref.shape[3:])
     clean_all = torch.cat([prefix_t.expand(g, *prefix_t.shape[1:]), *clean_g], 2)
-    mask_t, cond_t, clip_t = (torch.stack([i[j] for i in inputs]) for j in range(3))
     return ForkRollout(
-        fork, chunk, prefix_t, mask_t, cond_t, clip_t,
-        torch.stack([torch.stack(s) for s in x_in]), torch.stack([torch.stack(s) for s in x0s]),
-        torch.stack(clean_g[:chunk]), clean_all,
+        fork, chunk, prefix_t, torch.stack([torch.stack(s) for s in x_in]),
+        torch.stack([torch.stack(s) for s in x0s]), torch.stack(clean_g[:chunk]), clean_all,
     )  # fmt: skip
+
+
+def noise_inputs(seed: int, ref: torch.Tensor, tokens: torch.Tensor, frames: int, transitions: int,
+                 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """Each frame's noise inputs (mask, image condition, CLIP tokens) as :func:`fork_rollout` drew them
+    from the shared stream ``seed`` (one row, on ``ref``'s device): the stream is drawn again in the
+    sampler's order (a frame's inputs, its starting noise, one re-noising draw per transition), so a
+    group stores a seed instead of its frames' noise."""
+    noise = FrameNoise(SampleRandom([seed], ref.device))
+    out = []
+    for m in range(frames):
+        out.append(noise.inputs(m, ref, tokens))
+        noise.start(m, ref)
+        for n in range(transitions):
+            noise.renoise(m, n, ref)
+    return out
 
 
 def replay_chunk(model: CausalARDragTransformer, group: Group, *, sampler: FrameSampler,
@@ -232,17 +249,19 @@ def replay_chunk(model: CausalARDragTransformer, group: Group, *, sampler: Frame
     frames and each chunk frame's cache write uses the stored clean frame, all without gradients."""
     g = group.size
     one = _Rows(group.text, group.control)
+    inputs = noise_inputs(group.seed, group.ref_latent, group.clip_ref, group.fork + group.chunk,
+                          sampler.transitions)  # fmt: skip
     cache = model.new_cache(window)
     with torch.no_grad():
         for m in range(group.fork):
-            _velocity(model, one, cache, m, group.prefix[:, :, m : m + 1], sampler.write_timestep,
-                      group.mask[m], group.cond[m], group.clip[m], write=True)  # fmt: skip
+            _velocity(model, one, cache, m, group.prefix[:, :, m : m + 1], sampler.write_timestep, *inputs[m],
+                      write=True)  # fmt: skip
     cache = repeat_cache(cache, g)
     rows = one.expand(g)
     out = []
     for j in range(group.chunk):
         m = group.fork + j
-        mask, cond, clip = (t[m].expand(g, *t.shape[2:]) for t in (group.mask, group.cond, group.clip))
+        mask, cond, clip = (t.expand(g, *t.shape[1:]) for t in inputs[m])
         steps = []
         for n in range(sampler.steps):
             x = group.x_in[j, n]
@@ -331,7 +350,7 @@ class ReplayBuffer:
         return len(self.entries)
 
     def push(self, groups: list[Group]) -> None:
-        self.entries.extend(g.to("cpu") for g in groups)
+        self.entries.extend(g.to("cpu", copy=True) for g in groups)
         self.pushed += len(groups)
         del self.entries[: max(0, len(self.entries) - self.size)]
 
@@ -358,8 +377,9 @@ class ReplayBuffer:
         return {"size": self.size, "pushed": self.pushed, "entries": [e.state() for e in self.entries]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.size, self.pushed = state["size"], state["pushed"]
-        self.entries = [Group(**e) for e in state["entries"]]
+        """The saved entries, the newest ``size`` of them (the configured size holds, not the saved)."""
+        self.pushed = state["pushed"]
+        self.entries = [Group(**e) for e in state["entries"]][-self.size :]
 
 
 def _gather(groups: list[Group], world: int) -> list[Group]:
@@ -476,15 +496,17 @@ class CoPOStage(GRPOStage):
         g, kw = self.rl, self._kw()
         fork, end = self.fork_frames(c, row, step)
         index = c.index[row]
-        noise = FrameNoise(SampleRandom([sample_seed(self.config.seed, step, tag, index)], c.latents.device))
+        seed = sample_seed(self.config.seed, step, tag, index)
+        noise = FrameNoise(SampleRandom([seed], c.latents.device))
         seeds = [sample_seed(self.config.seed, step, tag + 1, index, i) for i in range(g.group_size)]
         deltas = SampleRandom(seeds, c.latents.device)
         r = fork_rollout(model, c, row, fork=fork, chunk=g.chunk_frames, end=end, noise=noise, deltas=deltas,
                          sigma=g.sigma, **kw)  # fmt: skip
         group = Group(
             index=index, step=step, fork=fork, chunk=g.chunk_frames, text=c.text[row : row + 1],
-            control=c.control[row : row + 1, :, : fork + g.chunk_frames], prefix=r.prefix, mask=r.mask,
-            cond=r.cond, clip=r.clip, x_in=r.x_in, x0_old=r.x0, x0_ref=r.x0, clean=r.clean_chunk,
+            control=c.control[row : row + 1, :, : fork + g.chunk_frames], prefix=r.prefix, seed=seed,
+            ref_latent=c.ref_latent[row : row + 1], clip_ref=c.clip[row : row + 1], x_in=r.x_in,
+            x0_old=r.x0, x0_ref=r.x0, clean=r.clean_chunk,
             rewards=torch.zeros(g.group_size), advantages=torch.zeros(g.group_size),
             tau=auto_tau(r.x0) if g.tau == "auto" else torch.full(r.x0.shape[:2], float(g.tau)),
         )  # fmt: skip
@@ -506,12 +528,26 @@ class CoPOStage(GRPOStage):
             return
         self._filled[1].add(micro)
         free = rp.size - len(self.buffer)
-        pushes = []
-        if free > 0:  # the same decision on every process: the buffer is the same everywhere
-            with torch.no_grad():
-                pushes = [self.roll_group(self.reference, c, row, step, 8)[0] for row in range(c.batch)]
-        gathered = _gather(pushes, self.world) if free > 0 else []
-        self.buffer.push(gathered[:free])
+        if free <= 0:  # the same decision on every process: the buffer is the same everywhere
+            return
+        # the first ``free`` conditions of the global batch enter, each rolled by the process holding it
+        first = self._global_rows(c.batch)
+        with torch.no_grad():
+            pushes = [self.roll_group(self.reference, c, row, step, 8)[0] for row in range(c.batch)
+                      if first + row < free]  # fmt: skip
+        self.buffer.push(_gather(pushes, self.world))
+
+    def _global_rows(self, rows: int) -> int:
+        """The global position of this process's first condition in the micro-batch (processes may hold
+        batches of different sizes: an epoch's last); collective."""
+        if self.world == 1:
+            return 0
+        import torch.distributed as dist
+
+        sizes: list[Any] = [None] * self.world
+        dist.all_gather_object(sizes, rows)
+        self._global_batch = sum(sizes)
+        return sum(sizes[: self.rank])
 
     # -- losses ----------------------------------------------------------------------------------
     def _anchors(self, group: Group, step: int, update: int, branch: int) -> torch.Tensor:
@@ -566,9 +602,10 @@ class CoPOStage(GRPOStage):
                     ) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
         """The semi-on-policy branch: buffer groups, this process's share of a global draw."""
         self._fill(c, micro, step)
-        share = self.rl.replay.groups * c.batch
-        picked = self.buffer.draw(share * self.world, sample_seed(self.config.seed, step, 17, micro, update))
-        mine = picked[self.rank * share : (self.rank + 1) * share]
+        k, first = self.rl.replay.groups, self._global_rows(c.batch)
+        total = k * (self._global_batch if self.world > 1 else c.batch)
+        picked = self.buffer.draw(total, sample_seed(self.config.seed, step, 17, micro, update))
+        mine = picked[k * first : k * (first + c.batch)]
         device = c.latents.device
         loss, logs = self.group_loss([self.buffer.entries[i].to(device) for i in mine], step, update, 1)
         logs["buffer"] = float(len(self.buffer))

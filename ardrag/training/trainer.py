@@ -249,8 +249,10 @@ class Trainer:
             for module in self.modules.values():
                 reshard(module)
             self.schedulers[phase.optimizer].step()
-            if self.ema is not None and phase.optimizer == self.stage.main:
-                self.ema.update(self.modules[self.stage.main])
+            # the EMA follows the main module whichever optimizer stepped it (e.g. one per adapter)
+            main = self.modules[self.stage.main]
+            if self.ema is not None and self.stage.optimizer_modules()[phase.optimizer] is main:
+                self.ema.update(main)
         return average_scalars(logs, self.world, self.device)
 
     def run(self, resume: bool = False, progress: bool = True) -> list[dict[str, float]]:

@@ -38,7 +38,8 @@ def main(out: str, distributed: str = "ddp") -> None:
     raw = collate(clips[rank * share : (rank + 1) * share])
     index = list(range(rank * share, (rank + 1) * share))
     results = {}
-    for stage_name in ("teacher", "distill", "grpo", "copo"):
+    # AR-CoPO runs under ddp only (its config refuses fsdp)
+    for stage_name in ("teacher", "distill", "grpo", "copo")[: 4 if distributed == "ddp" else 3]:
         config = tiny_config(stage_name, batch_size=share, run_dir=f"{out}-run-{stage_name}",
                              distributed=distributed)  # fmt: skip
         torch.manual_seed(config.seed)

@@ -159,8 +159,13 @@ def test_the_buffer_keeps_the_newest_and_draws_from_a_seed(stage, conditions):
     assert len(buffer.draw(5, 5)) == 5  # more than it holds: with replacement
     restored = ReplayBuffer(9)
     restored.load_state_dict(buffer.state_dict())
-    assert restored.size == 2 and restored.pushed == 3
+    assert restored.size == 9 and restored.pushed == 3 and [e.step for e in restored.entries] == [1, 2]
     assert all(torch.equal(a.x0_old, b.x0_old) for a, b in zip(buffer.entries, restored.entries, strict=True))
+    smaller = ReplayBuffer(1)  # a smaller configured size keeps the newest entries
+    smaller.load_state_dict(buffer.state_dict())
+    assert [e.step for e in smaller.entries] == [2]
+    # an entry owns its tensors: no view of the batch it came from
+    assert buffer.entries[0].text.untyped_storage().data_ptr() != group.text.untyped_storage().data_ptr()
 
 
 def test_a_resumed_run_logs_the_same_losses_and_keeps_the_buffer(tmp_path):
@@ -200,6 +205,8 @@ def test_a_resumed_run_logs_the_same_losses_and_keeps_the_buffer(tmp_path):
          r"replay.source is 'on_policy': the buffer would never fill"),
         ({"copo": {"replay": {"source": "elsewhere"}}}, r"copo.replay.source"),
         ({"copo": {"advantage": "rank"}}, r"copo.advantage"),
+        ({"copo": {"separate_adapters": True}}, r"copo.separate_adapters is true with lora null"),
+        ({"distributed": "fsdp"}, r"distributed is 'fsdp' for stage copo; expected 'ddp'"),
     ],
 )  # fmt: skip
 def test_configuration_errors_name_the_field_the_value_and_what_was_expected(fields, message):
@@ -223,8 +230,10 @@ def test_separate_adapters_train_their_branches_merge_at_the_scale_and_resume(tm
     from ardrag.model.transformer_ardrag import CausalARDragTransformer
     from ardrag.training.run import train
 
-    fields = {"lora": {"rank": 4, "alpha": 8.0}, "copo": {**COPO, "separate_adapters": True, "merge_scale": 0.5}}
-    train(tiny_config("copo", run_dir=str(tmp_path / "straight"), steps=2, save_every=1, **fields), progress=False)
+    copo = {**COPO, "separate_adapters": True, "merge_scale": 0.5}
+    fields = {"lora": {"rank": 4, "alpha": 8.0}, "copo": copo}
+    straight = tiny_config("copo", run_dir=str(tmp_path / "straight"), steps=2, save_every=1, **fields)
+    train(straight, progress=False)
     stopped = tiny_config("copo", run_dir=str(tmp_path / "resumed"), steps=1, save_every=1, **fields)
     train(stopped, progress=False)
     train(stopped.model_copy(update={"steps": 2}), resume=True, progress=False)

@@ -50,7 +50,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, distribute
     """ddp: each process holds whole models; fsdp: the models are sharded over the two processes
     (FSDP2 on gloo), the gradients gathered whole for the comparison."""
     one, two = run(tmp_path / "one.pt", 1), run(tmp_path / "two.pt", 2, distributed)
-    for stage in ("teacher", "distill", "grpo", "copo"):
+    for stage in ("teacher", "distill", "grpo", "copo")[: 4 if distributed == "ddp" else 3]:
         a, b = one[stage], two[stage]
         assert a["logs"].keys() == b["logs"].keys()
         for key, value in a["logs"].items():
@@ -63,8 +63,9 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, distribute
     assert "generator/dmd" in one["distill"]["logs"] and "critic/disc" in one["distill"]["logs"]
     assert "grpo/reward_motion" in one["grpo"]["logs"] and "grpo/kl" in one["grpo"]["logs"]
     # AR-CoPO's replay branch draws from a buffer that every process holds whole (4 reference groups)
-    copo = one["copo"]["logs"]
-    assert copo["copo_replay/buffer"] == 4.0 and copo["copo_replay_update1/ratio_dev"] > 0
+    if distributed == "ddp":  # AR-CoPO refuses fsdp
+        copo = one["copo"]["logs"]
+        assert copo["copo_replay/buffer"] == 4.0 and copo["copo_replay_update1/ratio_dev"] > 0
 
 
 @pytest.mark.slow

@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
+from training_helpers import causal_student
 
 from ardrag.inference.sampler import FrameNoise, FrameSampler, SampleRandom, SelectiveNoise
-from ardrag.model.transformer_ardrag import CausalARDragTransformer
 from ardrag.training.grpo import (
     debiased_ema,
     group_advantages,
@@ -24,12 +24,7 @@ KW = {"sampler": SAMPLER, "window": 2}
 
 @pytest.fixture(scope="module")
 def policy(tiny_models):
-    _, teacher = tiny_models
-    model = CausalARDragTransformer.from_config({**teacher.config, "cache_window": 2})
-    model.load_state_dict(teacher.state_dict())
-    with torch.no_grad():
-        torch.nn.init.normal_(model.control_embedding.weight, std=0.1)
-    return model.eval()
+    return causal_student(tiny_models)
 
 
 @pytest.fixture(scope="module")

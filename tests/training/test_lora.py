@@ -14,7 +14,7 @@ import torch
 import yaml
 from PIL import Image
 from safetensors.torch import load_file
-from training_helpers import procedural_batch, tiny_config
+from training_helpers import ardrag, causal_student, procedural_batch, tiny_config
 
 from ardrag.cli import main
 from ardrag.errors import ConfigError
@@ -28,16 +28,6 @@ SAMPLER = FrameSampler((1000.0, 755.0, 522.0))
 KW = {"sampler": SAMPLER, "window": 2}
 RANK4 = LoRAConfig(rank=4, alpha=8)
 ADAPTED = 2 * 8  # layers with adapters: 2 blocks x (self- and cross-attention's to_q, to_k, to_v, to_out.0)
-
-
-def student(tiny_models):
-    """A fresh causal student with random control weights (so that the drag reaches the output)."""
-    _, teacher = tiny_models
-    model = CausalARDragTransformer.from_config({**teacher.config, "cache_window": 2})
-    model.load_state_dict(teacher.state_dict())
-    with torch.no_grad():
-        torch.nn.init.normal_(model.control_embedding.weight, std=0.1)
-    return model.eval()
 
 
 def frames(model, c):
@@ -61,7 +51,7 @@ def train_adapter(model, c, name, steps=3):
 
 
 def test_adapters_start_as_a_zero_update_and_only_they_train(tiny_models, conditions):
-    model = student(tiny_models)
+    model = causal_student(tiny_models)
     plain = copy.deepcopy(model)
     lora.add_adapters(model, RANK4, ["default"])
     assert torch.equal(frames(model, conditions), frames(plain, conditions))  # bit for bit: B = 0
@@ -78,7 +68,7 @@ def test_adapters_start_as_a_zero_update_and_only_they_train(tiny_models, condit
 
 
 def test_active_picks_the_adapters_a_pass_adds(tiny_models, conditions):
-    model = student(tiny_models)
+    model = causal_student(tiny_models)
     plain = frames(model, conditions)
     lora.add_adapters(model, RANK4, ["a", "b"])
     b_before = [p.clone() for p in lora.adapter_parameters(model, "b")]
@@ -104,7 +94,7 @@ def test_the_merged_model_computes_what_the_adapted_one_computes(tiny_models, co
     """Tolerance: 1e-5 absolute on clean latents up to ~3 in size. The merged layer computes (W0 + s B A) x
     in one product where the adapted one adds s B (A x) to W0 x: the same sums in another order, so
     float32 rounding differs in the last bits (measured: 5e-7 at most)."""
-    model = student(tiny_models)
+    model = causal_student(tiny_models)
     lora.add_adapters(model, RANK4, ["a", "b"])
     train_adapter(model, conditions, "a")
     train_adapter(model, conditions, "b")
@@ -126,7 +116,7 @@ def test_the_merged_model_computes_what_the_adapted_one_computes(tiny_models, co
     assert all(p.requires_grad for p in plain.parameters())  # a plain model, every weight trainable again
     got = frames(plain.eval(), conditions)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
-    assert (got - frames(student(tiny_models), conditions)).abs().max() > 1e-3  # the updates are in it
+    assert (got - frames(causal_student(tiny_models), conditions)).abs().max() > 1e-3  # the updates are in it
     after = model.state_dict()  # the adapted model is left as it was
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert lora.active_adapters(model) == ["a", "b"]
@@ -137,7 +127,7 @@ def test_the_merged_model_computes_what_the_adapted_one_computes(tiny_models, co
 
 
 def test_adapters_keep_their_base_exactly_when_scaled_to_nothing(tiny_models, conditions):
-    model = student(tiny_models)
+    model = causal_student(tiny_models)
     base = {k: v.clone() for k, v in model.state_dict().items()}
     lora.add_adapters(model, RANK4, ["a"])
     train_adapter(model, conditions, "a", steps=1)
@@ -146,7 +136,7 @@ def test_adapters_keep_their_base_exactly_when_scaled_to_nothing(tiny_models, co
 
 
 def test_adapters_added_in_two_calls_are_all_trainable_and_active(tiny_models):
-    model = student(tiny_models)
+    model = causal_student(tiny_models)
     lora.add_adapters(model, RANK4, ["on_policy"])
     lora.add_adapters(model, RANK4, ["replay"])
     assert lora.adapter_names(model) == lora.active_adapters(model) == ["on_policy", "replay"]
@@ -155,7 +145,7 @@ def test_adapters_added_in_two_calls_are_all_trainable_and_active(tiny_models):
 
 
 def test_bad_adapters_are_refused(tiny_models):
-    model = student(tiny_models)
+    model = causal_student(tiny_models)
     with pytest.raises(ConfigError, match=r"lora.target_modules: 'to_x' matches no module of the student; "
                        r"expected names of its Linear layers .*'attn1.to_q'"):  # fmt: skip
         lora.add_adapters(model, LoRAConfig(rank=4, target_modules=["to_q", "to_x"]), ["a"])
@@ -234,13 +224,6 @@ def test_a_lora_run_with_ema_exports_the_merged_average(tmp_path):
     want = lora.merged(policy, {"default": 1.0}).state_dict()
     exported = load_file(os.path.join(summary["export"], "diffusion_pytorch_model.safetensors"))
     assert exported.keys() == want.keys() and all(torch.equal(exported[k], want[k]) for k in want)
-
-
-def ardrag(*args, cwd):
-    result = subprocess.run([sys.executable, "-m", "ardrag.cli", *args], cwd=cwd, capture_output=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
-    assert result.returncode == 0, result.stderr.decode()[-3000:]
-    return json.loads(result.stdout.decode().strip().splitlines()[-1])
 
 
 @pytest.mark.slow

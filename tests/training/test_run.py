@@ -13,19 +13,13 @@ import torch
 import yaml
 from PIL import Image
 from safetensors.torch import load_file
+from training_helpers import ardrag
 
 from ardrag.data.codec import get_decoder
 from ardrag.errors import ConfigError
 from ardrag.model.tiny import build_tiny_pipeline
 from ardrag.model.transformer_ardrag import ARDragTransformer, CausalARDragTransformer
 from ardrag.training.run import build_models, check_config, resolve_config, train
-
-
-def ardrag(*args, cwd):
-    result = subprocess.run([sys.executable, "-m", "ardrag.cli", *args], cwd=cwd, capture_output=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
-    assert result.returncode == 0, result.stderr.decode()[-3000:]
-    return json.loads(result.stdout.decode().strip().splitlines()[-1])
 
 
 @pytest.mark.slow

@@ -103,6 +103,7 @@ def _generate(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         sink=args.sink,
+        prompt_schedule=args.prompt_schedule,
         progress=not args.json,
     )
     print(json.dumps(summary) if args.json else f"{summary['frames']} frames written to {summary['out']}")
@@ -229,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="pin the first N latent frames in the KV cache beside the rolling window, for long streams "
         "(default: the model's attention_sink, 0 unless it sets one)",
+    )
+    p.add_argument(
+        "--prompt-schedule",
+        metavar="FILE",
+        help='step-wise prompts, a JSON list [{"frame": n, "text": "...", "mode": "recache"|"keep"}], in '
+        "place of the trajectory's prompts: each from the latent frame holding its pixel frame",
     )
     _add_device_options(p)
     p.add_argument("--seed", type=int, default=0)

@@ -19,6 +19,7 @@ model, trained at 80x48 only) renders at its one size.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -35,7 +36,13 @@ from ardrag.data.overlay import draw_tracks
 from ardrag.errors import ConfigError
 from ardrag.fsutil import atomic_write
 from ardrag.inference.session import StreamSession
-from ardrag.inference.trajectory import Trajectory, fit_to_resolution, load_reference, load_trajectory
+from ardrag.inference.trajectory import (
+    Trajectory,
+    fit_to_resolution,
+    load_prompt_schedule,
+    load_reference,
+    load_trajectory,
+)
 from ardrag.model.device import dtype_name, resolve_device, resolve_dtype
 from ardrag.model.model_folder import load_model_folder
 from ardrag.model.pipeline import ARDragPipeline, GenerationConfig
@@ -126,12 +133,20 @@ def stream_clip(
 ) -> tuple[np.ndarray, float]:
     """The student's video (uint8 (T, H, W, 3), T = the trajectory's frames) for an image and a drag
     already at the model's resolution, and the seconds until its first frame was decoded (session
-    start included)."""
+    start included). The trajectory's prompt switches apply from the latent frame that holds their
+    frame (a switch at frame 0 replaces ``prompt``)."""
     t0 = time.perf_counter()
-    session = StreamSession(pipe, image, prompt, seed=seed)
+    switches = {s.latent_frame: s for s in trajectory.prompts}
+    start_prompt = switches.pop(0).text if 0 in switches else prompt
+    session = StreamSession(pipe, image, start_prompt, seed=seed)
     t = trajectory.num_frames
     frames, first, pending = [], 0.0, None
-    for start, end in Progress(latent_chunks(t), desc="generating", unit="latent frame", enabled=progress):
+    chunks = latent_chunks(t)
+    for m, (start, end) in enumerate(
+        Progress(chunks, desc="generating", unit="latent frame", enabled=progress)
+    ):
+        if m in switches:
+            session.set_prompt(switches[m].text, switches[m].mode)  # type: ignore[arg-type]
         rows = np.minimum(np.arange(start, end), t - 1)
         handle = session.submit(trajectory.tracks[rows], trajectory.visible[rows], trajectory.intensity[rows])
         if start == 0:  # the first frame at once; later ones collected one step behind, so that on a GPU
@@ -161,11 +176,13 @@ def generate(
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     sink: int | None = None,
+    prompt_schedule: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write ``out`` (and ``<out stem>.overlay.mp4`` with ``overlay``); returns a summary: what was
     written, the resolution and why it was chosen (:func:`render_size`), the device and dtype. ``sink``:
-    attention-sink frames (None: the model's ``GenerationConfig.attention_sink``)."""
+    attention-sink frames (None: the model's ``GenerationConfig.attention_sink``). ``prompt_schedule``: a
+    JSON file of prompt switches, in place of the trajectory's ``prompts``."""
     out = Path(out)
     if out.suffix.lower() != ".mp4":
         raise ConfigError(f"--out {str(out)!r}: expected a file name ending in .mp4")
@@ -180,6 +197,10 @@ def generate(
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     image, trajectory = load_reference(ref), load_trajectory(traj)  # checked before any model loads
+    if prompt_schedule is not None:
+        trajectory = dataclasses.replace(
+            trajectory, prompts=load_prompt_schedule(prompt_schedule, trajectory.num_frames)
+        )
     pipe = load_pipeline(preset, checkpoint, model, seed, device, dtype)
     h0, w0 = image.shape[:2]
     width, height, why = render_size(pipe.config, w0, h0, size)
@@ -194,6 +215,8 @@ def generate(
         "out": str(out), "frames": int(len(video)), "width": width, "height": height, "size_from": why,
         "reference_size": [w0, h0], "buckets": pipe.config.buckets, "device": str(device),
         "dtype": dtype_name(dtype), "attention_sink": pipe.config.attention_sink,
+        "prompts": [{"frame": s.frame, "latent_frame": s.latent_frame, "text": s.text, "mode": s.mode}
+                    for s in trajectory.prompts],
     }  # fmt: skip
     if overlay:
         path = out.with_name(out.stem + ".overlay.mp4")

@@ -46,10 +46,12 @@ import torch
 
 from ardrag.errors import ConfigError
 from ardrag.inference.sampler import FrameNoise, FrameSampler, SampleRandom
+from ardrag.inference.trajectory import PROMPT_MODES
 from ardrag.model.pipeline import ARDragPipeline
 from ardrag.model.transformer_ardrag import CrossCache
 from ardrag.model.vae import StreamingVaeDecoder, StreamingVaeEncoder, to_uint8_frames
 
+PromptMode = Literal["keep", "recache"]
 SdpaBackend = Literal["auto", "flash", "efficient", "cudnn", "math"]
 CompileMode = Literal["none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
@@ -130,6 +132,7 @@ class _State:
     decoder: Any
     rng: Any
     frame: int
+    written: list[tuple[int, tuple[torch.Tensor, ...]]]
 
 
 class StreamSession:
@@ -182,6 +185,9 @@ class StreamSession:
         self.latent: torch.Tensor | None = None  # the last frame's clean latent (normalised)
         self._before_last: _State | None = None
         self._pending: tuple[torch.Tensor, ...] | None = None
+        # the frames in the KV cache's view, as written: (write number, (clean latent, inputs, control)),
+        # what a re-cache under a new prompt writes again
+        self._written: list[tuple[int, tuple[Any, ...]]] = []
 
     @property
     def pixel_frames_next(self) -> int:
@@ -219,7 +225,7 @@ class StreamSession:
 
     def _state(self) -> _State:
         return _State([c.snapshot() for c in self.caches], self.encoder.snapshot(), self.decoder.snapshot(),
-                      self.noise.get_state(), self.frame)  # fmt: skip
+                      self.noise.get_state(), self.frame, list(self._written))  # fmt: skip
 
     def _restore(self, state: _State) -> None:
         if self._decode_stream is not None:
@@ -230,6 +236,7 @@ class StreamSession:
         self.decoder.restore(state.decoder)
         self.noise.set_state(state.rng)
         self.frame = state.frame
+        self._written = list(state.written)
 
     def step(
         self, tracks: np.ndarray, visible: np.ndarray | None = None, intensity: np.ndarray | None = None
@@ -291,16 +298,57 @@ class StreamSession:
         :meth:`step` defers it to the start of the next step, so that its frames come out one transformer
         pass sooner; call it to have the caches complete now (an idle moment between user inputs)."""
         if self._pending is not None:
-            x, inputs, control = self._pending
-            self._pending = None
-            self._velocity(x, self.sampler.write_timestep, inputs, control, write=True)
+            pending, self._pending = self._pending, None
+            self._write(pending)
+
+    def _write(self, frame: tuple[Any, ...]) -> None:
+        """The cache write of one frame (clean latent, inputs, control), kept while it is in view."""
+        x, inputs, control = frame
+        self._velocity(x, self.sampler.write_timestep, inputs, control, write=True)
+        cache = self.caches[0]
+        self._written.append((cache.frames_written - 1, frame))
+        view = set(cache.cached())
+        self._written = [(n, f) for n, f in self._written if n in view]
+
+    @torch.no_grad()
+    def set_prompt(self, prompt: str, mode: PromptMode = "recache") -> None:
+        """Generate from the next latent frame on under ``prompt``; the frames already returned stay.
+
+        ``keep``: the KV cache stays as it is (the last frame is written under the prompt it was made
+        with), so the frames in view keep the old prompt's keys and values. ``recache`` (LongLive's KV
+        re-cache): the frames in the cache's view (the sink's and the rolling window's) are written
+        again, in time order into fresh caches, under the new prompt, so that what follows attends to
+        context encoded under it. A switch drops what :meth:`regenerate` would undo."""
+        if mode not in PROMPT_MODES:
+            raise ConfigError(f"prompt switch mode is {mode!r}; expected one of {list(PROMPT_MODES)}")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ConfigError(f"the new prompt is {prompt!r}; expected a description of what follows")
+        if mode == "keep":
+            self.flush()
+        model = self.pipe.transformer
+        self.text, self.negative = self.pipe.encode_prompt(prompt)
+        if self.batched:
+            self.text_both = torch.cat([self.text, self.negative])
+        if self.cross is not None:  # the text's keys and values are the new prompt's from now on
+            self.cross = [CrossCache.empty(len(model.blocks)) for _ in self.cross]
+        self._before_last = None
+        if mode == "recache":
+            frames = [f for _, f in self._written] + ([self._pending] if self._pending is not None else [])
+            self._pending, self._written = None, []
+            new = model.new_ring_cache if self.options.ring_cache else model.new_cache
+            self.caches = [new(sink=self.options.attention_sink) for _ in self.caches]
+            for frame in frames:
+                for cross in self.cross or []:
+                    cross.new_frame()  # each frame's own image tokens
+                self._write(frame)
 
     def regenerate(
         self, tracks: np.ndarray, visible: np.ndarray | None = None, intensity: np.ndarray | None = None
     ) -> np.ndarray:
         """Redo the last step with other controls (the earlier frames stay as they were)."""
         if self._before_last is None:
-            raise ConfigError("nothing to regenerate: call step() first")
+            raise ConfigError("nothing to regenerate: call step() first (a prompt switch ends what can be "
+                              "regenerated)")  # fmt: skip
         self._pending = None  # the last frame was never written: drop it
         self._restore(self._before_last)
         return self.step(tracks, visible, intensity)

@@ -13,6 +13,11 @@ File format (JSON), one list entry per frame::
 - ``visible``: booleans, optional (default all true). ``intensity``: "touch force" in [0, 1], optional
   (default 1.0).
 - ``fps``: optional, in (0, 240], default 16.
+- ``prompts``: optional step-wise prompts, ``[{"frame": n, "text": "...", "mode": "recache"}]``: from
+  pixel frame ``n`` on (from the latent frame holding it: frame 0, then 1-4, 5-8, ...) the video follows
+  ``text``. ``mode`` is how the switch treats the KV cache (``StreamSession.set_prompt``: ``recache``, the
+  default, or ``keep``). Switches come in increasing order, each in a later latent frame than the one
+  before (a switch's span runs to the next switch); a switch at frame 0 replaces ``--prompt``.
 
 Unknown keys are errors: a misspelt ``"visibilty"`` would otherwise be ignored without a word.
 """
@@ -37,9 +42,24 @@ from ardrag.errors import ConfigError, describe
 MAX_POINTS = 8
 MAX_FPS = 240.0
 DEFAULT_MARGIN = 0.25
-_TOP_KEYS = ("width", "height", "fps", "points")
+_TOP_KEYS = ("width", "height", "fps", "points", "prompts")
+_PROMPT_KEYS = ("frame", "text", "mode")
+PROMPT_MODES: tuple[str, ...] = ("keep", "recache")  # StreamSession.set_prompt's modes
 _POINT_KEYS = ("x", "y", "visible", "intensity")
 _F32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True)
+class PromptSwitch:
+    """From pixel frame ``frame`` on (from the latent frame that holds it), generate under ``text``."""
+
+    frame: int
+    text: str
+    mode: str = "recache"
+
+    @property
+    def latent_frame(self) -> int:
+        return 0 if self.frame == 0 else (self.frame + 3) // 4
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,6 +72,7 @@ class Trajectory:
     width: int
     height: int
     fps: float = DEFAULT_FPS
+    prompts: tuple[PromptSwitch, ...] = ()
 
     def __post_init__(self) -> None:
         t = self.tracks
@@ -143,7 +164,62 @@ def parse_trajectory(
             f"{key} in [{lo[axis]:g}, {hi[axis]:g}] for a visible point: the {width}x{height} image plus a "
             f"margin of {margin:g} of its size (or mark the point not visible at frame {t})",
         )
-    return Trajectory(xy.astype(np.float32), visible, intensity, width, height, float(fps))
+    prompts = parse_prompts(data["prompts"], frames, source) if "prompts" in data else ()
+    return Trajectory(xy.astype(np.float32), visible, intensity, width, height, float(fps), prompts)
+
+
+def parse_prompts(value: Any, frames: int, source: str, field: str = "prompts") -> tuple[PromptSwitch, ...]:
+    """Validate a prompt schedule for a trajectory of ``frames`` pixel frames (format in the module
+    docstring)."""
+    if not isinstance(value, list):
+        _fail(source, field, value, 'a list of switches [{"frame": n, "text": "..."}]')
+    out: list[PromptSwitch] = []
+    for i, item in enumerate(value):
+        where = f"{field}[{i}]"
+        if not isinstance(item, dict):
+            _fail(source, where, item, 'an object {"frame": n, "text": "...", "mode": "recache"}')
+        _check_keys(item, _PROMPT_KEYS, where, source)
+        frame = item.get("frame")
+        if not isinstance(frame, int) or isinstance(frame, bool) or not 0 <= frame < frames:
+            _fail(source, f"{where}.frame", frame, f"a pixel frame in 0 .. {frames - 1} (the drag's frames)")
+        text = item.get("text")
+        if not isinstance(text, str) or not text.strip():
+            _fail(source, f"{where}.text", text, "a non-empty prompt")
+        mode = item.get("mode", "recache")
+        if mode not in PROMPT_MODES:
+            _fail(source, f"{where}.mode", mode, f"one of {list(PROMPT_MODES)}")
+        switch = PromptSwitch(frame, text, mode)
+        if out and switch.latent_frame <= out[-1].latent_frame:
+            raise ConfigError(
+                f"{source}: {where}.frame is {frame} (latent frame {switch.latent_frame}), but "
+                f"{field}[{i - 1}] at frame {out[-1].frame} holds latent frame {out[-1].latent_frame} on; "
+                "expected switches in increasing order, each in a later latent frame (pixel frames 1-4, "
+                "5-8, ... share one)"
+            )
+        out.append(switch)
+    return tuple(out)
+
+
+def load_prompt_schedule(path: str | os.PathLike[str], frames: int) -> tuple[PromptSwitch, ...]:
+    """``--prompt-schedule FILE``: a JSON list of switches, or an object with a ``prompts`` list."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(
+            f"prompt schedule '{path}' cannot be read ({err.strerror or err}); expected a JSON file"
+        ) from err
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(
+            f"prompt schedule '{path}' is not valid JSON ({err}); expected "
+            '[{"frame": n, "text": "..."}] or {"prompts": [...]}'
+        ) from err
+    if isinstance(data, dict):
+        _check_keys(data, ("prompts",), "the schedule", str(path))
+        if "prompts" not in data:
+            raise ConfigError(f"{path}: the schedule has no 'prompts'; expected a list of switches")
+        data = data["prompts"]
+    return parse_prompts(data, frames, str(path))
 
 
 def load_reference(path: str | os.PathLike[str]) -> np.ndarray:

@@ -134,3 +134,63 @@ def test_the_sink_option_pins_the_first_frame_in_the_sessions_cache(inputs, monk
     assert [s.caches[0].sink for s in sessions] == [1]
     with pytest.raises(ConfigError, match=r"--sink -1: expected a number of latent frames >= 0"):
         gen.generate(d / "ref.png", d / "traj.json", "a dog runs", d / "out.mp4", preset="tiny", sink=-1)
+
+
+def test_a_prompt_schedule_switches_from_its_latent_frame_and_leaves_the_frames_before(inputs):
+    """`ardrag generate --preset tiny --prompt-schedule FILE` runs and reports the switch; the library's
+    stream with it leaves the frames before the switch's latent frame as they were: 10 pixel frames are
+    latent frames 0, 1-4, 5-8, 9, and a switch at pixel frame 6 (latent frame 2) keeps pixel frames 0-4."""
+    from ardrag.inference.trajectory import parse_trajectory
+    from ardrag.model.pipeline import ARDragPipeline
+
+    d, traj = inputs
+    switch = {"frame": 6, "text": "the dog turns back", "mode": "keep"}
+    (d / "schedule.json").write_text(json.dumps([switch]))
+    cmd = [sys.executable, "-m", "ardrag.cli", "generate", "--ref", str(d / "ref.png"), "--traj",
+           str(d / "traj.json"), "--prompt", "a dog runs", "--preset", "tiny", "--json", "--out",
+           str(d / "out.mp4"), "--prompt-schedule", str(d / "schedule.json")]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["prompts"] == [{**switch, "latent_frame": 2}] and frame_count(d / "out.mp4") == 10
+
+    pipe = ARDragPipeline.tiny()
+    image = (np.random.default_rng(1).random((64, 96, 3)) * 255).astype(np.uint8)
+    small = {**traj, "width": 96, "height": 64,
+             "points": [{"x": list(np.linspace(10, 60, 10)), "y": [30.0] * 10}]}  # fmt: skip
+    plain, _ = gen.stream_clip(pipe, image, parse_trajectory(small), "a dog runs")
+    for mode in ("keep", "recache"):
+        scheduled = parse_trajectory({**small, "prompts": [{**switch, "mode": mode}]})
+        switched, _ = gen.stream_clip(pipe, image, scheduled, "a dog runs")
+        np.testing.assert_array_equal(switched[:5], plain[:5])
+        assert not np.array_equal(switched[5:], plain[5:]), mode
+
+
+@pytest.mark.parametrize(
+    "prompts, message",
+    [
+        ([{"frame": 10, "text": "x"}], r"prompts\[0\].frame is 10; expected a pixel frame in 0 .. 9"),
+        ([{"frame": 5, "text": "a"}, {"frame": 7, "text": "b"}],
+         r"prompts\[1\].frame is 7 \(latent frame 2\), but prompts\[0\] at frame 5 holds latent frame 2 on"),
+        ([{"frame": 6, "text": "a"}, {"frame": 2, "text": "b"}],
+         r"prompts\[1\].frame is 2 \(latent frame 1\)"),
+        ([{"frame": 2, "text": " "}], r"prompts\[0\].text is .*; expected a non-empty prompt"),
+        ([{"frame": 2, "text": "a", "mode": "rebuild"}],
+         r"prompts\[0\].mode is .*rebuild.*; expected one of"),
+        ([{"frame": 2, "txt": "a"}], r"prompts\[0\] has unknown key 'txt'"),
+        ({"frame": 2}, r"prompts is .*; expected a list of switches"),
+    ],
+)  # fmt: skip
+def test_bad_prompt_schedules_fail_before_any_model_loads(inputs, monkeypatch, prompts, message):
+    d, traj = inputs
+    monkeypatch.setattr(gen, "load_pipeline", lambda *a: pytest.fail("a model was loaded"))
+    (d / "traj.json").write_text(json.dumps({**traj, "prompts": prompts}))
+    with pytest.raises(ConfigError, match=message):
+        gen.generate(d / "ref.png", d / "traj.json", "x", d / "out.mp4", preset="tiny")
+    if isinstance(prompts, dict):  # a schedule file may be {"prompts": [...]}: another message
+        return
+    (d / "traj.json").write_text(json.dumps(traj))  # the same rules for --prompt-schedule
+    (d / "schedule.json").write_text(json.dumps(prompts))
+    with pytest.raises(ConfigError, match=message):
+        gen.generate(d / "ref.png", d / "traj.json", "x", d / "out.mp4", preset="tiny",
+                     prompt_schedule=d / "schedule.json")  # fmt: skip

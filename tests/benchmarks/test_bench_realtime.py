@@ -1,5 +1,5 @@
-"""benchmarks/bench_realtime.py, bench_long_stream.py and gpu_check.sh run as users run them (tiny shapes,
-on the CPU) and write the figures they promise."""
+"""benchmarks/bench_realtime.py, bench_long_stream.py, bench_prompt_switch.py and gpu_check.sh run as users
+run them (tiny shapes, on the CPU) and write the figures they promise."""
 
 import json
 import os
@@ -54,3 +54,16 @@ def test_gpu_check_rehearses_on_the_cpu(tmp_path):
         result = json.loads((tmp_path / f"realtime-tiny-{res}.json").read_text())
         assert result["res"] == res and set(result["variants"]) == {"reference", "fast"}
     assert "done in" in (tmp_path / "gpu_check.log").read_text()
+
+
+def test_bench_prompt_switch_times_each_mode_against_a_normal_frame(tmp_path):
+    out = tmp_path / "switch.json"
+    script = str(ROOT / "benchmarks" / "bench_prompt_switch.py")
+    args = ["--shapes", "tiny", "--frames", "3", "--after", "1", "--normal", "2", "--repeats", "1"]
+    stdout = run([sys.executable, script, *args, "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["shape"], r["mode"]) for r in rows] == [("tiny", "keep"), ("tiny", "recache")]
+    for row in rows:
+        assert row["normal_s"] > 0 and 0 < row["switch_s"] < row["next_s"] and row["next_over_normal"] > 0
+        assert row["frames_in_view"] == 3  # the window (7) is not yet full after 3 frames
+    assert "recache" in stdout and "x normal" in stdout

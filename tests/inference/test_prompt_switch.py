@@ -5,29 +5,14 @@ under the new prompt."""
 import numpy as np
 import pytest
 import torch
+from inference_helpers import controls
 
 from ardrag.errors import ConfigError
 from ardrag.inference.session import StreamOptions, StreamSession
-from ardrag.model.pipeline import ARDragPipeline
 
 FIRST, SECOND = "a red square slides right", "a blue kite climbs, then dives"
 
 
-@pytest.fixture(scope="module")
-def pipe():
-    return ARDragPipeline.tiny()
-
-
-@pytest.fixture(scope="module")
-def reference():
-    return (np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)
-
-
-def controls(k):
-    n = 1 if k == 0 else 4
-    start = 0 if k == 0 else 1 + 4 * (k - 1)
-    x = 20.0 + 2.0 * np.arange(start, start + n)
-    return np.stack([x, np.full(n, 30.0)], -1)[:, None].astype(np.float32)
 
 
 def stream(pipe, reference, frames, switch=None, options=None, sink=0):

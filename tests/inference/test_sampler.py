@@ -5,6 +5,7 @@ bit (CPU, float32); the noise in place of the reference is drawn once per frame.
 import numpy as np
 import pytest
 import torch
+from inference_helpers import controls as drag
 
 from ardrag.errors import ConfigError
 from ardrag.inference.sampler import FrameNoise, FrameSampler, SampleRandom, SelectiveNoise, training_sampler
@@ -27,16 +28,8 @@ def pipe():
     return pipe
 
 
-@pytest.fixture(scope="module")
-def reference():
-    return (np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)
-
-
 def controls(k):
-    n = 1 if k == 0 else 4
-    start = 0 if k == 0 else 1 + 4 * (k - 1)
-    x = 20.0 + 3.0 * np.arange(start, start + n)
-    return np.stack([x, np.full(n, 30.0)], -1)[:, None].astype(np.float32)
+    return drag(k, speed=3.0)
 
 
 def stream(pipe, reference, noise, options=None):

@@ -3,28 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from inference_helpers import controls
 
 from ardrag.errors import ConfigError
 from ardrag.inference.session import StreamOptions, StreamSession
 from ardrag.model.pipeline import ARDragPipeline
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return ARDragPipeline.tiny()
-
-
-@pytest.fixture(scope="module")
-def reference():
-    return (np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)
-
-
-def controls(k, x0=20.0):
-    """Pixel-frame points for latent frame k: one point moving right."""
-    n = 1 if k == 0 else 4
-    start = 0 if k == 0 else 1 + 4 * (k - 1)
-    x = x0 + 2.0 * np.arange(start, start + n)
-    return np.stack([x, np.full(n, 30.0)], -1)[:, None].astype(np.float32)
 
 
 def run(pipe, reference, plan, seed=0):

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ardrag.errors import ConfigError, describe
+from ardrag.presets import TINY
 
 MAX_NEW_TOKENS = 4096  # a bound on max_new_tokens: a plan is a short JSON list
 _STEP_KEYS = ("start", "end", "text")
@@ -350,7 +351,7 @@ def save_tiny_lm(folder: str | Path, seed: int = 0) -> Path:
 class TinyPlanner(LLMPlanner):
     """The ``llm`` planner over :func:`tiny_lm` (random weights: expect its plans to be refused)."""
 
-    model: str = field(default="tiny", init=False)
+    model: str = field(default=TINY, init=False)
     seed: int = 0
     max_new_tokens: int = 64
 
@@ -359,7 +360,7 @@ class TinyPlanner(LLMPlanner):
             self._use(*tiny_lm(self.seed))
 
 
-PLANNERS: dict[str, type] = {"fixed": FixedPlanner, "llm": LLMPlanner, "tiny": TinyPlanner}
+PLANNERS: dict[str, type] = {"fixed": FixedPlanner, "llm": LLMPlanner, TINY: TinyPlanner}
 
 
 def get_planner(name: str, **config: Any) -> Planner:

@@ -531,23 +531,22 @@ class CoPOStage(GRPOStage):
         if free <= 0:  # the same decision on every process: the buffer is the same everywhere
             return
         # the first ``free`` conditions of the global batch enter, each rolled by the process holding it
-        first = self._global_rows(c.batch)
+        first, _ = self._global_rows(c.batch)
         with torch.no_grad():
             pushes = [self.roll_group(self.reference, c, row, step, 8)[0] for row in range(c.batch)
                       if first + row < free]  # fmt: skip
         self.buffer.push(_gather(pushes, self.world))
 
-    def _global_rows(self, rows: int) -> int:
-        """The global position of this process's first condition in the micro-batch (processes may hold
-        batches of different sizes: an epoch's last); collective."""
+    def _global_rows(self, rows: int) -> tuple[int, int]:
+        """(the global position of this process's first condition in the micro-batch, the global
+        micro-batch's size): processes may hold batches of different sizes (an epoch's last); collective."""
         if self.world == 1:
-            return 0
+            return 0, rows
         import torch.distributed as dist
 
         sizes: list[Any] = [None] * self.world
         dist.all_gather_object(sizes, rows)
-        self._global_batch = sum(sizes)
-        return sum(sizes[: self.rank])
+        return sum(sizes[: self.rank]), sum(sizes)
 
     # -- losses ----------------------------------------------------------------------------------
     def _anchors(self, group: Group, step: int, update: int, branch: int) -> torch.Tensor:
@@ -602,9 +601,8 @@ class CoPOStage(GRPOStage):
                     ) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
         """The semi-on-policy branch: buffer groups, this process's share of a global draw."""
         self._fill(c, micro, step)
-        k, first = self.rl.replay.groups, self._global_rows(c.batch)
-        total = k * (self._global_batch if self.world > 1 else c.batch)
-        picked = self.buffer.draw(total, sample_seed(self.config.seed, step, 17, micro, update))
+        k, (first, rows) = self.rl.replay.groups, self._global_rows(c.batch)
+        picked = self.buffer.draw(k * rows, sample_seed(self.config.seed, step, 17, micro, update))
         mine = picked[k * first : k * (first + c.batch)]
         device = c.latents.device
         loss, logs = self.group_loss([self.buffer.entries[i].to(device) for i in mine], step, update, 1)
@@ -621,16 +619,8 @@ class CoPOStage(GRPOStage):
 
 def _select(c: Conditions, row: int) -> Conditions:
     """Condition ``row`` alone."""
-    out = {}
-    for f in fields(c):
-        v = getattr(c, f.name)
-        if f.name in ("index", "keys"):
-            out[f.name] = v[row : row + 1]
-        elif v is None:
-            out[f.name] = None
-        else:
-            out[f.name] = v[row : row + 1]
-    return Conditions(**out)
+    return Conditions(**{f.name: None if (v := getattr(c, f.name)) is None else v[row : row + 1]
+                         for f in fields(c)})  # fmt: skip
 
 
 def _rank_world() -> tuple[int, int]:

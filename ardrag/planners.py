@@ -13,25 +13,48 @@ Planners (``PLANNERS``, :func:`get_planner`):
 
 - ``fixed``: a given list of steps, validated like any plan.
 - ``llm``: a causal LM through transformers (a hub id or a local folder), prompted for a JSON list of
-  ``{"start", "end", "text"}``; greedy decoding, bounded ``max_new_tokens``. Its text is parsed
+  ``{"start", "end", "text"}``; greedy decoding in ``plan``, bounded ``max_new_tokens``. Its text is parsed
   (:func:`parse_plan`) and validated before use, or refused with a :class:`PlanRefused` that says what
   was wrong with it.
 - ``tiny``: the ``llm`` planner over a random tiny Llama and a byte-level tokenizer built in memory
   (seeded, offline), for tests; :func:`save_tiny_lm` writes it to a folder the ``llm`` planner loads.
+
+Planning groups (TempAct's planner-executor RL): ``planner.sample(instruction, num_frames, seed)`` gives a
+:class:`PlanSample`, so P seeds give P plans of one instruction. The ``llm`` planner samples there
+(``temperature``, nucleus ``top_p``; TempAct's 1.0 and 0.7 by default; no top-k), deterministic per seed
+and leaving the global RNG untouched; ``fixed`` gives its one plan whatever the seed. A sample is never
+an exception for a bad plan: a refused text is a sample with ``plan=None``, the refusal's ``reason`` and
+``format_score`` 0.0 (a valid plan scores 1.0; TempAct's 0.5 for "too few steps" never arises, since a
+plan of one step is valid here and the validation has no partial pass). :meth:`PlanSample.plan_or` gives
+the plan or TempAct's fallback, the instruction as one step over the whole clip.
+
+Planner credit: an LM sample keeps ``prompt_ids`` and ``answer_ids`` (1-D, CPU; the answer cut after its
+first EOS, the EOS kept, so its log-prob covers the choice to stop) and ``old_logprob``, the mean per-token
+log-prob of the answer. :meth:`LLMPlanner.answer_logprob` computes that mean with gradients, in one forward
+pass over prompt and answer; ``old_logprob`` is the same function under no_grad (not the sampler's
+incremental logits), so ``exp(new - old)``, GSPO's length-normalised sequence ratio, is exactly 1 before
+an update. :attr:`LLMPlanner.lm` is the module for an optimizer and ``train()``/``eval()``; sampling runs
+in eval mode (no dropout) and restores the mode it found.
 
 transformers and torch are imported inside the LM code only: importing this module stays cheap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ardrag.errors import ConfigError, describe
 from ardrag.presets import TINY
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_NEW_TOKENS = 4096  # a bound on max_new_tokens: a plan is a short JSON list
 _STEP_KEYS = ("start", "end", "text")
@@ -152,8 +175,44 @@ def _check_instruction(instruction: Any) -> str:
     return instruction
 
 
+@dataclass(frozen=True)
+class PlanSample:
+    """One plan of a planning group: the planner's raw answer, its plan or the refusal's reason, the
+    format score (1.0 valid, 0.0 refused) and, from an LM, the ids and log-prob for planner credit."""
+
+    text: str  # the LM's answer; for the fixed planner its steps as JSON ("" when they cannot be dumped)
+    plan: Plan | None  # None when refused
+    reason: str | None  # the PlanRefused message when refused
+    format_score: float
+    prompt_ids: torch.Tensor | None = None  # 1-D long, CPU; None for non-LM planners
+    answer_ids: torch.Tensor | None = None  # up to and with the first EOS if one was generated
+    old_logprob: float | None = None  # mean log-prob of answer_ids at sampling (LLMPlanner.answer_logprob)
+
+    def plan_or(self, instruction: str, num_frames: int) -> Plan:
+        """The plan, or when refused TempAct's fallback: ``instruction`` as one step over the clip."""
+        check_num_frames(num_frames)
+        if self.plan is None:
+            return Plan((StepPrompt(0, num_frames, _check_instruction(instruction)),), num_frames)
+        if self.plan.num_frames != num_frames:
+            raise ConfigError(
+                f"plan_or: num_frames is {num_frames}; the sample's plan is for {self.plan.num_frames} frames"
+            )
+        return self.plan
+
+
+def _scored(text: str, make_plan: Any, **lm: Any) -> PlanSample:
+    """A sample of ``make_plan()``'s plan (format 1.0), or of its refusal (plan None, format 0.0)."""
+    try:
+        plan = make_plan()
+    except ConfigError as err:  # PlanRefused from an LM, a ConfigError from fixed steps
+        return PlanSample(text=text, plan=None, reason=str(err), format_score=0.0, **lm)
+    return PlanSample(text=text, plan=plan, reason=None, format_score=1.0, **lm)
+
+
 class Planner(Protocol):
     def plan(self, instruction: str, num_frames: int) -> Plan: ...
+
+    def sample(self, instruction: str, num_frames: int, seed: int) -> PlanSample: ...
 
 
 # -- fixed ---------------------------------------------------------------------------------------
@@ -170,6 +229,17 @@ class FixedPlanner:
     def plan(self, instruction: str, num_frames: int) -> Plan:
         _check_instruction(instruction)
         return Plan.from_list(list(self.steps), check_num_frames(num_frames), "fixed planner steps")
+
+    def sample(self, instruction: str, num_frames: int, seed: int) -> PlanSample:
+        """The fixed plan as a sample (``seed`` ignored); steps invalid for this clip are a refusal."""
+        _check_instruction(instruction)
+        check_num_frames(num_frames)
+        steps = [dataclasses.asdict(s) if isinstance(s, StepPrompt) else s for s in self.steps]
+        try:
+            text = json.dumps(steps)
+        except (TypeError, ValueError):  # steps that are not JSON are refused below with the reason
+            text = ""
+        return _scored(text, lambda: self.plan(instruction, num_frames))
 
 
 # -- llm -----------------------------------------------------------------------------------------
@@ -225,13 +295,41 @@ def parse_plan(text: str, num_frames: int) -> Plan:
         raise PlanRefused(f"{err} (LM text {_excerpt(text)})") from err
 
 
+def _check_sampling(name: str, value: Any, low: float, high: float | None) -> None:
+    """``value`` a finite number in ``(low, high]`` (``(low, inf)`` when ``high`` is None)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not (value > low and (high is None or value <= high)):
+        bound = f"a number > {low}" if high is None else f"a number in ({low}, {high}]"
+        raise ConfigError(
+            f"llm planner: {name} is {describe(value)}; expected {bound} (sampling only: plan() is greedy)"
+        )
+
+
+@contextlib.contextmanager
+def _seeded(device: str, seed: int) -> Iterator[None]:
+    """Torch's RNG of the CPU and of ``device`` (if CUDA) seeded with ``seed`` inside, restored after."""
+    import torch
+
+    dev = torch.device(device)
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        for index in cuda:  # this device only: torch.manual_seed would reseed every GPU
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
 @dataclass(kw_only=True)
 class LLMPlanner:
-    """A causal LM asked for the plan (:func:`build_prompt`), greedy; loaded in :meth:`setup`."""
+    """A causal LM asked for the plan (:func:`build_prompt`): greedy in :meth:`plan`, sampled with
+    ``temperature`` and ``top_p`` in :meth:`sample`; loaded in :meth:`setup`."""
 
     model: str  # a hub id or a local folder
     max_new_tokens: int = 256
     device: str = "cpu"
+    temperature: float = 1.0  # of sample(); TempAct's planning groups use 1.0
+    top_p: float = 0.7  # nucleus mass of sample(); TempAct's 0.7
     _lm: Any = field(default=None, init=False, repr=False)
     _tokenizer: Any = field(default=None, init=False, repr=False)
 
@@ -241,6 +339,8 @@ class LLMPlanner:
         m = self.max_new_tokens
         if not isinstance(m, int) or isinstance(m, bool) or not 1 <= m <= MAX_NEW_TOKENS:
             raise ConfigError(f"llm planner: max_new_tokens is {describe(m)}; expected 1 .. {MAX_NEW_TOKENS}")
+        _check_sampling("temperature", self.temperature, 0.0, None)
+        _check_sampling("top_p", self.top_p, 0.0, 1.0)
 
     def setup(self) -> None:
         """Load the LM and its tokenizer (``from_pretrained``), once."""
@@ -273,10 +373,19 @@ class LLMPlanner:
         self._lm = lm.to(self.device).eval()
         self._tokenizer = tokenizer
 
-    def generate(self, instruction: str, num_frames: int) -> str:
-        """The LM's raw answer to the planning request (new tokens only), greedy and deterministic."""
-        import torch
+    @property
+    def lm(self) -> Any:
+        """The causal LM (loaded on first use), for an optimizer and ``train()``/``eval()``."""
+        self.setup()
+        return self._lm
 
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
+        """The LM's parameters (planner credit trains them)."""
+        return self.lm.parameters()
+
+    def _prompt_ids(self, instruction: str, num_frames: int) -> torch.Tensor:
+        """The planning request tokenised (through the chat template if the tokenizer has one), (1, L)
+        on the planner's device."""
         self.setup()
         prompt = build_prompt(_check_instruction(instruction), check_num_frames(num_frames))
         tok = self._tokenizer
@@ -288,18 +397,88 @@ class LLMPlanner:
             input_ids = ids["input_ids"]
         else:
             input_ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
-        input_ids = input_ids.to(self.device)
+        return input_ids.to(self.device)
+
+    def _generate_ids(self, input_ids: torch.Tensor, **decoding: Any) -> torch.Tensor:
+        """The new token ids (1-D) the LM generates after ``input_ids`` under ``decoding``."""
+        import torch
+
+        tok = self._tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         with torch.no_grad():
             out = self._lm.generate(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
-                num_beams=1, max_new_tokens=self.max_new_tokens, pad_token_id=pad,
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), num_beams=1,
+                max_new_tokens=self.max_new_tokens, pad_token_id=pad, **decoding,
             )  # fmt: skip
-        return tok.decode(out[0, input_ids.shape[1] :], skip_special_tokens=True)
+        return out[0, input_ids.shape[1] :]
+
+    def generate(self, instruction: str, num_frames: int) -> str:
+        """The LM's raw answer to the planning request (new tokens only), greedy and deterministic."""
+        new = self._generate_ids(self._prompt_ids(instruction, num_frames), do_sample=False)
+        return self._tokenizer.decode(new, skip_special_tokens=True)
 
     def plan(self, instruction: str, num_frames: int) -> Plan:
         """The LM's plan, parsed and validated, or :class:`PlanRefused` saying what was wrong."""
         return parse_plan(self.generate(instruction, num_frames), num_frames)
+
+    def _eos_ids(self) -> set[int]:
+        """The ids that end generation: the tokenizer's EOS and the generation config's (one or a list)."""
+        found: set[int] = set()
+        config_eos = getattr(self._lm.generation_config, "eos_token_id", None)
+        for value in (self._tokenizer.eos_token_id, config_eos):
+            if isinstance(value, int):
+                found.add(value)
+            elif isinstance(value, list | tuple):
+                found.update(value)
+        return found
+
+    def sample(self, instruction: str, num_frames: int, seed: int) -> PlanSample:
+        """One sampled plan (``temperature``, ``top_p``, no top-k), the same for the same ``seed``; a
+        refused text is a sample with format 0.0, not an exception. The global RNG is left as it was;
+        the LM runs in eval mode and is put back in the mode it was in."""
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigError(f"llm planner: seed is {describe(seed)}; expected an integer")
+        import torch
+
+        prompt_ids = self._prompt_ids(instruction, num_frames)
+        was_training = self._lm.training
+        self._lm.eval()
+        try:
+            with _seeded(self.device, seed):
+                new = self._generate_ids(
+                    prompt_ids, do_sample=True, temperature=float(self.temperature), top_p=float(self.top_p),
+                    top_k=0,
+                )  # fmt: skip
+            eos = self._eos_ids()
+            stops = [i for i, t in enumerate(new.tolist()) if t in eos]
+            answer_ids = new[: stops[0] + 1] if stops else new  # cut after the first EOS, which stays
+            prompt_ids, answer_ids = prompt_ids[0].cpu(), answer_ids.cpu()
+            with torch.no_grad():
+                old_logprob = float(self.answer_logprob(prompt_ids, answer_ids))
+        finally:
+            self._lm.train(was_training)
+        text = self._tokenizer.decode(answer_ids, skip_special_tokens=True)
+        return _scored(
+            text, lambda: parse_plan(text, num_frames), prompt_ids=prompt_ids, answer_ids=answer_ids,
+            old_logprob=old_logprob,
+        )  # fmt: skip
+
+    def answer_logprob(self, prompt_ids: torch.Tensor, answer_ids: torch.Tensor) -> torch.Tensor:
+        """The mean over ``answer_ids`` of log pi(token | prompt, earlier answer tokens): a scalar with
+        gradients through the LM's parameters when grad is enabled, one forward pass over both. In the
+        LM's current mode; :meth:`sample` records it in eval mode as ``old_logprob``."""
+        import torch
+
+        self.setup()
+        for name, ids in (("prompt_ids", prompt_ids), ("answer_ids", answer_ids)):
+            is_ids = isinstance(ids, torch.Tensor) and not ids.is_floating_point()
+            if not (is_ids and ids.dim() == 1 and ids.numel()):
+                raise ConfigError(f"answer_logprob: {name} is {describe(ids)}; expected non-empty 1-D ids")
+        ids = torch.cat([prompt_ids, answer_ids]).long().to(self.device)[None]
+        logits = self._lm(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        p, n = prompt_ids.numel(), answer_ids.numel()
+        predicting = logits[0, p - 1 : p - 1 + n].float()  # position i predicts token i + 1
+        return -torch.nn.functional.cross_entropy(predicting, ids[0, p:], reduction="mean")
 
 
 # -- tiny ----------------------------------------------------------------------------------------

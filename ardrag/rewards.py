@@ -17,6 +17,12 @@ latent frame (1, then 4 each), which is what GRPO's per-frame advantages use.
   fractions of the frame and the figures do not depend on the resolution). Defaults alpha = 0.01 (a
   point 10 % of the frame off earns nothing) and lambda = 100 (a perfect frame earns 1). A frame with no
   visible target point earns lambda * alpha (nothing to disagree with).
+- ``step_following`` (TempAct's executor RL, step-wise prompts while streaming): per frame, the cosine
+  similarity (in [-1, 1], not rescaled) of the frame's CLIP image embedding with the CLIP text embedding
+  of the step prompt active at that frame (``frame_prompts``, one per pixel frame, as the tempact stage
+  supplies). :class:`TextImageScorer` loads a full transformers ``CLIPModel`` folder with its tokenizer
+  and image processor from a local path; :meth:`TextImageScorer.tiny` builds a random small CLIP with the
+  byte-level tokenizer of ``ardrag.model.tiny`` for tests. Frames are preprocessed as for ``aesthetic``.
 """
 
 from __future__ import annotations
@@ -57,6 +63,24 @@ def check_video(video: Any, name: str = "video") -> np.ndarray:
     if 0 in video.shape:
         raise ValueError(f"{name} is {describe(video)}; expected at least one frame of non-zero size")
     return video
+
+
+# OpenAI CLIP's normalisation, which the tiny scorers use too
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_pixels(video: np.ndarray, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """CLIP's preprocessing of uint8 (T, H, W, 3) frames: resize the shorter side to ``size`` (bicubic,
+    antialiased), centre crop ``size`` x ``size``, normalise with ``mean`` and ``std`` (1, 3, 1, 1)."""
+    x = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 255
+    h, w = x.shape[2:]
+    scale = size / min(h, w)
+    resized = (max(size, round(h * scale)), max(size, round(w * scale)))
+    x = F.interpolate(x, size=resized, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    top, left = (resized[0] - size) // 2, (resized[1] - size) // 2
+    x = x[:, :, top : top + size, left : left + size]
+    return (x - mean) / std
 
 
 # -- aesthetic -----------------------------------------------------------------------------------
@@ -120,19 +144,7 @@ class AestheticScorer:
             )  # fmt: skip
             clip = CLIPVisionModelWithProjection(config)
             head = AestheticHead(16)
-        mean, std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
-        return cls(clip, head, 32, mean, std)
-
-    def _pixels(self, video: np.ndarray) -> torch.Tensor:
-        """Resize the shorter side to the crop size (bicubic, antialiased), centre crop, normalise."""
-        x = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 255
-        h, w = x.shape[2:]
-        scale = self.image_size / min(h, w)
-        size = (max(self.image_size, round(h * scale)), max(self.image_size, round(w * scale)))
-        x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-        top, left = (size[0] - self.image_size) // 2, (size[1] - self.image_size) // 2
-        x = x[:, :, top : top + self.image_size, left : left + self.image_size]
-        return (x - self.mean) / self.std
+        return cls(clip, head, 32, list(CLIP_MEAN), list(CLIP_STD))
 
     @torch.no_grad()
     def score(self, video: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -141,7 +153,8 @@ class AestheticScorer:
         device = next(self.clip.parameters()).device
         out = []
         for i in range(0, len(video), batch):
-            emb = self.clip(pixel_values=self._pixels(video[i : i + batch]).to(device)).image_embeds
+            pixels = clip_pixels(video[i : i + batch], self.image_size, self.mean, self.std)
+            emb = self.clip(pixel_values=pixels.to(device)).image_embeds
             out.append(self.head(F.normalize(emb.float(), dim=-1)).double().cpu())
         return torch.cat(out).numpy()
 
@@ -183,6 +196,139 @@ def motion_reward(video: np.ndarray, *, tracks: np.ndarray, visible: np.ndarray,
         if seen[i].any():
             out[i] = lam * max(0.0, alpha - float(err[i, seen[i]].mean()))
     return out
+
+
+# -- step following ------------------------------------------------------------------------------
+TINY_TEXT_TOKENS = 128  # the tiny CLIP's text length; the byte-level tokenizer spends a token per byte
+
+
+class TextImageScorer:
+    """CLIP text and image towers in one embedding space; :meth:`similarity` gives each frame's cosine
+    similarity with its text. The model lives in ``.model`` (a stage moves it with ``.to(device)``)."""
+
+    def __init__(self, model: Any, tokenizer: Any, image_size: int, mean: list[float], std: list[float]):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.image_size = image_size
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.max_tokens = model.config.text_config.max_position_embeddings
+
+    @classmethod
+    def from_path(cls, path: str) -> TextImageScorer:
+        """A full transformers ``CLIPModel`` folder with its tokenizer and image processor config."""
+        if not Path(path).is_dir():
+            raise ConfigError(
+                f"text-image model path {path!r} does not exist or is not a folder (a CLIPModel folder "
+                "with its tokenizer and preprocessor_config.json; weights load from local paths)"
+            )
+        if not any((Path(path) / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+            # transformers would build an empty CLIPTokenizer (two ids) and every text would embed alike
+            raise ConfigError(
+                f"text-image model path {path!r} has no tokenizer (tokenizer.json, or vocab.json and "
+                "merges.txt); save the CLIP tokenizer beside the model"
+            )
+        route_library_logs()
+        from transformers import AutoTokenizer, CLIPModel
+
+        from ardrag.model.tiny import clip_image_processor_class
+
+        try:
+            model = CLIPModel.from_pretrained(path)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            proc = clip_image_processor_class().from_pretrained(path)
+        except (OSError, ValueError, KeyError) as e:
+            raise ConfigError(
+                f"text-image model path {path!r} cannot be loaded as a CLIPModel folder with its tokenizer "
+                f"and image processor: {e}"
+            ) from e
+        return cls(model, tokenizer, proc.crop_size["height"], list(proc.image_mean), list(proc.image_std))
+
+    @classmethod
+    def tiny(cls, seed: int = 0) -> TextImageScorer:
+        """Random weights at toy size (32-pixel crops, 16-dim embedding) and the byte-level tokenizer of
+        ``ardrag.model.tiny``, built offline; deterministic for ``seed``, leaves the global RNG untouched."""
+        route_library_logs()
+        from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+
+        from ardrag.model.tiny import byte_tokenizer
+
+        tokenizer = byte_tokenizer()
+        tokenizer.model_max_length = TINY_TEXT_TOKENS
+        shape = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+        text = CLIPTextConfig(
+            vocab_size=len(tokenizer), max_position_embeddings=TINY_TEXT_TOKENS, **shape,
+            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+        vision = CLIPVisionConfig(image_size=32, patch_size=8, **shape)
+        config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = CLIPModel(config)
+        return cls(model, tokenizer, 32, list(CLIP_MEAN), list(CLIP_STD))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        """L2-normalised text embeddings (n, d) on the model's device; texts longer than the text tower's
+        positions are truncated."""
+        if isinstance(texts, str) or not all(isinstance(s, str) for s in texts):
+            raise ValueError(f"texts is {describe(texts)}; expected a list of strings")
+        if not texts:
+            return torch.empty(0, self.model.config.projection_dim, device=self.device)
+        tokens = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        )
+        tokens = {k: tokens[k].to(self.device) for k in ("input_ids", "attention_mask")}
+        pooled = self.model.text_model(**tokens).pooler_output
+        return F.normalize(self.model.text_projection(pooled).float(), dim=-1)
+
+    @torch.no_grad()
+    def embed_frames(self, video: np.ndarray, batch: int = 32) -> torch.Tensor:
+        """L2-normalised image embeddings (T, d) of uint8 (T, H, W, 3) frames, on the model's device."""
+        video = check_video(video)
+        out = []
+        for i in range(0, len(video), batch):
+            pixels = clip_pixels(video[i : i + batch], self.image_size, self.mean, self.std)
+            pooled = self.model.vision_model(pixel_values=pixels.to(self.device)).pooler_output
+            out.append(self.model.visual_projection(pooled))
+        return F.normalize(torch.cat(out).float(), dim=-1)
+
+    def similarity(self, video: np.ndarray, texts: str | list[str]) -> np.ndarray:
+        """Cosine similarity of each frame with its text, float64 (T,): ``texts`` is one string (every
+        frame) or one per frame. Each distinct text is embedded once."""
+        video = check_video(video)
+        t = len(video)
+        texts = [texts] * t if isinstance(texts, str) else list(texts)
+        if len(texts) != t:
+            raise ValueError(
+                f"{len(texts)} texts for a video of {t} frames; expected one text for every frame or {t}, "
+                "one per frame"
+            )
+        distinct = list(dict.fromkeys(texts))
+        row = {text: i for i, text in enumerate(distinct)}
+        text_emb = self.embed_texts(distinct)[torch.tensor([row[s] for s in texts], device=self.device)]
+        cos = (self.embed_frames(video) * text_emb).sum(-1).clamp(-1, 1)
+        return cos.double().cpu().numpy()
+
+
+@register("step_following")
+def step_following_reward(video: np.ndarray, *, text_scorer: TextImageScorer | None = None,
+                          frame_prompts: list[str] | None = None, **_: Any) -> np.ndarray:  # fmt: skip
+    """Cosine similarity (in [-1, 1]) of each pixel frame with the step prompt active at that frame."""
+    video = check_video(video)
+    missing = [name for name, value in (("frame_prompts", frame_prompts), ("text_scorer", text_scorer))
+               if value is None]  # fmt: skip
+    if missing:
+        raise ConfigError(
+            "the step_following reward needs step prompts (frame_prompts: a prompt per frame, as the "
+            "tempact stage supplies) and a text-image scorer (text_scorer: a TextImageScorer); missing: "
+            + ", ".join(missing)
+        )
+    return text_scorer.similarity(video, frame_prompts)
 
 
 def latent_frame_rewards(per_pixel_frame: np.ndarray) -> np.ndarray:

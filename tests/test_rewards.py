@@ -1,4 +1,7 @@
-"""Per-frame rewards: aesthetic (CLIP + LAION head format) and motion (tracked vs target points)."""
+"""Per-frame rewards: aesthetic (CLIP + LAION head format), motion (tracked vs target points) and
+step_following (CLIP text-image similarity with the step prompt of each frame)."""
+
+import re
 
 import numpy as np
 import pytest
@@ -6,12 +9,15 @@ import torch
 
 from ardrag.data.sources.procedural import ProceduralConfig, ProceduralSource
 from ardrag.data.trackers import get_tracker
+from ardrag.errors import ConfigError
 from ardrag.rewards import (
     REWARDS,
     AestheticScorer,
+    TextImageScorer,
     ava_to_paper_scale,
     latent_frame_rewards,
     motion_reward,
+    step_following_reward,
 )
 
 
@@ -28,6 +34,11 @@ def tracker():
     return t
 
 
+@pytest.fixture(scope="module")
+def text_scorer():
+    return TextImageScorer.tiny(seed=1)
+
+
 @pytest.mark.parametrize(
     "video, message",
     [
@@ -37,9 +48,10 @@ def tracker():
         ([[1, 2, 3]], "expected a uint8 RGB array"),
     ],
 )
-def test_bad_videos_fail_clearly_for_every_reward(video, message, tracker):
+def test_bad_videos_fail_clearly_for_every_reward(video, message, tracker, text_scorer):
     kwargs = {"scorer": AestheticScorer.tiny(), "tracker": tracker,
-              "tracks": np.zeros((2, 1, 2), np.float32), "visible": np.ones((2, 1), bool)}  # fmt: skip
+              "tracks": np.zeros((2, 1, 2), np.float32), "visible": np.ones((2, 1), bool),
+              "text_scorer": text_scorer, "frame_prompts": ["a", "b"]}  # fmt: skip
     for fn in REWARDS.values():
         with pytest.raises(ValueError, match=message):
             fn(video, **kwargs)
@@ -95,3 +107,80 @@ def test_scales_and_latent_frames():
     assert per.tolist() == [0.0, 2.5, 6.5]
     with pytest.raises(ValueError, match="4k \\+ 1"):
         latent_frame_rewards(np.arange(8, dtype=float))
+
+
+STEP_A, STEP_B = "reach for the red cup", "lift the cup onto the shelf"
+
+
+def test_tiny_text_scorer_is_deterministic_per_seed_and_leaves_the_global_rng_alone(clip):
+    state = torch.random.get_rng_state()
+    scorer = TextImageScorer.tiny(seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    sim = scorer.similarity(clip.video, STEP_A)
+    np.testing.assert_array_equal(sim, TextImageScorer.tiny(seed=3).similarity(clip.video, STEP_A))
+    assert not np.allclose(sim, TextImageScorer.tiny(seed=4).similarity(clip.video, STEP_A))
+
+
+def test_similarity_is_the_cosine_of_each_frame_with_its_text(clip, text_scorer):
+    sim_a = text_scorer.similarity(clip.video, STEP_A)
+    assert sim_a.shape == (9,) and sim_a.dtype == np.float64
+    assert np.all(np.abs(sim_a) <= 1)
+    assert not np.allclose(sim_a, sim_a[0])  # frames differ, so do their similarities
+    np.testing.assert_array_equal(text_scorer.similarity(clip.video, [STEP_A] * 9), sim_a)
+    sim_b = text_scorer.similarity(clip.video, STEP_B)
+    assert not np.allclose(sim_a, sim_b)  # another text, other similarities
+    # the dot product of the unit embeddings, frame by frame
+    frames, texts = text_scorer.embed_frames(clip.video), text_scorer.embed_texts([STEP_A, STEP_B])
+    assert frames.shape == (9, 16) and texts.shape == (2, 16)
+    np.testing.assert_allclose(frames.norm(dim=-1).numpy(), 1, atol=1e-6)
+    np.testing.assert_allclose(texts.norm(dim=-1).numpy(), 1, atol=1e-6)
+    np.testing.assert_allclose(sim_a, (frames @ texts[0]).numpy(), atol=1e-6)
+    # one text per frame: the step switches at frame 5
+    mixed = text_scorer.similarity(clip.video, [STEP_A] * 5 + [STEP_B] * 4)
+    np.testing.assert_allclose(mixed, np.concatenate([sim_a[:5], sim_b[5:]]), atol=1e-6)
+    # a text longer than the text tower's positions is truncated, not an error
+    assert np.isfinite(text_scorer.similarity(clip.video, STEP_A * 50)).all()
+    with pytest.raises(ValueError, match="4 texts for a video of 9 frames"):
+        text_scorer.similarity(clip.video, [STEP_A] * 4)
+
+
+def test_text_scorer_loads_from_a_local_clip_folder(clip, text_scorer, tmp_path):
+    from ardrag.model.tiny import clip_image_processor
+
+    folder = tmp_path / "clip"
+    text_scorer.model.save_pretrained(folder)
+    text_scorer.tokenizer.save_pretrained(folder)
+    clip_image_processor(32).save_pretrained(folder)
+    loaded = TextImageScorer.from_path(str(folder))
+    prompts = [STEP_A] * 5 + [STEP_B] * 4
+    expected = text_scorer.similarity(clip.video, prompts)
+    np.testing.assert_allclose(loaded.similarity(clip.video, prompts), expected, rtol=1e-6, atol=1e-6)
+    missing = str(tmp_path / "nope")
+    with pytest.raises(ConfigError, match=re.escape(repr(missing)) + " does not exist"):
+        TextImageScorer.from_path(missing)
+    no_tokenizer = tmp_path / "no_tokenizer"
+    text_scorer.model.save_pretrained(no_tokenizer)
+    clip_image_processor(32).save_pretrained(no_tokenizer)
+    with pytest.raises(ConfigError, match=re.escape(repr(str(no_tokenizer))) + " has no tokenizer"):
+        TextImageScorer.from_path(str(no_tokenizer))
+    no_model = tmp_path / "no_model"
+    text_scorer.tokenizer.save_pretrained(no_model)
+    with pytest.raises(ConfigError, match=re.escape(repr(str(no_model))) + " cannot be loaded"):
+        TextImageScorer.from_path(str(no_model))
+
+
+def test_step_following_rewards_each_frame_with_its_step_prompt(clip, text_scorer, tracker):
+    prompts = [STEP_A] * 5 + [STEP_B] * 4
+    # the keyword arguments GRPO passes every reward, and the two this one needs
+    grpo_kwargs = {"scorer": None, "tracker": tracker, "tracks": clip.tracks, "visible": clip.visible,
+                   "alpha": 0.01, "lam": 100.0}  # fmt: skip
+    reward = REWARDS["step_following"](clip.video, text_scorer=text_scorer, frame_prompts=prompts,
+                                       **grpo_kwargs)  # fmt: skip
+    np.testing.assert_array_equal(reward, text_scorer.similarity(clip.video, prompts))
+    assert latent_frame_rewards(reward).shape == (3,)
+    with pytest.raises(ConfigError, match="needs step prompts .*missing: frame_prompts$"):
+        step_following_reward(clip.video, text_scorer=text_scorer, **grpo_kwargs)
+    with pytest.raises(ConfigError, match="text-image scorer .*missing: text_scorer$"):
+        step_following_reward(clip.video, frame_prompts=prompts, **grpo_kwargs)
+    with pytest.raises(ValueError, match="8 texts for a video of 9 frames"):
+        step_following_reward(clip.video, text_scorer=text_scorer, frame_prompts=prompts[:8])

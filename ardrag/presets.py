@@ -139,6 +139,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "grpo": {"group_size": 2, "latent_frames": 3, "cache_window": 2},
             "copo": {"group_size": 3, "anchors": 2, "latent_frames": 3, "cache_window": 2,
                      "replay": {"groups": 1, "size": 4}},
+            # two step prompts over the 9 frames: the switch (and the fork) at latent frame 2, pixel frame 5
+            "tempact": {"group_size": 2, "plans": 2, "latent_frames": 3, "cache_window": 2,
+                        "planner": {"name": "fixed", "steps": [
+                            {"start": 0, "end": 5, "text": "a kite climbs into the wind"},
+                            {"start": 5, "end": 9, "text": "the kite dives towards the sea"}]}},
         },
     },
 }

@@ -47,6 +47,7 @@ class Conditions:
     tracks: np.ndarray | None = None  # (B, T, N, 2) pixels at the training size (the rewards' targets)
     visible: np.ndarray | None = None  # (B, T, N)
     intensity: np.ndarray | None = None  # (B, T, N)
+    prompts: list[str] | None = None  # the captions (a planner's instructions)
 
     @property
     def batch(self) -> int:
@@ -111,6 +112,7 @@ def prepare(pipe: Any, batch: dict[str, Any], index: list[int], scale: float, ma
         tracks=tracks,
         visible=visible,
         intensity=intensity,
+        prompts=list(batch["prompt"]),
     )
 
 

@@ -11,7 +11,7 @@ earlier checkpoints fit this config when resuming.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -239,6 +239,67 @@ class CoPOConfig(RLConfig):
         return self
 
 
+class TempActConfig(RLConfig):
+    """TempAct's executor RL: planning groups of plans, execution groups forked from one shared visual
+    context at a prompt switch (ardrag.training.tempact)."""
+
+    group_size: int = Field(
+        4, ge=2, description="E: continuations per plan, forked from its shared prefix (TempAct: 8)"
+    )
+    plans: int = Field(2, ge=1, description="P: plans per instruction, the planning group (TempAct: 4)")
+    planner: dict[str, Any] = Field(
+        default_factory=lambda: {"name": "llm", "model": "Qwen/Qwen3-1.7B", "temperature": 1.0, "top_p": 0.7},
+        description="a planner of ardrag.planners: its name and settings; plans are sampled, one seed each",
+    )
+    switch_mode: Literal["keep", "recache"] = Field(
+        "keep",
+        description="the KV cache at a prompt switch: kept (TempAct's Self-Forcing variant) or written "
+        "again under the new prompt (LongLive's recache), as StreamSession.set_prompt does",
+    )
+    lookahead: bool = Field(
+        False,
+        description="encode each step's prompt joined with the next step's (TempAct's code); the rewards "
+        "score against the step's own prompt",
+    )
+    clip_range: float = Field(1e-3, gt=0, description="epsilon of the clipped ratio")
+    kl_beta: float = Field(5e-4, ge=0, description="weight of the KL to the starting student (TempAct: 5e-4)")
+    reward_weights: dict[str, float] = Field(
+        default_factory=lambda: {"step_following": 1.0, "aesthetic": 0.1},
+        description="the executor's rewards over the window of the step the fork starts",
+    )
+    text_clip: str | None = Field(
+        None, description="a CLIP folder (text and vision towers) for step following (required unless tiny)"
+    )
+    advantage_clip: float = Field(2.0, gt=0, description="executor advantages clipped to +-this (TempAct: 2)")
+    planner_credit: bool = Field(
+        False,
+        description="train the planner too (an LM planner): plan-level advantages from whole-video rewards, "
+        "a sequence-level clipped ratio on its answer tokens",
+    )
+    planner_lr: float = Field(1e-5, gt=0, description="the planner's learning rate (TempAct: 1e-5 .. 2e-5)")
+    planner_clip_range: float = Field(5e-4, gt=0, description="the planner's clipped ratio (TempAct: 5e-4)")
+    format_penalty: float = Field(
+        0.5, ge=0, description="a plan's reward loses this times (1 - format score) (TempAct: 0.5)"
+    )
+
+    @field_validator("planner")
+    @classmethod
+    def _planner(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from ardrag.planners import get_planner
+
+        if not isinstance(v.get("name"), str):
+            raise ValueError(f"planner is {v!r}; expected a mapping with a 'name' (one of ardrag.planners)")
+        get_planner(v["name"], **{k: x for k, x in v.items() if k != "name"})  # LMs load on first use
+        return v
+
+    @model_validator(mode="after")
+    def _credit(self) -> TempActConfig:
+        if self.planner_credit and self.planner["name"] == "fixed":
+            raise ValueError("planner_credit is true with the fixed planner; expected an LM planner ('llm' "
+                             "or the tiny one), whose answers can be trained")  # fmt: skip
+        return self
+
+
 class LoRAConfig(Config):
     """Low-rank adapters (peft) on the student of an RL stage; null in TrainConfig: full fine-tuning. No
     dropout: the RL stages replay their rollouts, and a ratio of exactly 1 before an update needs the
@@ -278,6 +339,7 @@ class TrainConfig(Config):
     distill: DistillConfig = DistillConfig()
     grpo: GRPOConfig = GRPOConfig()
     copo: CoPOConfig = CoPOConfig()
+    tempact: TempActConfig = TempActConfig()
     lora: LoRAConfig | None = Field(
         None,
         description="RL stages: train LoRA adapters (peft) instead of every weight; null: full fine-tuning",
@@ -303,17 +365,27 @@ class TrainConfig(Config):
 
     @model_validator(mode="after")
     def _copo_settings(self) -> TrainConfig:
-        if self.stage != "copo":
+        if self.stage not in ("copo", "tempact"):
             return self
-        if self.copo.separate_adapters and self.lora is None:
+        if self.stage == "copo" and self.copo.separate_adapters and self.lora is None:
             raise ValueError("copo.separate_adapters is true with lora null; expected a lora section (the "
                              "adapters are LoRA adapters) or separate_adapters false")  # fmt: skip
         if self.distributed == "fsdp":
             raise ValueError(
-                "distributed is 'fsdp' for stage copo; expected 'ddp': each condition forks at its own "
-                "chunk, so processes run different numbers of passes and FSDP's per-pass gathers would not "
-                "pair up"
+                f"distributed is 'fsdp' for stage {self.stage}; expected 'ddp': each condition forks at its "
+                "own chunk, so processes run different numbers of passes and FSDP's per-pass gathers "
+                "would not pair up"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _step_prompts(self) -> TrainConfig:
+        for name in ("grpo", "copo"):
+            if self.stage == name and "step_following" in getattr(self, name).reward_weights:
+                raise ValueError(
+                    f"{name}.reward_weights names step_following; expected it only in tempact, whose plans "
+                    "give the step prompts it scores against"
+                )
         return self
 
     @model_validator(mode="after")

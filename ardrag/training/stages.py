@@ -64,6 +64,11 @@ def _check_rewards(config: TrainConfig) -> None:
             f"{config.stage}.aesthetic_clip and {config.stage}.aesthetic_head are not set: the aesthetic "
             "reward needs a CLIP ViT-L/14 folder and LAION's aesthetic MLP weights (local paths)"
         )
+    if config.stage == "tempact" and not random_scorer and g.text_clip is None:
+        raise ConfigError(
+            "tempact.text_clip is not set: the step-following reward needs a CLIP folder with text and "
+            "vision towers (a local path)"
+        )
 
 
 def _plot_rewards(config: TrainConfig) -> str | None:
@@ -112,6 +117,18 @@ STAGES: dict[str, StageSpec] = {
             section="copo",
             init_required="AR-CoPO starts from the distilled (or GRPO-trained) student; set it to that "
             "stage's export (<run_dir>/student)",
+            check=_check_rewards,
+            plot=_plot_rewards,
+            lora=True,
+        ),
+        StageSpec(
+            name="tempact",
+            stage="ardrag.training.tempact:TempActStage",
+            export="student",
+            main_loss="tempact/reward_total",
+            section="tempact",
+            init_required="TempAct's executor RL starts from the distilled (or RL-trained) student; set it "
+            "to that stage's export (<run_dir>/student)",
             check=_check_rewards,
             plot=_plot_rewards,
             lora=True,

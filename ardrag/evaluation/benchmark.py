@@ -9,6 +9,14 @@
   of ``ardrag generate`` (:mod:`ardrag.inference.trajectory`; as many frames as the clip should have);
   ``prompt``: the text; ``reference_video`` (optional): the real clip, for FID and FVD, whose frames
   follow the trajectory's.
+- ``prompts`` (optional): step-wise prompts, ``[{"frame": 5, "text": "...", "mode": "keep"}]``, the
+  format of a trajectory's ``prompts`` (:func:`~ardrag.inference.trajectory.parse_prompts`): from that
+  pixel frame on the clip follows ``text`` instead of ``prompt``. A clip's schedule is the entry's
+  ``prompts`` or its trajectory file's ``prompts``, never both: an entry with ``prompts`` whose trajectory
+  has its own is refused (one clip, two schedules, and no telling which was meant), so one drag file
+  can serve entries with different schedules only when it carries none itself. The entry's switches are
+  checked when the list is read; their frames against the drag's length when the clip is evaluated
+  (:func:`clip_schedule`), since the list is read without opening any file.
 - Blank lines and lines starting with ``#`` are skipped. A line that is not a valid entry becomes an
   :class:`EntryError` with its line number and reason: the evaluation reports it per clip and goes on.
 
@@ -24,9 +32,10 @@ the toy model's training data, at its size, from a seed it never trained on. A u
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +48,10 @@ from ardrag.data.sources.procedural import ProceduralConfig, ProceduralSource
 from ardrag.data.sources.toy import ToyConfig, ToySource
 from ardrag.errors import ConfigError
 from ardrag.fsutil import atomic_write
+from ardrag.inference.trajectory import Trajectory, parse_prompts
 
 LIST_NAME = "benchmark.jsonl"
-_KEYS = {"id", "reference", "trajectory", "prompt", "reference_video"}
+_KEYS = {"id", "reference", "trajectory", "prompt", "reference_video", "prompts"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,8 @@ class BenchmarkEntry:
     trajectory: Path
     prompt: str
     reference_video: Path | None = None
+    prompts: list[Any] | None = None  # the entry's schedule as written, checked but for its frames' range
+    line: int = field(default=0, compare=False)  # in the list, for the errors found when the clip is run
 
 
 @dataclass(frozen=True)
@@ -75,10 +87,32 @@ def _entry(obj: Any, line: int, root: Path) -> BenchmarkEntry | EntryError:
     video = obj.get("reference_video")
     if video is not None and (not isinstance(video, str) or not video.strip()):
         return EntryError(label, line, f"'reference_video' is {video!r}; expected a path or no key")
+    if "prompts" in obj:
+        try:  # everything but the frames' range, which needs the drag
+            parse_prompts(obj["prompts"], None, f"line {line}")
+        except ConfigError as err:
+            return EntryError(label, line, str(err))
     return BenchmarkEntry(
         id=obj["id"], reference=root / obj["reference"], trajectory=root / obj["trajectory"],
         prompt=obj["prompt"], reference_video=None if video is None else root / video,
+        prompts=obj.get("prompts"), line=line,
     )  # fmt: skip
+
+
+def clip_schedule(entry: BenchmarkEntry, trajectory: Trajectory) -> tuple[Trajectory, str | None]:
+    """The clip's drag under its prompt schedule, and where the schedule came from ("entry", "trajectory",
+    or None for none): the entry's ``prompts`` parsed against the drag's frames, or the trajectory file's
+    own. Both at once is a :class:`ConfigError` (the rule in the module docstring)."""
+    if entry.prompts is None:
+        return trajectory, "trajectory" if trajectory.prompts else None
+    source = f"line {entry.line}"
+    if trajectory.prompts:
+        raise ConfigError(
+            f"{source}: the entry has 'prompts' and so does its trajectory '{entry.trajectory}'; expected "
+            "one schedule per clip (drop the entry's 'prompts' or the trajectory's)"
+        )
+    switches = parse_prompts(entry.prompts, trajectory.num_frames, source)
+    return dataclasses.replace(trajectory, prompts=switches), "entry" if switches else None
 
 
 def load_benchmark(path: str | os.PathLike[str]) -> list[BenchmarkEntry | EntryError]:

@@ -4,7 +4,14 @@ For each clip of the benchmark (:mod:`ardrag.evaluation.benchmark`): the referen
 are read and fitted to the model's resolution as ``ardrag generate`` does, the reference video (when
 given) gets the same resize and crop, and the student streams the clip (``stream_clip``). A clip whose
 files are missing or invalid (an unreadable image, trajectory lists of different lengths, a reference
-video shorter than the drag) is reported with its reason and the evaluation goes on with the others.
+video shorter than the drag, a prompt switch past the drag's last frame) is reported with its reason and
+the evaluation goes on with the others.
+
+**Prompt schedules.** A clip with step-wise prompts (the entry's ``prompts`` or its trajectory's, see
+:mod:`ardrag.evaluation.benchmark`) switches at the same latent frames as ``ardrag generate``: both
+stream through ``stream_clip``, which applies the trajectory's switches. Each clip's results name the
+switches it ran under (``prompts``, as ``ardrag generate --json`` lists them) and where they came from
+(``prompts_from``); ``results.md`` lists the clips that switched.
 
 Columns (:data:`ardrag.metrics.METRICS` says what each one is):
 
@@ -45,6 +52,7 @@ from ardrag.errors import ArdragError, ConfigError
 from ardrag.evaluation.benchmark import (
     BenchmarkEntry,
     EntryError,
+    clip_schedule,
     eval_set_config,
     load_benchmark,
     write_procedural_benchmark,
@@ -98,7 +106,8 @@ def _prepare(entry: BenchmarkEntry, width: int, height: int) -> dict[str, Any]:
     """Read and fit one clip's inputs; raises ArdragError / ValueError / OSError naming the problem."""
     from ardrag.inference.trajectory import fit_to_resolution, load_reference, load_trajectory
 
-    image, trajectory = load_reference(entry.reference), load_trajectory(entry.trajectory)
+    image = load_reference(entry.reference)
+    trajectory, prompts_from = clip_schedule(entry, load_trajectory(entry.trajectory))
     h0, w0 = image.shape[:2]
     image, trajectory = fit_to_resolution(image, trajectory, width, height)
     reference = None
@@ -117,7 +126,7 @@ def _prepare(entry: BenchmarkEntry, width: int, height: int) -> dict[str, Any]:
                 f"reference image is {w0}x{h0} (expected the same size)"
             )
         reference = ResizeCrop.fit(w0, h0, Bucket(width, height)).apply_frames(video[: trajectory.num_frames])
-    return {"image": image, "trajectory": trajectory, "reference": reference}
+    return {"image": image, "trajectory": trajectory, "reference": reference, "prompts_from": prompts_from}
 
 
 def _finite(values: list[float]) -> float | None:
@@ -149,7 +158,8 @@ def evaluate(
     checked before any compute). Every clip renders at the model's width x height, not at its nearest
     bucket as ``ardrag generate`` does: FID, FVD and the grid compare clips of one size.
     ``clip_fn(pipe, image, trajectory, prompt, seed=)`` -> (video, seconds to its first frame) replaces
-    the student's streaming generation (e.g. the teacher's full sampler, for comparison)."""
+    the student's streaming generation (e.g. the teacher's full sampler, for comparison); the clip's
+    prompt schedule is ``trajectory.prompts``, as ``stream_clip`` reads it."""
     from ardrag.inference.generate import load_pipeline, stream_clip
     from ardrag.metrics import (
         acceleration_smoothness_scores,
@@ -189,7 +199,7 @@ def evaluate(
                 warmed = True
             video, first = clip_fn(pipe, inputs["image"], traj, entry.prompt, seed=seed)
         except (ArdragError, ValueError, OSError) as err:
-            errors.append({"id": entry.id, "error": str(err)})
+            errors.append({"id": entry.id, "line": entry.line, "error": str(err)})
             log.warning("clip %s skipped: %s", entry.id, err)
             continue
         cons = motion_consistency(video, traj.tracks, traj.visible, nets.tracker)
@@ -198,6 +208,7 @@ def evaluate(
             "aesthetic": float(aesthetic_scores([video], nets.scorer)[0]),
             "smoothness": float(acceleration_smoothness_scores([video], nets.tracker)[0]),
             "consistency": cons.score, "consistency_error_px": cons.mean_error_px,
+            "prompts": [s.record() for s in traj.prompts], "prompts_from": inputs["prompts_from"],
         }  # fmt: skip
         clips.append(row)
         latencies.append(first)
@@ -280,6 +291,14 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {r['id']} | {r['frames']} | {_fmt(r['latency_s'])} | {_fmt(r['aesthetic'])} | "
             f"{_fmt(r['smoothness'])} | {_fmt(r['consistency'])} | {_fmt(r['consistency_error_px'])} |"
         )
+    switched = [r for r in results["clips"] if r.get("prompts")]
+    if switched:
+        note = "Clips generated under step-wise prompts; a switch holds from its latent frame on."
+        lines += ["", "## Prompt switches", "", note, ""]
+        for r in switched:
+            steps = "; ".join(f"frame {p['frame']} (latent {p['latent_frame']}, {p['mode']}): {p['text']!r}"
+                              for p in r["prompts"])  # fmt: skip
+            lines.append(f"- `{r['id']}` (from the {r['prompts_from']}): {steps}")
     if results["errors"]:
         lines += ["", "## Errors", ""] + [f"- `{e['id']}`: {e['error']}" for e in results["errors"]]
     lines += ["", "## Columns", ""] + [f"- **{k}**: {v}" for k, v in results["descriptions"].items()]

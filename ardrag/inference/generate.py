@@ -215,8 +215,7 @@ def generate(
         "out": str(out), "frames": int(len(video)), "width": width, "height": height, "size_from": why,
         "reference_size": [w0, h0], "buckets": pipe.config.buckets, "device": str(device),
         "dtype": dtype_name(dtype), "attention_sink": pipe.config.attention_sink,
-        "prompts": [{"frame": s.frame, "latent_frame": s.latent_frame, "text": s.text, "mode": s.mode}
-                    for s in trajectory.prompts],
+        "prompts": [s.record() for s in trajectory.prompts],
     }  # fmt: skip
     if overlay:
         path = out.with_name(out.stem + ".overlay.mp4")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -60,6 +61,10 @@ class PromptSwitch:
     @property
     def latent_frame(self) -> int:
         return 0 if self.frame == 0 else (self.frame + 3) // 4
+
+    def record(self) -> dict[str, Any]:
+        """The switch as a summary reports it (``ardrag generate --json``, ``ardrag eval``'s results)."""
+        return {"frame": self.frame, "latent_frame": self.latent_frame, "text": self.text, "mode": self.mode}
 
 
 @dataclass(frozen=True, eq=False)
@@ -168,9 +173,12 @@ def parse_trajectory(
     return Trajectory(xy.astype(np.float32), visible, intensity, width, height, float(fps), prompts)
 
 
-def parse_prompts(value: Any, frames: int, source: str, field: str = "prompts") -> tuple[PromptSwitch, ...]:
+def parse_prompts(
+    value: Any, frames: int | None, source: str, field: str = "prompts"
+) -> tuple[PromptSwitch, ...]:
     """Validate a prompt schedule for a trajectory of ``frames`` pixel frames (format in the module
-    docstring)."""
+    docstring). ``frames`` None: the drag is not read yet (a benchmark list), frames are only checked
+    to be >= 0; the schedule is parsed again with the drag's length before it is used."""
     if not isinstance(value, list):
         _fail(source, field, value, 'a list of switches [{"frame": n, "text": "..."}]')
     out: list[PromptSwitch] = []
@@ -180,8 +188,10 @@ def parse_prompts(value: Any, frames: int, source: str, field: str = "prompts") 
             _fail(source, where, item, 'an object {"frame": n, "text": "...", "mode": "recache"}')
         _check_keys(item, _PROMPT_KEYS, where, source)
         frame = item.get("frame")
-        if not isinstance(frame, int) or isinstance(frame, bool) or not 0 <= frame < frames:
-            _fail(source, f"{where}.frame", frame, f"a pixel frame in 0 .. {frames - 1} (the drag's frames)")
+        end = math.inf if frames is None else frames
+        if not isinstance(frame, int) or isinstance(frame, bool) or not 0 <= frame < end:
+            drag = ">= 0" if frames is None else f"in 0 .. {frames - 1} (the drag's frames)"
+            _fail(source, f"{where}.frame", frame, f"a pixel frame {drag}")
         text = item.get("text")
         if not isinstance(text, str) or not text.strip():
             _fail(source, f"{where}.text", text, "a non-empty prompt")

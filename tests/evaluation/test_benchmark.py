@@ -14,12 +14,13 @@ from ardrag.evaluation.benchmark import (
     LIST_NAME,
     BenchmarkEntry,
     EntryError,
+    clip_schedule,
     eval_set_config,
     load_benchmark,
     procedural_config,
     write_procedural_benchmark,
 )
-from ardrag.inference.trajectory import load_reference, load_trajectory
+from ardrag.inference.trajectory import PromptSwitch, load_reference, load_trajectory, parse_trajectory
 
 GOOD = {"id": "a", "reference": "a.png", "trajectory": "a.json", "prompt": "a kite"}
 
@@ -55,8 +56,16 @@ def test_entries_resolve_paths_beside_the_list_and_skip_blanks_and_comments(tmp_
         ({**GOOD, "reference_video": 3}, "'reference_video' is 3"),
         ({**GOOD, "id": "first"}, "id 'first' appears twice"),
         ("{not json", "not valid JSON"),
+        ({**GOOD, "prompts": {"frame": 2}}, "line 3: prompts is {'frame': 2}; expected a list of switches"),
+        ({**GOOD, "prompts": [{"frame": 2, "text": "b", "mode": "rebuild"}]},
+         "line 3: prompts[0].mode is 'rebuild'; expected one of ['keep', 'recache']"),
+        ({**GOOD, "prompts": [{"frame": -1, "text": "b"}]},
+         "line 3: prompts[0].frame is -1; expected a pixel frame >= 0"),
+        ({**GOOD, "prompts": [{"frame": 5, "text": "a"}, {"frame": 7, "text": "b"}]},
+         "line 3: prompts[1].frame is 7 (latent frame 2), but prompts[0] at frame 5 holds latent frame 2 on"),
+        ({**GOOD, "prompts": [{"frame": 2, "txt": "b"}]}, "prompts[0] has unknown key 'txt'"),
     ],
-)
+)  # fmt: skip
 def test_a_bad_line_is_an_entry_error_with_its_line_and_the_rest_is_kept(tmp_path, line, reason):
     first = {**GOOD, "id": "first"}
     entries = load_benchmark(write_list(tmp_path, first, "# skipped", line, {**GOOD, "id": "last"}))
@@ -64,6 +73,37 @@ def test_a_bad_line_is_an_entry_error_with_its_line_and_the_rest_is_kept(tmp_pat
     error = entries[1]
     assert error.line == 3 and reason in error.reason
     assert error.id == (line["id"] if isinstance(line, dict) else "line-3")
+
+
+def drag(frames, **extra):
+    points = [{"x": [5.0] * frames, "y": [5.0] * frames}]
+    return parse_trajectory({"width": 96, "height": 64, "points": points, **extra})
+
+
+def test_an_entry_carries_a_schedule_checked_against_its_drag_when_the_clip_runs(tmp_path):
+    """The entry's ``prompts`` become the clip's switches once the drag's length is known; a trajectory's
+    own schedule is used when the entry has none; both at once, or a switch past the drag, is refused."""
+    switches = [{"frame": 5, "text": "the kite dives", "mode": "keep"}]
+    a, b = load_benchmark(write_list(tmp_path, {**GOOD, "prompts": switches}, {**GOOD, "id": "b"}))
+    assert a.prompts == switches and a.line == 1 and b.prompts is None
+    traj, origin = clip_schedule(a, drag(9))
+    assert origin == "entry" and traj.prompts == (PromptSwitch(5, "the kite dives", "keep"),)
+    assert traj.prompts[0].record() == {
+        "frame": 5,
+        "latent_frame": 2,
+        "text": "the kite dives",
+        "mode": "keep",
+    }
+    own = drag(9, prompts=[{"frame": 1, "text": "up"}])
+    assert clip_schedule(b, own) == (own, "trajectory") and clip_schedule(b, drag(9))[1] is None
+    with pytest.raises(
+        ConfigError, match=r"line 1: prompts\[0\].frame is 5; expected a pixel frame in 0 .. 4"
+    ):
+        clip_schedule(a, drag(5))
+    with pytest.raises(
+        ConfigError, match="line 1: the entry has 'prompts' and so does its trajectory '.*a.json'"
+    ):
+        clip_schedule(a, own)
 
 
 def test_a_missing_or_empty_list_is_a_config_error(tmp_path):

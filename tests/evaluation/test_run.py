@@ -13,7 +13,9 @@ import pytest
 from ardrag.data.sources.procedural import ProceduralConfig
 from ardrag.evaluation.benchmark import EntryError, load_benchmark, write_procedural_benchmark
 from ardrag.evaluation.run import COLUMNS, evaluate
+from ardrag.inference import generate as gen
 from ardrag.model.pipeline import ARDragPipeline
+from ardrag.presets import TINY
 
 
 @pytest.mark.slow
@@ -81,6 +83,67 @@ def test_bad_entries_are_reported_per_clip_and_the_rest_is_evaluated(tmp_path):
     assert results["columns"]["fvd"] is None and "16+ frames" in results["notes"]["fvd"]  # 9-frame clips
     table = (tmp_path / "out" / "results.md").read_text()
     assert "## Errors" in table and "missing-image" in table and "fvd: not computed" in table
+
+
+def test_a_clip_with_a_schedule_switches_at_its_frame_and_its_results_say_so(tmp_path, monkeypatch):
+    """Schedules from the entry (keep) and from the trajectory file (recache), at pixel frame 5 of 9-frame
+    clips (latent frames 0, 1-4, 5-8): frames 0-4 are bit-identical to the same clip without a schedule,
+    frames 5-8 are not; each clip's results list its switches. A schedule the list refuses (an unknown
+    mode), one past the drag's frames, and one in both the entry and the trajectory are reported for their
+    clips, with their line, and the other clips still run."""
+    bench = tmp_path / "bench"
+    write_procedural_benchmark(
+        ProceduralConfig(num_clips=2, seed=5, num_frames=9, buckets=["640x368"]), bench
+    )
+    listing = bench / "benchmark.jsonl"
+    first, second = (json.loads(x) for x in listing.read_text().splitlines())
+    keep = {"frame": 5, "text": "the shapes drift apart", "mode": "keep"}
+    recache = {**keep, "mode": "recache"}
+    traj = json.loads((bench / second["trajectory"]).read_text())
+    (bench / "switching.json").write_text(json.dumps({**traj, "prompts": [recache]}))
+    lines = [
+        first, {**first, "id": "entry-switch", "prompts": [keep]},
+        second, {**second, "id": "trajectory-switch", "trajectory": "switching.json"},
+        {**second, "id": "both", "trajectory": "switching.json", "prompts": [keep]},
+        {**first, "id": "late", "prompts": [{**keep, "frame": 9}]},
+        {**first, "id": "bad-mode", "prompts": [{**keep, "mode": "rebuild"}]},
+    ]  # fmt: skip
+    listing.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    calls, stream = [], gen.stream_clip
+
+    def recording(pipe, image, trajectory, prompt, **kw):  # the library's stream, its videos kept
+        video, first_s = stream(pipe, image, trajectory, prompt, **kw)
+        calls.append(video)
+        return video, first_s
+
+    monkeypatch.setattr(gen, "stream_clip", recording)  # evaluate's default clip_fn
+    results = evaluate(
+        tmp_path / "out", preset=TINY, benchmark=bench, progress=False, pipe=ARDragPipeline.tiny()
+    )
+
+    ids = [c["id"] for c in results["clips"]]
+    assert ids == [first["id"], "entry-switch", second["id"], "trajectory-switch"]
+    videos = dict(zip(ids, calls[1:], strict=True))  # calls[0]: the untimed warm-up
+    for plain, switched in ((first["id"], "entry-switch"), (second["id"], "trajectory-switch")):
+        np.testing.assert_array_equal(videos[switched][:5], videos[plain][:5])
+        assert not np.array_equal(videos[switched][5:], videos[plain][5:]), switched
+    clips = {c["id"]: c for c in json.loads((tmp_path / "out" / "results.json").read_text())["clips"]}
+    assert clips["entry-switch"]["prompts"] == [{**keep, "latent_frame": 2}]
+    assert clips["trajectory-switch"]["prompts"] == [{**recache, "latent_frame": 2}]
+    assert [clips[i]["prompts_from"] for i in ids] == [None, "entry", None, "trajectory"]
+    assert clips[first["id"]]["prompts"] == clips[second["id"]]["prompts"] == []
+
+    errors = {e["id"]: e for e in results["errors"]}
+    assert set(errors) == {"both", "late", "bad-mode"}
+    assert [errors[i]["line"] for i in ("both", "late", "bad-mode")] == [5, 6, 7]
+    assert "line 5: the entry has 'prompts' and so does its trajectory" in errors["both"]["error"]
+    late = "line 6: prompts[0].frame is 9; expected a pixel frame in 0 .. 8 (the drag's frames)"
+    assert late in errors["late"]["error"]
+    assert "prompts[0].mode is 'rebuild'; expected one of ['keep', 'recache']" in errors["bad-mode"]["error"]
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "## Prompt switches" in table
+    assert "- `entry-switch` (from the entry): frame 5 (latent 2, keep): 'the shapes drift apart'" in table
+    assert "`trajectory-switch` (from the trajectory)" in table and f"`{first['id']}` (from" not in table
 
 
 def test_the_grid_enlarges_small_clips_so_that_a_person_can_see_them():

@@ -64,7 +64,7 @@ class PlanRefused(ConfigError):
     """An LM's text is not a valid plan; the message says what was wrong with it."""
 
 
-def _latent_frame(frame: int) -> int:
+def latent_frame(frame: int) -> int:
     """The latent frame holding pixel frame ``frame`` (as ``PromptSwitch.latent_frame``): 0, then 1-4, ..."""
     return 0 if frame == 0 else (frame + 3) // 4
 
@@ -121,10 +121,10 @@ class Plan:
                         f"plan step {i} starts at frame {step.start}, inside step {i - 1}'s span "
                         f"[{prev.start}, {prev.end}); expected spans in increasing order, not overlapping"
                     )
-                if _latent_frame(step.start) == _latent_frame(prev.start):
+                if latent_frame(step.start) == latent_frame(prev.start):
                     raise ConfigError(
                         f"plan step {i} starts at frame {step.start}, in latent frame "
-                        f"{_latent_frame(step.start)} as step {i - 1} (frame {prev.start}); expected each "
+                        f"{latent_frame(step.start)} as step {i - 1} (frame {prev.start}); expected each "
                         "step to start in a later latent frame (pixel frames 1-4, 5-8, ... share one)"
                     )
 

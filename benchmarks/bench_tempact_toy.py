@@ -10,12 +10,12 @@ was chosen on them).
 **Training** (per seed of --seeds; ``TrainConfig.seed`` is every draw of the run, and the seed of the
 tiny random CLIP that the ``step_following`` reward uses): the ``tempact`` stage
 (``ardrag.training.tempact``, through ``ardrag.training.run.train``) for --steps steps, --batch
-conditions per step, --plans plans per condition from the ``fixed`` planner (two steps: --first over
-pixel frames 0 .. --switch - 1, --second from --switch on), E = --group continuations per plan, lr --lr,
-``TempActConfig``'s defaults otherwise (switch mode ``keep``, clip range 1e-3, KL 5e-4, reward weights
-step_following 1 and aesthetic 0.1, the aesthetic network random too). The fixed planner gives every plan
-of a planning group the same steps, so the planning group only repeats the execution group; planner
-credit is off.
+conditions per step, --plans plans per condition (default 1) from the ``fixed`` planner (two steps:
+--first over pixel frames 0 .. --switch - 1, --second from --switch on), E = --group continuations per
+plan, lr --lr, ``TempActConfig``'s defaults otherwise (switch mode --mode, ``keep``; clip range 1e-3, KL
+5e-4, reward weights step_following 1 and aesthetic 0.1, the aesthetic network random too). The fixed
+planner gives every plan the same steps, and the plans of a condition share their noise, so a second
+plan would only repeat the first's execution group: one plan per condition; planner credit is off.
 
 **Figures.** Each model (the starting student, and every seed's final student) streams every held-out
 clip through ``StreamSession`` (the deployed sampler, draws of seed 0) under --first, switched with
@@ -136,7 +136,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--clips", type=int, default=4, help="training pool")
     ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--plans", type=int, default=2)
+    ap.add_argument("--plans", type=int, default=1)
     ap.add_argument("--group", type=int, default=4, help="E: continuations per plan")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--mode", choices=["keep", "recache"], default="keep")

@@ -316,15 +316,16 @@ class StreamSession:
 
         ``keep``: the KV cache stays as it is (the last frame is written under the prompt it was made
         with), so the frames in view keep the old prompt's keys and values. ``recache`` (LongLive's KV
-        re-cache): the frames in the cache's view (the sink's and the rolling window's) are written
-        again, in time order into fresh caches, under the new prompt, so that what follows attends to
-        context encoded under it. A switch drops what :meth:`regenerate` would undo."""
+        re-cache): the last frame is written first (:meth:`flush`), then the frames in the cache's view
+        (the sink's and the rolling window's) are written again, in time order into fresh caches, under
+        the new prompt, so that what follows attends to context encoded under it (the same frames whether
+        or not :meth:`flush` ran before; training's rollouts switch the same way). A switch drops what
+        :meth:`regenerate` would undo."""
         if mode not in PROMPT_MODES:
             raise ConfigError(f"prompt switch mode is {mode!r}; expected one of {list(PROMPT_MODES)}")
         if not isinstance(prompt, str) or not prompt.strip():
             raise ConfigError(f"the new prompt is {prompt!r}; expected a description of what follows")
-        if mode == "keep":
-            self.flush()
+        self.flush()
         model = self.pipe.transformer
         self.text, self.negative = self.pipe.encode_prompt(prompt)
         if self.batched:
@@ -333,8 +334,7 @@ class StreamSession:
             self.cross = [CrossCache.empty(len(model.blocks)) for _ in self.cross]
         self._before_last = None
         if mode == "recache":
-            frames = [f for _, f in self._written] + ([self._pending] if self._pending is not None else [])
-            self._pending, self._written = None, []
+            frames, self._written = [f for _, f in self._written], []
             new = model.new_ring_cache if self.options.ring_cache else model.new_cache
             self.caches = [new(sink=self.options.attention_sink) for _ in self.caches]
             for frame in frames:

@@ -4,20 +4,24 @@
 **Planning groups.** Each condition's caption is the instruction. The planner (:mod:`ardrag.planners`,
 ``tempact.planner``) samples ``plans`` plans for it, one seed each (:meth:`sample`); a plan the planner's
 validation refuses falls back to the instruction as one step (format score 0), as TempAct's code does.
-A plan maps the clip's pixel frames to step prompts; latent frame m is generated under the prompt of
-the step that holds its first pixel frame (frame 0, then 4 per latent frame), and at a step's first latent
-frame the prompt switches as ``StreamSession.set_prompt`` switches it: ``keep`` leaves the KV cache as it
-is, ``recache`` writes the frames in the cache's view again under the new prompt (LongLive). With
-``lookahead`` each step's prompt is encoded joined with the next step's (TempAct's code); the rewards
-always score against the step's own text.
+A plan maps the clip's pixel frames to step prompts, switched as ``ardrag generate --prompt-schedule``
+switches them: a step's prompt from the latent frame that holds its start frame on (frames before the
+first step follow the instruction), and at that frame the prompt switches as ``StreamSession.set_prompt``
+switches it: ``keep`` leaves the KV cache as it is, ``recache`` writes the frames in the cache's view
+again under the new prompt (LongLive), the same frames in the same order as the session
+(tests/training/test_tempact.py checks the two bit for bit). Each step prompt is encoded alone, as the
+session encodes one. With ``lookahead`` it is encoded joined with the next step's (TempAct's code); the
+rewards always score against the step's own text.
 
 **Execution groups** (:func:`plan_rollout`). For each plan, a fork frame f is drawn (seeded) among the
 plan's switch frames after the first latent frame (TempAct forks at a prompt-switch boundary; a plan with
 no switch forks at a frame drawn from 1 .. F - 1). Frames 0 .. f - 1 are generated once, at batch 1, by the
 deployed sampler (:class:`~ardrag.inference.sampler.FrameSampler`, the ``_velocity`` pass that GRPO and
-AR-CoPO share): the shared visual context. Its KV cache is repeated E times (``group_size``), and each
-continuation draws fresh noise for every remaining frame and every re-noising step (TempAct's
-exploration; AR-CoPO would share it) and finishes the clip. Only frame f is recorded for training: its
+AR-CoPO share): the shared visual context. A recache at f runs once, on that context; then its KV cache
+is repeated E times (``group_size``), and each continuation draws fresh noise for every remaining frame
+and every re-noising step (TempAct's exploration; AR-CoPO would share it) and finishes the clip. The
+plans of one instruction share these draws (the prefix's and each continuation's), so that their
+rewards differ by the plan, not by the noise. Only frame f is recorded for training: its
 every re-noising transition (all but the last denoising step), each a Gaussian action
 N((1 - s') x0_theta(x_n), s'^2) whose log-probability is averaged over elements, as in GRPO.
 
@@ -25,11 +29,12 @@ N((1 - s') x0_theta(x_n), s'^2) whose log-probability is averaged over elements,
 or the clip's end), the weighted sum of the registered rewards (``reward_weights``; by default
 ``step_following``, the CLIP text-image similarity of each pixel frame with the step prompt active at it,
 and ``aesthetic``), averaged over the window. Advantage: the reward minus its mean over the plan's E
-continuations, divided by the standard deviation of those centred rewards over the whole batch (every
-process's, gathered), clipped to +-``advantage_clip`` (TempAct's code). Planner (global): the same
-weighted rewards over every latent frame after the first, each against its own step prompt, averaged over
-the E continuations, minus ``format_penalty`` (1 - format score); plan advantages are normalised per
-instruction over its P plans (population std + 1e-6; equal rewards give zero).
+continuations, divided by the standard deviation (Bessel-corrected) of all the rewards of the batch
+(every process's, gathered) + 1e-6, clipped to +-``advantage_clip`` (TempAct's code). Planner
+(global): the same weighted rewards over every latent frame after the first, each against its own step
+prompt, averaged over the E continuations, minus ``format_penalty`` (1 - format score); plan
+advantages are normalised per instruction over its P plans (population std + 1e-6; equal rewards give
+zero).
 
 **Executor loss**: GRPO's clipped objective (:func:`ardrag.training.grpo.grpo_loss`) over frame f's
 transitions and the E continuations of every plan, with the KL to the starting student in closed form.
@@ -45,7 +50,10 @@ advantages are still computed and logged (``plan_adv_abs``), so a run shows how 
 
 **Choices the sources leave open, made here:** the fork is drawn per plan and step (TempAct: once per
 epoch from {6, 12} latent frames); the reward is a CLIP similarity and the aesthetic predictor in place of
-a VLM judge and PickScore; the continuation always runs to the clip's end (``latent_frames`` caps it).
+a VLM judge and PickScore; the continuation always runs to the clip's end (``latent_frames`` caps it);
+the plans of an instruction share their noise. The rollouts' KV cache has no attention sink (as GRPO's
+and AR-CoPO's): a pipeline with ``attention_sink`` > 0 streams with one that training does not see.
+The planner trains every weight of the LM (TempAct: LoRA) and is saved in the checkpoints only.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ import torch
 from ardrag.errors import ConfigError
 from ardrag.inference.sampler import FrameNoise, FrameSampler, SampleRandom
 from ardrag.model.transformer_ardrag import CausalARDragTransformer
+from ardrag.planners import latent_frame
 from ardrag.training.conditions import Conditions, sample_seed
 from ardrag.training.copo import _rank_world, _Rows, repeat_cache
 from ardrag.training.grpo import GRPOStage, _velocity, decode_video, gaussian_logprob, grpo_loss
@@ -68,11 +77,6 @@ Inputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # a frame's (mask, ima
 
 
 # -- prompts per frame ---------------------------------------------------------------------------
-def latent_of(pixel: int) -> int:
-    """The latent frame holding pixel frame ``pixel``: 0, then 1-4 -> 1, 5-8 -> 2, ..."""
-    return 0 if pixel == 0 else (pixel + 3) // 4
-
-
 def pixel_frames(latent_frames: int) -> int:
     return 1 + 4 * (latent_frames - 1)
 
@@ -87,12 +91,19 @@ class Schedule:
     switches: tuple[int, ...]  # latent frames where a new step starts (after frame 0)
 
     @classmethod
-    def from_plan(cls, plan: Any, frames: int, lookahead: bool = False) -> Schedule:
-        """``plan`` (an :class:`ardrag.planners.Plan` over ``pixel_frames(frames)`` frames): a latent frame
-        follows the last step started at or before its first pixel frame (the first step before it)."""
+    def from_plan(cls, plan: Any, frames: int, lookahead: bool = False, instruction: str | None = None,
+                  ) -> Schedule:  # fmt: skip
+        """``plan`` (an :class:`ardrag.planners.Plan` over ``pixel_frames(frames)`` frames) switched as
+        ``ardrag generate`` switches its schedule: a step's prompt from the latent frame that holds its
+        start frame (``PromptSwitch.latent_frame``) on. Frames before the first step follow
+        ``instruction`` (``--prompt``'s part; required when the plan starts after frame 0)."""
         steps = [s.text for s in plan.steps]
-        starts = [latent_of(s.start) for s in plan.steps]
-        frame_step = tuple(max([0] + [i for i, st in enumerate(starts) if st <= m]) for m in range(frames))
+        starts = [latent_frame(s.start) for s in plan.steps]
+        if starts[0] > 0:
+            if instruction is None:
+                raise ValueError("the plan starts after frame 0; the frames before it need the instruction")
+            steps, starts = [instruction, *steps], [0, *starts]
+        frame_step = tuple(max(i for i, st in enumerate(starts) if st <= m) for m in range(frames))
         texts = tuple(
             f"{a} {b}" if lookahead and i + 1 < len(steps) else a
             for i, (a, b) in enumerate(zip(steps, [*steps[1:], ""], strict=True))
@@ -103,7 +114,7 @@ class Schedule:
     def pixel_prompts(self, frames: int) -> list[str]:
         """The step prompt of each pixel frame of ``frames`` latent frames (a latent frame's pixel frames
         share its step)."""
-        return [self.steps[self.frame_step[latent_of(t)]] for t in range(pixel_frames(frames))]
+        return [self.steps[self.frame_step[latent_frame(t)]] for t in range(pixel_frames(frames))]
 
     def window(self, fork: int) -> tuple[int, int]:
         """The latent frames [start, end) of the step that holds frame ``fork``."""
@@ -113,33 +124,51 @@ class Schedule:
 
 # -- the rollout ---------------------------------------------------------------------------------
 class _Context:
-    """A KV cache and the frames written into it that are still in view (for a recache): what
-    ``StreamSession`` keeps, for the training passes."""
+    """A KV cache and the frames written into it that are still in view, what a recache writes again
+    (``StreamSession`` keeps the same), for the training passes of one plan."""
 
-    def __init__(self, model: CausalARDragTransformer, window: int):
-        self.model, self.window = model, window
+    def __init__(self, model: CausalARDragTransformer, window: int, sampler: FrameSampler,
+                 texts: torch.Tensor, schedule: Schedule, control: torch.Tensor, mode: str):  # fmt: skip
+        self.model, self.window, self.sampler = model, window, sampler
+        self.texts, self.schedule, self.control, self.mode = texts, schedule, control, mode
         self.cache = model.new_cache(window)
+        self.rows = 1
         self.written: list[tuple[int, int, torch.Tensor, Inputs]] = []  # (cache index, frame, clean, inputs)
 
-    def write(self, m: int, clean: torch.Tensor, inputs: Inputs, rows: _Rows, sampler: FrameSampler) -> None:
-        _velocity(self.model, rows, self.cache, m, clean, sampler.write_timestep, *inputs, write=True)
+    def inputs_of(self, m: int) -> _Rows:
+        """Frame m's text (its step's) and control, one row per continuation."""
+        i = self.schedule.frame_step[m]
+        return _Rows(self.texts[i : i + 1], self.control).expand(self.rows)
+
+    def velocity(self, m: int, x: torch.Tensor, t: float | torch.Tensor, inputs: Inputs,
+                 write: bool = False, prompt: int | None = None) -> torch.Tensor:  # fmt: skip
+        """v of frame m (under frame ``prompt``'s text; default: its own)."""
+        rows = self.inputs_of(m if prompt is None else prompt)
+        return _velocity(self.model, rows, self.cache, m, x, t, *inputs, write=write)
+
+    def write(self, m: int, clean: torch.Tensor, inputs: Inputs, prompt: int | None = None) -> None:
+        """Frame m's cache write (``StreamSession._write``'s bookkeeping: the frames in view are kept)."""
+        self.velocity(m, clean, self.sampler.write_timestep, inputs, write=True, prompt=prompt)
         self.written.append((self.cache.frames_written - 1, m, clean, inputs))
         view = set(self.cache.cached())
         self.written = [w for w in self.written if w[0] in view]
 
-    def recache(self, rows: _Rows, sampler: FrameSampler) -> None:
-        """The frames in view written again, in time order, into a fresh cache under ``rows``' text."""
-        frames, self.written = self.written, []
-        self.cache = self.model.new_cache(self.window)
-        for _, m, clean, inputs in frames:
-            self.write(m, clean, inputs, rows, sampler)
-
-    def repeat(self, rows: int) -> None:
-        self.cache = repeat_cache(self.cache, rows)
-        self.written = [
-            (i, m, c.expand(rows, *c.shape[1:]), tuple(t.expand(rows, *t.shape[1:]) for t in x))
-            for i, m, c, x in self.written
-        ]  # fmt: skip
+    def begin(self, m: int, fork: int, rows: int) -> None:
+        """Before frame m: the prompt switch (``recache``: the frames in view written again, in time
+        order, into a fresh cache under frame m's prompt; ``keep``: nothing), then at the fork the cache
+        repeated for ``rows`` continuations (after the recache: it runs once, at batch 1)."""
+        if self.mode == "recache" and m in self.schedule.switches:
+            frames, self.written = self.written, []
+            self.cache = self.model.new_cache(self.window)
+            for _, k, clean, inputs in frames:
+                self.write(k, clean, inputs, prompt=m)  # under the new prompt: frame m's
+        if m == fork:
+            self.cache = repeat_cache(self.cache, rows)
+            self.rows = rows
+            self.written = [
+                (i, k, c.expand(rows, *c.shape[1:]), tuple(t.expand(rows, *t.shape[1:]) for t in x))
+                for i, k, c, x in self.written
+            ]  # fmt: skip
 
 
 @dataclass
@@ -156,13 +185,7 @@ class PlanRollout:
     mean: torch.Tensor  # the action's Gaussian mean under the rollout's weights
     std: torch.Tensor  # (S,)
     logp: torch.Tensor  # (E, S)
-    clean_fork: torch.Tensor  # (E, 16, 1, h, w) frame f's clean frame
-    clean: torch.Tensor  # (E, 16, F, h, w) every continuation's whole clip
-
-
-def _frame_text(texts: torch.Tensor, schedule: Schedule, m: int, rows: int) -> torch.Tensor:
-    t = texts[schedule.frame_step[m] : schedule.frame_step[m] + 1]
-    return t.expand(rows, *t.shape[1:])
+    clean: torch.Tensor | None  # (E, 16, F, h, w) every continuation's whole clip (dropped once scored)
 
 
 @torch.no_grad()
@@ -178,37 +201,21 @@ def plan_rollout(
     if not 1 <= fork < end <= c.frames:
         raise ValueError(f"fork at frame {fork}, end {end} for a clip of {c.frames} latent frames")
     e = len(seeds)
-    control = c.control[row : row + 1]
+    ctx = _Context(model, window, sampler, texts, schedule, c.control[row : row + 1], mode)
     ref, tokens = c.ref_latent[row : row + 1], c.clip[row : row + 1]
-    ctx = _Context(model, window)
-    noise = FrameNoise(SampleRandom([shared], c.latents.device))
-    prefix, prefix_inputs = [], []
-    for m in range(fork):
-        rows = _Rows(_frame_text(texts, schedule, m, 1), control)
-        if mode == "recache" and m in schedule.switches:
-            ctx.recache(rows, sampler)
-        inputs = noise.inputs(m, ref, tokens)
-        x = noise.start(m, ref)
-        clean, _ = sampler.run(
-            lambda x, n, m=m, rows=rows, inputs=inputs: sampler.predict(
-                x, _velocity(model, rows, ctx.cache, m, x, sampler.timesteps[n], *inputs), n
-            ),
-            x, lambda n, m=m: noise.renoise(m, n, ref),
-        )  # fmt: skip
-        ctx.write(m, clean, inputs, rows, sampler)
-        prefix.append(clean)
-        prefix_inputs.append(inputs)
-    ctx.repeat(e)
+    shared_noise = FrameNoise(SampleRandom([shared], c.latents.device))
     own = FrameNoise(SampleRandom(seeds, c.latents.device))
-    refs, toks = ref.expand(e, *ref.shape[1:]), tokens.expand(e, *tokens.shape[1:])
     rec: dict[str, list[torch.Tensor]] = {"x_in": [], "x_out": [], "mean": []}
-    clean_g, fork_inputs = [], None
-    for m in range(fork, end):
-        rows = _Rows(_frame_text(texts, schedule, m, e), control.expand(e, *control.shape[1:]))
-        if mode == "recache" and m in schedule.switches:
-            ctx.recache(rows, sampler)
-        inputs = own.inputs(m, refs, toks)
-        x = own.start(m, refs)
+    frames, inputs_of = [], []
+    for m in range(end):
+        ctx.begin(m, fork, e)
+        noise = shared_noise if m < fork else own
+        r, t = (
+            (ref, tokens)
+            if m < fork
+            else (ref.expand(e, *ref.shape[1:]), tokens.expand(e, *tokens.shape[1:]))
+        )
+        inputs = noise.inputs(m, r, t)
 
         def on_step(n: int, x: torch.Tensor, x0: torch.Tensor, x_next: torch.Tensor, m=m) -> None:
             if m == fork:
@@ -217,23 +224,21 @@ def plan_rollout(
                 rec["mean"].append(sampler.mean(x0, n))
 
         clean, _ = sampler.run(
-            lambda x, n, m=m, rows=rows, inputs=inputs: sampler.predict(
-                x, _velocity(model, rows, ctx.cache, m, x, sampler.timesteps[n], *inputs), n
+            lambda x, n, m=m, inputs=inputs: sampler.predict(
+                x, ctx.velocity(m, x, sampler.timesteps[n], inputs), n
             ),
-            x, lambda n, m=m: own.renoise(m, n, refs), on_step=on_step,
+            noise.start(m, r), lambda n, m=m, noise=noise, r=r: noise.renoise(m, n, r), on_step=on_step,
         )  # fmt: skip
-        ctx.write(m, clean, inputs, rows, sampler)
-        clean_g.append(clean)
-        if m == fork:
-            fork_inputs = inputs
+        ctx.write(m, clean, inputs)
+        frames.append(clean)
+        inputs_of.append(inputs)
     std = torch.tensor([sampler.std(n) for n in range(sampler.transitions)], device=ref.device)
     x_in, x_out, mean = (torch.stack(rec[k]) for k in ("x_in", "x_out", "mean"))
     logp = torch.stack([gaussian_logprob(x_out[n], mean[n], std[n]) for n in range(len(std))], 1)
-    prefix_t = torch.cat(prefix, 2)
-    clean_all = torch.cat([prefix_t.expand(e, *prefix_t.shape[1:]), *clean_g], 2)
-    assert fork_inputs is not None
-    return PlanRollout(fork, prefix_t, prefix_inputs, fork_inputs, x_in, x_out, mean, std, logp,
-                       clean_g[0], clean_all)  # fmt: skip
+    prefix = torch.cat(frames[:fork], 2)
+    clean_all = torch.cat([prefix.expand(e, *prefix.shape[1:]), *frames[fork:]], 2)
+    return PlanRollout(fork, prefix, inputs_of[:fork], inputs_of[fork], x_in, x_out, mean, std, logp,
+                       clean_all)  # fmt: skip
 
 
 def replay_fork(
@@ -242,26 +247,21 @@ def replay_fork(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
     """(log-probabilities (E, S), Gaussian means per transition) of frame f's recorded actions under
     ``model``'s current weights, with gradients when enabled: the prefix's cache is rebuilt from its
-    clean frames (without gradients) under the plan's prompts and switches, then frame f's passes run at
-    the rollout's batch shape."""
+    clean frames (without gradients) under the plan's prompts and switches, as the rollout built it,
+    then frame f's passes run at the rollout's batch shape."""
     e = r.x_in.shape[1]
-    control = c.control[row : row + 1]
-    ctx = _Context(model, window)
+    ctx = _Context(model, window, sampler, texts, schedule, c.control[row : row + 1], mode)
     with torch.no_grad():
         for m in range(r.fork):
-            rows = _Rows(_frame_text(texts, schedule, m, 1), control)
-            if mode == "recache" and m in schedule.switches:
-                ctx.recache(rows, sampler)
-            ctx.write(m, r.prefix[:, :, m : m + 1], r.prefix_inputs[m], rows, sampler)
-        ctx.repeat(e)
-        rows = _Rows(_frame_text(texts, schedule, r.fork, e), control.expand(e, *control.shape[1:]))
-        if mode == "recache" and r.fork in schedule.switches:
-            ctx.recache(rows, sampler)
+            ctx.begin(m, r.fork, e)
+            ctx.write(m, r.prefix[:, :, m : m + 1], r.prefix_inputs[m])
+        ctx.begin(r.fork, r.fork, e)
     logps, means = [], []
     for n in range(len(r.std)):
         x = r.x_in[n]
-        v = _velocity(model, rows, ctx.cache, r.fork, x, sampler.timesteps[n], *r.fork_inputs)
-        mean = sampler.mean(sampler.predict(x, v, n), n)
+        mean = sampler.mean(
+            sampler.predict(x, ctx.velocity(r.fork, x, sampler.timesteps[n], r.fork_inputs), n), n
+        )
         logps.append(gaussian_logprob(r.x_out[n], mean, r.std[n]))
         means.append(mean)
     return torch.stack(logps, 1), means
@@ -270,18 +270,18 @@ def replay_fork(
 # -- advantages ----------------------------------------------------------------------------------
 def executor_advantages(rewards: list[torch.Tensor], clip: float, world: int = 1, eps: float = 1e-6,
                         ) -> list[torch.Tensor]:  # fmt: skip
-    """Each execution group's rewards (E,) minus its mean, divided by the std of all the centred rewards
-    of the batch (every process's: collective), clipped to +-``clip``."""
-    centred = [r.double() - r.double().mean() for r in rewards]
-    flat = torch.cat(centred) if centred else torch.zeros(0, dtype=torch.float64)
+    """TempAct's: each execution group's rewards (E,) minus their mean, divided by the standard deviation
+    (Bessel-corrected) of every reward of the batch (every process's: collective) + ``eps``, clipped to
+    +-``clip``."""
+    flat = torch.cat([r.double() for r in rewards]) if rewards else torch.zeros(0, dtype=torch.float64)
     if world > 1:
         import torch.distributed as dist
 
         got: list[Any] = [None] * world
         dist.all_gather_object(got, flat.cpu())
         flat = torch.cat(got)
-    std = flat.std(correction=0) if flat.numel() else torch.tensor(0.0, dtype=torch.float64)
-    return [(a / (std + eps)).clamp(-clip, clip).float() for a in centred]
+    std = flat.std() if flat.numel() > 1 else torch.tensor(0.0, dtype=torch.float64)
+    return [((r.double() - r.double().mean()) / (std + eps)).clamp(-clip, clip).float() for r in rewards]
 
 
 def plan_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -330,7 +330,10 @@ class TempActStage(GRPOStage):
         self._planner_optimizer = None
         if t.planner_credit:
             self.planner.setup()
-            self._planner_optimizer = torch.optim.AdamW(self.planner.lm.parameters(), lr=t.planner_lr)
+            o = config.optim
+            self._planner_optimizer = torch.optim.AdamW(
+                self.planner.lm.parameters(), lr=t.planner_lr, betas=o.betas, weight_decay=o.weight_decay
+            )
 
     def models(self) -> dict[str, torch.nn.Module]:
         out = {**super().models(), "text_clip": self.text_scorer.model}
@@ -370,11 +373,9 @@ class TempActStage(GRPOStage):
         return frames
 
     def encode(self, texts: tuple[str, ...]) -> torch.Tensor:
-        """The texts' embeddings (n, 512, D), as the session encodes a prompt."""
-        from ardrag.model.pipeline import encode_text
-
-        wan = self.pipe.wan
-        return encode_text(wan.tokenizer, wan.text_encoder, list(texts), self.pipe.device).float()
+        """The texts' embeddings (n, 512, D), each encoded alone, as the session encodes a prompt (a batch
+        padded to its longest text would round apart)."""
+        return torch.cat([self.pipe.encode_prompt(text, guided=False)[0] for text in texts]).float()
 
     def fork_frame(self, schedule: Schedule, frames: int, seed: int) -> int:
         gen = torch.Generator().manual_seed(seed)
@@ -418,17 +419,19 @@ class TempActStage(GRPOStage):
                 seed = sample_seed(self.config.seed, step, 21, index, p)
                 sample = self.planner.sample(instruction, pixel_frames(frames), seed=seed)
                 plan = sample.plan_or(instruction, pixel_frames(frames))
-                schedule = Schedule.from_plan(plan, frames, t.lookahead)
+                schedule = Schedule.from_plan(plan, frames, t.lookahead, instruction)
                 texts = self.encode(schedule.texts)
                 fork = self.fork_frame(schedule, frames, sample_seed(self.config.seed, step, 22, index, p))
-                seeds = [sample_seed(self.config.seed, step, 24, index, p, i) for i in range(t.group_size)]
+                # the plans of an instruction share their noise: their rewards differ by the plan
+                seeds = [sample_seed(self.config.seed, step, 24, index, i) for i in range(t.group_size)]
                 r = plan_rollout(self.policy, c, row, texts=texts, schedule=schedule, fork=fork, end=frames,
-                                 shared=sample_seed(self.config.seed, step, 23, index, p), seeds=seeds,
+                                 shared=sample_seed(self.config.seed, step, 23, index), seeds=seeds,
                                  mode=t.switch_mode, **kw)  # fmt: skip
                 with torch.no_grad():
                     _, ref_means = replay_fork(self.reference, c, row, r, texts=texts, schedule=schedule,
                                                mode=t.switch_mode, **kw)  # fmt: skip
                 scores = self.score(r.clean, c, row, schedule)
+                r.clean = None  # scored: the update needs the fork's transitions only
                 lo, hi = schedule.window(fork)
                 rewards = torch.tensor(scores["total"][:, lo:hi].mean(1), dtype=torch.float32)
                 whole = float(scores["total"][:, 1:].mean())

@@ -162,7 +162,8 @@ def test_lora_is_refused_for_a_stage_that_trains_every_weight(capsys, tmp_path):
                  "--run-dir", str(tmp_path / "run"), "-q"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2, err
-    assert "lora is set for stage 'teacher'; expected null there (LoRA is for ['grpo', 'copo'])" in err
+    rl = "['grpo', 'copo', 'tempact']"
+    assert f"lora is set for stage 'teacher'; expected null there (LoRA is for {rl})" in err
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

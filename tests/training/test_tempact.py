@@ -7,12 +7,14 @@ import copy
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from training_helpers import ardrag, tiny_config
 
 from ardrag.config import build_config, merge
 from ardrag.errors import ConfigError
+from ardrag.inference.sampler import FrameSampler
 from ardrag.planners import Plan, StepPrompt
 from ardrag.presets import TINY, preset
 from ardrag.training.config import TrainConfig
@@ -64,6 +66,11 @@ def test_a_plan_is_laid_over_latent_frames():
     assert ahead.texts == (f"{A} {B}", B) and ahead.steps == (A, B)
     one = Schedule.from_plan(Plan((StepPrompt(0, 9, A),), 9), 3)
     assert one.switches == () and one.frame_step == (0, 0, 0) and one.window(1) == (1, 3)
+    # a plan that starts after frame 0: the frames before it follow the instruction, as generate does
+    late = Schedule.from_plan(Plan((StepPrompt(4, 9, B),), 9), 3, instruction=A)
+    assert late.steps == (A, B) and late.frame_step == (0, 1, 1) and late.switches == (1,)
+    with pytest.raises(ValueError, match="need the instruction"):
+        Schedule.from_plan(Plan((StepPrompt(4, 9, B),), 9), 3)
 
 
 @pytest.mark.parametrize("fork", [1, 2])
@@ -100,10 +107,16 @@ def test_the_prompt_switch_reaches_the_frames_from_the_switch_on(stage, conditio
 
 
 def test_the_ratio_is_exactly_one_without_an_update(stage, conditions):
-    for mode, fork in (("keep", 2), ("recache", 2), ("keep", 1)):
-        r, texts = rollout(stage, conditions, schedule(5), fork, mode=mode)
+    # three steps (switches at latent frames 1 and 2, encoded with lookahead): a recache in the prefix
+    three = Schedule.from_plan(Plan((StepPrompt(0, 1, A), StepPrompt(1, 5, B), StepPrompt(5, 9, A)), 9), 3,
+                               lookahead=True)  # fmt: skip
+    assert three.switches == (1, 2)
+    cases = [("keep", 2, schedule(5)), ("recache", 2, schedule(5)), ("keep", 1, schedule(5)),
+             ("recache", 2, three), ("keep", 2, three)]  # fmt: skip
+    for mode, fork, sched in cases:
+        r, texts = rollout(stage, conditions, sched, fork, mode=mode)
         with torch.enable_grad():
-            logp, means = replay_fork(stage.policy, conditions, 0, r, texts=texts, schedule=schedule(5),
+            logp, means = replay_fork(stage.policy, conditions, 0, r, texts=texts, schedule=sched,
                                       mode=mode, **stage._kw())  # fmt: skip
         assert logp.requires_grad and logp.shape == (3, 2)
         assert torch.equal(logp.detach(), r.logp), mode  # the rollout's log-probabilities, bit for bit
@@ -123,6 +136,50 @@ def test_the_ratio_is_exactly_one_without_an_update(stage, conditions):
     logp, _ = replay_fork(stage.policy, conditions, 0, r, texts=texts, schedule=schedule(5), mode="keep",
                           **stage._kw())  # fmt: skip
     assert not torch.equal(logp, r.logp)
+
+
+def test_the_context_is_what_a_stream_session_makes_with_the_same_switch():
+    """The batch-1 prefix of a plan rollout against ``StreamSession`` (the reference cache path, the same
+    draws) streaming the same clip with ``set_prompt`` at the same frame: the same latents, bit for bit, in
+    both modes, with the switch after the cache's window has filled (the recache then drops a frame)."""
+    from inference_helpers import controls
+
+    from ardrag.inference.sampler import FrameNoise, SampleRandom
+    from ardrag.inference.session import StreamOptions, StreamSession
+    from ardrag.model.pipeline import ARDragPipeline
+    from ardrag.training.conditions import Conditions
+
+    pipe = ARDragPipeline.tiny()
+    with torch.no_grad():
+        torch.nn.init.normal_(pipe.transformer.control_embedding.weight, std=0.1)
+    reference = (np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)
+    w = pipe.transformer.config.cache_window
+    frames, switch = w + 3, w + 1  # the switch at latent frame w + 1, the fork after it
+    plan = Plan((StepPrompt(0, 4 * switch - 3, A), StepPrompt(4 * switch - 3, 4 * frames - 3, B)),
+                4 * frames - 3)  # fmt: skip
+    sched = Schedule.from_plan(plan, frames)
+    assert sched.switches == (switch,)
+    sampler = FrameSampler.from_config(pipe.config)
+    texts = torch.cat([pipe.encode_prompt(t, guided=False)[0] for t in sched.texts])
+    for mode in ("keep", "recache"):
+        session = StreamSession(pipe, reference, A, noise=FrameNoise(SampleRandom([5])),
+                                options=StreamOptions.reference())  # fmt: skip
+        encoded, real = [], session.encoder.encode_next
+        session.encoder.encode_next = lambda pixels, real=real, encoded=encoded: encoded.append(
+            real(pixels)) or encoded[-1]  # fmt: skip
+        latents = []
+        for m in range(frames - 1):
+            if m == switch:
+                session.set_prompt(B, mode)
+            session.step(controls(m, speed=3.0))
+            latents.append(session.latent)
+        control = torch.cat([pipe.normalize(encoded[0])[1:], *[pipe.normalize(e) for e in encoded[1:]]], 2)
+        control = torch.cat([control, control[:, :, -1:]], 2)  # the fork's own control: not compared
+        c = Conditions(latents=torch.zeros_like(control), control=control, ref_latent=session.ref_latent,
+                       clip=session.clip, text=texts[:1], text_neg=None, index=[0], keys=["s"])  # fmt: skip
+        r = plan_rollout(pipe.transformer, c, 0, texts=texts, schedule=sched, sampler=sampler, window=w,
+                         fork=frames - 1, end=frames, shared=5, seeds=[11, 12], mode=mode)  # fmt: skip
+        assert torch.equal(r.prefix, torch.cat(latents, 2)), mode
 
 
 def test_the_gradient_reaches_only_the_forked_frame(stage, conditions, monkeypatch):
@@ -149,9 +206,10 @@ def test_executor_advantages_centre_per_group_scale_by_the_batch_and_clip():
     groups = [torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 10.0, 10.0])]
     a = executor_advantages(groups, clip=2.0)
     assert torch.equal(a[1], torch.zeros(3))  # equal rewards: nothing to learn
-    centred = torch.tensor([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0])
-    torch.testing.assert_close(a[0], centred[:3] / (centred.std(correction=0) + 1e-6))  # the batch's std
-    assert a[0].abs().max() == pytest.approx(1.7320, abs=1e-3)
+    every = torch.tensor([1.0, 2.0, 3.0, 10.0, 10.0, 10.0])  # TempAct: the std of the batch's rewards
+    torch.testing.assert_close(a[0], torch.tensor([-1.0, 0.0, 1.0]) / (every.std() + 1e-6))
+    alone = executor_advantages(groups[:1], clip=2.0)[0]  # the other group's spread scales this one's
+    torch.testing.assert_close(alone, torch.tensor([-1.0, 0.0, 1.0]))
     clipped = executor_advantages([torch.tensor([0.0] * 9 + [9.0])], clip=2.0)
     assert clipped[0].max() == 2.0  # one outlier of ten: 3 std before the clip
 
@@ -162,25 +220,29 @@ def test_plan_advantages_are_normalised_over_the_planning_group():
     assert torch.equal(plan_advantages(torch.tensor([0.7])), torch.zeros(1))  # one plan: no credit
 
 
-def test_collect_scores_the_window_of_the_step_the_fork_starts(stage, conditions):
+def test_collect_scores_the_window_of_the_step_the_fork_starts(stage, conditions, monkeypatch):
+    scored, score = [], stage.score
+    monkeypatch.setattr(stage, "score", lambda *a: scored.append(score(*a)) or scored[-1])
     groups, logs = stage.collect(conditions, step=0)
-    assert len(groups) == 2 * 2  # two conditions, two plans each
+    assert len(groups) == len(scored) == 2 * 2  # two conditions, two plans each
     for g in groups:
         assert g.rollout.fork in g.schedule.switches and g.rewards.shape == (3,)
-        assert g.sample.format_score == 1.0
+        assert g.sample.format_score == 1.0 and g.rollout.clean is None  # dropped once scored
     assert logs["format"] == 1.0 and logs["switches"] == 1.0
     assert all(math.isfinite(v) for v in logs.values())
-    # the executor's reward: the weighted total over the window of the step at the fork
-    g = groups[0]
-    scores = stage.score(g.rollout.clean, conditions, g.row, g.schedule)
-    lo, hi = g.schedule.window(g.rollout.fork)
-    expected = torch.tensor(scores["total"][:, lo:hi].mean(1), dtype=torch.float32)
-    torch.testing.assert_close(g.rewards, expected)
     w = stage.rl.reward_weights
-    torch.testing.assert_close(
-        torch.tensor(scores["total"]),
-        torch.tensor(w["step_following"] * scores["step_following"] + w["aesthetic"] * scores["aesthetic"]),
-    )
+    for g, scores in zip(groups, scored, strict=True):
+        # the executor's reward: the weighted total over the window of the step at the fork
+        lo, hi = g.schedule.window(g.rollout.fork)
+        window = torch.tensor(scores["total"][:, lo:hi].mean(1), dtype=torch.float32)
+        torch.testing.assert_close(g.rewards, window)
+        total = w["step_following"] * scores["step_following"] + w["aesthetic"] * scores["aesthetic"]
+        np.testing.assert_allclose(scores["total"], total)
+        # the plan's reward: the whole clip after the reference (format 1: no penalty)
+        assert g.plan_reward == pytest.approx(float(scores["total"][:, 1:].mean()))
+    # the plans of one condition share their noise: the same plan twice gives the same rollouts
+    assert torch.equal(groups[0].rollout.x_out, groups[1].rollout.x_out)
+    assert groups[0].plan_advantage == groups[1].plan_advantage == 0.0
 
 
 def test_a_resumed_run_logs_the_same_losses(tmp_path):

@@ -23,7 +23,8 @@ clip through ``StreamSession`` (the deployed sampler, draws of seed 0) under --f
 step-following reward of the frames after the switch: the mean over those pixel frames of the cosine
 similarity between the frame and --second, by the seed's random CLIP (the network that seed trained
 against; the starting student is scored by every seed's network). Also the frames before the switch
-against --first, as a control. Per seed: final - start per clip, with a 95 % bootstrap interval over the
+against --first, and the after-switch margin: those frames' similarity to --second minus their
+similarity to --first (whether they follow the new step rather than score higher for any text). Per seed: final - start per clip, with a 95 % bootstrap interval over the
 clips (``ardrag.metrics.bootstrap``); over seeds: the mean of (final - start) with an interval that
 resamples the seeds and the clips (``common.crossed_mean_interval``). **A random network's similarity,
 not a judgement of whether the video follows the text**: it shows whether the executor RL moves what it
@@ -106,9 +107,9 @@ def train_seed(args: argparse.Namespace, out: Path, seed: int) -> dict[str, Any]
 
 
 def step_following(pipe: Any, model: Any, clip: dict[str, Any], scorer: TextImageScorer,
-                   args: argparse.Namespace) -> tuple[float, float]:  # fmt: skip
-    """(reward before the switch against --first, after it against --second) of the clip streamed by
-    ``model`` with the switch."""
+                   args: argparse.Namespace) -> tuple[float, float, float]:  # fmt: skip
+    """(reward before the switch against --first, after it against --second, and after it --second's
+    similarity minus --first's) of the clip streamed by ``model`` with the switch."""
     pipe.transformer = model.eval()
     session = StreamSession(pipe, clip["reference"], args.first, seed=0)
     switch = 0 if args.switch == 0 else (args.switch + 3) // 4
@@ -122,7 +123,8 @@ def step_following(pipe: Any, model: Any, clip: dict[str, Any], scorer: TextImag
     first = 1 + 4 * (switch - 1)  # the first pixel frame of the switched latent frame
     before = scorer.similarity(video[1:first], args.first) if first > 1 else np.zeros(1)
     after = scorer.similarity(video[first:], args.second)
-    return float(before.mean()), float(after.mean())
+    margin = after - scorer.similarity(video[first:], args.first)
+    return float(before.mean()), float(after.mean()), float(margin.mean())
 
 
 def fmt(i: Interval, digits: int = 4) -> str:
@@ -162,14 +164,15 @@ def main() -> None:
     pipe, _ = build_models(config(args, args.out / "eval", args.seeds[0]))
     start = CausalARDragTransformer.from_pretrained(str(TOY_FOLDER / "transformer")).eval()
     table: dict[str, Any] = {"args": vars(args) | {"out": str(args.out)}, "runs": {}, "held_out": {}}
-    before_after: dict[str, list[list[float]]] = {"after_switch": [], "before_switch": []}
+    parts = ("before_switch", "after_switch", "after_switch_margin")
+    before_after: dict[str, list[list[float]]] = {part: [] for part in parts}
     for seed in args.seeds:
         scorer = TextImageScorer.tiny(seed)
         final = CausalARDragTransformer.from_pretrained(str(args.out / f"seed{seed}" / "run" / "student"))
         got = {name: [step_following(pipe, m, c, scorer, args) for c in held]
                for name, m in (("start", start), ("final", final))}  # fmt: skip
         per: dict[str, Any] = {}
-        for j, part in enumerate(("before_switch", "after_switch")):
+        for j, part in enumerate(parts):
             s = [v[j] for v in got["start"]]
             f = [v[j] for v in got["final"]]
             before_after[part].append([b - a for a, b in zip(s, f, strict=True)])
@@ -186,13 +189,14 @@ def main() -> None:
     print(f"held-out clips: {len(held)} (seed {args.eval_seed}); steps {args.steps}; switch at pixel frame "
           f"{args.switch} ({args.mode})")  # fmt: skip
     print("seed | steps | train s | train reward first -> last quarter | after switch: start, final, "
-          "final - start [95% CI] | before switch: final - start")  # fmt: skip
+          "final - start [95% CI] | before switch: final - start | after-switch margin: final - start")
     for seed in args.seeds:
         r, h = runs[seed], table["held_out"][seed]
-        a, b = h["after_switch"], h["before_switch"]
+        a, b, g = h["after_switch"], h["before_switch"], h["after_switch_margin"]
         print(f"{seed} | {r['steps']} | {r['seconds']:.0f} | {r['train_reward_first_quarter']:+.4f} -> "
               f"{r['train_reward_last_quarter']:+.4f} | {a['start']:+.4f}, {a['final']:+.4f}, "
-              f"{fmt(Interval(**a['final - start']))} | {fmt(Interval(**b['final - start']))}")  # fmt: skip
+              f"{fmt(Interval(**a['final - start']))} | {fmt(Interval(**b['final - start']))} | "
+              f"{fmt(Interval(**g['final - start']))}")  # fmt: skip
     for part, i in overall.items():
         print(f"over seeds and clips, {part}: final - start {fmt(Interval(**i))}")
 

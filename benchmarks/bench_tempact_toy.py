@@ -17,21 +17,21 @@ plan, lr --lr, ``TempActConfig``'s defaults otherwise (switch mode --mode, ``kee
 planner gives every plan the same steps, and the plans of a condition share their noise, so a second
 plan would only repeat the first's execution group: one plan per condition; planner credit is off.
 
-**Figures.** Each model (the starting student, and every seed's final student) streams every held-out
-clip through ``StreamSession`` (the deployed sampler, draws of seed 0) under --first, switched with
-``set_prompt(--second, mode)`` before the latent frame that holds pixel frame --switch. The
-step-following reward of the frames after the switch: the mean over those pixel frames of the cosine
-similarity between the frame and --second, by the seed's random CLIP (the network that seed trained
-against; the starting student is scored by every seed's network). Also the frames before the switch
-against --first, and the after-switch margin: those frames' similarity to --second minus their
-similarity to --first (whether they follow the new step rather than score higher for any text). Per seed: final - start per clip, with a 95 % bootstrap interval over the
-clips (``ardrag.metrics.bootstrap``); over seeds: the mean of (final - start) with an interval that
-resamples the seeds and the clips (``common.crossed_mean_interval``). **A random network's similarity,
-not a judgement of whether the video follows the text**: it shows whether the executor RL moves what it
-is trained on, on clips it never saw.
+**Figures.** Each model (the starting student, and every seed's final student) streams every held-out clip
+through ``StreamSession`` (the deployed sampler, draws of seed 0) under --first, switched with
+``set_prompt(--second, mode)`` before the latent frame that holds pixel frame --switch. The step-following
+reward of the frames after the switch: the mean over those pixel frames of the cosine similarity between the
+frame and --second, by the seed's random CLIP (the network that seed trained against; the starting student is
+scored by every seed's network). Also the frames before the switch against --first, and the after-switch
+margin: those frames' similarity to --second minus their similarity to --first (whether they follow the new
+step rather than score higher for any text). Per seed: final - start per clip, with a 95 % bootstrap interval
+over the clips (``ardrag.metrics.bootstrap``); over seeds: the mean of (final - start) with an interval that
+resamples the seeds and the clips (``common.crossed_mean_interval``). **A random network's similarity, not a
+judgement of whether the video follows the text**: it shows whether the executor RL moves what it is trained
+on, on clips it never saw.
 
-    PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 python benchmarks/bench_tempact_toy.py --out /tmp/tempact_toy \\
-        --seeds 0 1 2 --steps 30 --eval-clips 16
+    PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 python benchmarks/bench_tempact_toy.py --out /tmp/tempact_toy200 \\
+        --seeds 0 1 2 --steps 200 --eval-clips 16   # and --steps 40
     # a quick end-to-end check: --seeds 0 --steps 1 --eval-clips 2 --clips 2 --batch 1
 """
 
@@ -188,8 +188,10 @@ def main() -> None:
 
     print(f"held-out clips: {len(held)} (seed {args.eval_seed}); steps {args.steps}; switch at pixel frame "
           f"{args.switch} ({args.mode})")  # fmt: skip
-    print("seed | steps | train s | train reward first -> last quarter | after switch: start, final, "
-          "final - start [95% CI] | before switch: final - start | after-switch margin: final - start")
+    print(
+        "seed | steps | train s | train reward first -> last quarter | after switch: start, final, "
+        "final - start [95% CI] | before switch: final - start | after-switch margin: final - start"
+    )
     for seed in args.seeds:
         r, h = runs[seed], table["held_out"][seed]
         a, b, g = h["after_switch"], h["before_switch"], h["after_switch_margin"]

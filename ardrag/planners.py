@@ -65,7 +65,8 @@ class PlanRefused(ConfigError):
 
 
 def latent_frame(frame: int) -> int:
-    """The latent frame holding pixel frame ``frame`` (as ``PromptSwitch.latent_frame``): 0, then 1-4, ..."""
+    """The latent frame holding pixel frame ``frame``: 0, then 1-4 -> 1, 5-8 -> 2, ... (where a prompt
+    switch at ``frame`` takes effect: ``PromptSwitch.latent_frame``, training's schedules)."""
     return 0 if frame == 0 else (frame + 3) // 4
 
 

@@ -39,6 +39,7 @@ import numpy as np
 from ardrag.data.buckets import Bucket, ResizeCrop
 from ardrag.data.sample import DEFAULT_FPS
 from ardrag.errors import ConfigError, describe
+from ardrag.planners import latent_frame
 
 MAX_POINTS = 8
 MAX_FPS = 240.0
@@ -60,7 +61,7 @@ class PromptSwitch:
 
     @property
     def latent_frame(self) -> int:
-        return 0 if self.frame == 0 else (self.frame + 3) // 4
+        return latent_frame(self.frame)
 
     def record(self) -> dict[str, Any]:
         """The switch as a summary reports it (``ardrag generate --json``, ``ardrag eval``'s results)."""

@@ -381,8 +381,9 @@ class GRPOStage(Stage):
     def _kw(self) -> dict[str, Any]:
         return {"sampler": self.sampler, "window": self.rl.cache_window}
 
-    def rewards(self, c: Conditions, clean: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-rollout, per-latent-frame rewards (B, F) of each registered reward, and their weighted sum."""
+    def rewards(self, c: Conditions, clean: torch.Tensor, **extra: Any) -> dict[str, torch.Tensor]:
+        """Per-rollout, per-latent-frame rewards (B, F) of each registered reward, and their weighted sum;
+        ``extra``: more arguments for every reward (a subclass stage's, e.g. step prompts)."""
         from ardrag.rewards import REWARDS, latent_frame_rewards
 
         g = self.rl
@@ -392,7 +393,7 @@ class GRPOStage(Stage):
         for i, video in enumerate(videos):
             kwargs = {
                 "scorer": self.scorer, "tracker": self.tracker, "tracks": c.tracks[i, :t],
-                "visible": c.visible[i, :t], "alpha": g.motion_alpha, "lam": g.motion_lambda,
+                "visible": c.visible[i, :t], "alpha": g.motion_alpha, "lam": g.motion_lambda, **extra,
             }  # fmt: skip
             for name in g.reward_weights:
                 per[name].append(latent_frame_rewards(REWARDS[name](video, **kwargs)))

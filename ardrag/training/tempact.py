@@ -69,8 +69,8 @@ from ardrag.inference.sampler import FrameNoise, FrameSampler, SampleRandom
 from ardrag.model.transformer_ardrag import CausalARDragTransformer
 from ardrag.planners import latent_frame
 from ardrag.training.conditions import Conditions, sample_seed
-from ardrag.training.copo import _rank_world, _Rows, repeat_cache
-from ardrag.training.grpo import GRPOStage, _velocity, decode_video, gaussian_logprob, grpo_loss
+from ardrag.training.copo import _rank_world, _Rows, _select, repeat_cache
+from ardrag.training.grpo import GRPOStage, _velocity, gaussian_logprob, grpo_loss, repeat_conditions
 from ardrag.training.trainer import Phase
 
 Inputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # a frame's (mask, image condition, CLIP tokens)
@@ -385,25 +385,12 @@ class TempActStage(GRPOStage):
     def score(
         self, clean: torch.Tensor, c: Conditions, row: int, schedule: Schedule
     ) -> dict[str, np.ndarray]:
-        """Per continuation and latent frame (E, F), each reward and the weighted total."""
-        from ardrag.rewards import REWARDS, latent_frame_rewards
-
-        t = self.rl
-        videos = decode_video(self.pipe, clean)
-        n = videos.shape[1]
-        prompts = schedule.pixel_prompts(clean.shape[2])[:n]
-        per: dict[str, list[np.ndarray]] = {name: [] for name in t.reward_weights}
-        for video in videos:
-            kwargs = {
-                "scorer": self.scorer, "tracker": self.tracker, "tracks": c.tracks[row, :n],
-                "visible": c.visible[row, :n], "alpha": t.motion_alpha, "lam": t.motion_lambda,
-                "text_scorer": self.text_scorer, "frame_prompts": prompts,
-            }  # fmt: skip
-            for name in t.reward_weights:
-                per[name].append(latent_frame_rewards(REWARDS[name](video, **kwargs)))
-        out = {name: np.stack(v) for name, v in per.items()}
-        out["total"] = sum(t.reward_weights[name] * out[name] for name in t.reward_weights)
-        return out
+        """Per continuation and latent frame (E, F), each reward and the weighted total: GRPO's rewards of
+        condition ``row`` with the plan's step prompt of every pixel frame."""
+        prompts = schedule.pixel_prompts(clean.shape[2])
+        c = repeat_conditions(_select(c, row), clean.shape[0])
+        got = self.rewards(c, clean, text_scorer=self.text_scorer, frame_prompts=prompts)
+        return {k: v.double().numpy() for k, v in got.items()}
 
     def collect(self, c: Conditions, step: int) -> tuple[list[_PlanGroup], dict[str, float]]:
         """Every condition's planning group, each plan's execution group, rewards and advantages."""

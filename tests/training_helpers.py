@@ -43,3 +43,17 @@ def ardrag(*args, cwd):
                             env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     return json.loads(result.stdout.decode().strip().splitlines()[-1])
+
+
+def record_passes(model, monkeypatch):
+    """Every ``forward_frame`` call of ``model`` from now on, as (grad enabled, a cache write, frames in the
+    cache it reads)."""
+    calls = []
+    forward = model.forward_frame
+
+    def spy(*args, **kwargs):
+        calls.append((torch.is_grad_enabled(), kwargs.get("write", False), args[3].frames_written))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward_frame", spy)
+    return calls

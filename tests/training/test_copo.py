@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from training_helpers import tiny_config
+from training_helpers import record_passes, tiny_config
 
 from ardrag.config import build_config, merge
 from ardrag.errors import ConfigError
@@ -104,14 +104,7 @@ def test_the_ratio_is_exactly_one_without_an_update(stage, conditions):
 def test_the_gradient_reaches_only_the_forked_chunk(stage, conditions, monkeypatch):
     group, _ = stage.roll_group(stage.policy, conditions, 0, step=0, tag=3)
     group.prefix.requires_grad_(True)
-    calls = []
-    forward = stage.policy.forward_frame
-
-    def spy(*args, **kwargs):
-        calls.append((torch.is_grad_enabled(), kwargs.get("write", False), args[3].frames_written))
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(stage.policy, "forward_frame", spy)
+    calls = record_passes(stage.policy, monkeypatch)
     stage.policy.zero_grad(set_to_none=True)
     with torch.enable_grad():
         loss, _ = stage.group_loss([group], step=0, update=0, branch=0)

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from training_helpers import ardrag, tiny_config
+from training_helpers import ardrag, record_passes, tiny_config
 
 from ardrag.config import build_config, merge
 from ardrag.errors import ConfigError
@@ -184,14 +184,7 @@ def test_the_context_is_what_a_stream_session_makes_with_the_same_switch():
 
 def test_the_gradient_reaches_only_the_forked_frame(stage, conditions, monkeypatch):
     r, texts = rollout(stage, conditions, schedule(5), 2)
-    calls = []
-    forward = stage.policy.forward_frame
-
-    def spy(*args, **kwargs):
-        calls.append((torch.is_grad_enabled(), kwargs.get("write", False), args[3].frames_written))
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(stage.policy, "forward_frame", spy)
+    calls = record_passes(stage.policy, monkeypatch)
     stage.policy.zero_grad(set_to_none=True)
     with torch.enable_grad():
         logp, _ = replay_fork(stage.policy, conditions, 0, r, texts=texts, schedule=schedule(5), mode="keep",

@@ -13,10 +13,11 @@ from ardrag.training.stages import STAGES, StageSpec, get_stage
 
 
 def test_the_registry_names_the_paper_stages_in_order():
-    assert list(STAGES) == ["teacher", "distill", "grpo", "copo"]
-    assert [s.export for s in STAGES.values()] == ["teacher", "student", "student", "student"]
-    assert [name for name, s in STAGES.items() if s.lora] == ["grpo", "copo"]
+    assert list(STAGES) == ["teacher", "distill", "grpo", "copo", "tempact"]
+    assert [s.export for s in STAGES.values()] == ["teacher", "student", "student", "student", "student"]
+    assert [name for name, s in STAGES.items() if s.lora] == ["grpo", "copo", "tempact"]
     assert get_stage("copo").settings(resolve_config("copo", preset=TINY)).group_size == 3
+    assert get_stage("tempact").settings(resolve_config("tempact", preset=TINY)).plans == 2
     assert get_stage("distill").settings(resolve_config("distill", preset=TINY)).latent_frames == 3
     assert get_stage("teacher").settings(resolve_config("teacher", preset=TINY)) is None
     with pytest.raises(ConfigError, match=r"unknown training stage 'ppo'; expected one of \['teacher'"):

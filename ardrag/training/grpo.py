@@ -478,8 +478,9 @@ def debiased_ema(values: list[float], smoothing: float) -> list[float]:
 
 
 def plot_rewards(losses: Path, out: Path, smoothing: float = 0.9, prefix: str = "grpo") -> Path | None:
-    """Reward curves per step (motion and aesthetic, raw and smoothed by an EMA), like the paper's
-    Figure 6, from a run's losses.jsonl; None when nothing was logged."""
+    """Reward curves per step (each logged reward: motion and aesthetic first, then any other, e.g.
+    TempAct's step following; raw and smoothed by an EMA), like the paper's Figure 6, from a run's
+    losses.jsonl; None when nothing was logged."""
     import json
 
     import matplotlib
@@ -492,8 +493,9 @@ def plot_rewards(losses: Path, out: Path, smoothing: float = 0.9, prefix: str = 
         if losses.is_file()
         else []
     )
-    curves = (f"{prefix}/reward_motion", f"{prefix}/reward_aesthetic")
-    names = [k for k in curves if any(k in r for r in rows)]
+    first = (f"{prefix}/reward_motion", f"{prefix}/reward_aesthetic")
+    logged = {k for r in rows for k in r if k.startswith(f"{prefix}/reward_")} - {f"{prefix}/reward_total"}
+    names = [k for k in first if k in logged] + sorted(logged - set(first))
     if not names:
         return None
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)

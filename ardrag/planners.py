@@ -380,6 +380,12 @@ class LLMPlanner:
         self.setup()
         return self._lm
 
+    @property
+    def tokenizer(self) -> Any:
+        """The LM's tokenizer (loaded on first use), saved beside a trained LM."""
+        self.setup()
+        return self._tokenizer
+
     def parameters(self) -> Iterator[torch.nn.Parameter]:
         """The LM's parameters (planner credit trains them)."""
         return self.lm.parameters()

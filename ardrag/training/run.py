@@ -232,18 +232,19 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, **mo
 
     trainer = Trainer(config, stage, batches, rank=rank, world=world, device=device)
     history = trainer.run(resume=resume, progress=progress)
-    export, plot = None, None
+    export, plot, extra = None, None, {}
     from ardrag.training.parallel import full_state_dict, is_sharded
 
     main = trainer.modules[trainer.stage.main]
     whole = full_state_dict(main) if is_sharded(main) else None  # collective: every process gathers
     if rank == 0:
         export = export_model(config, trainer, whole)
+        extra = stage.export_extra(config.run_path)
         plot = spec.plot(config) if spec.plot is not None else None
     return {
         "stage": config.stage, "steps": trainer.step, "run_dir": str(config.run_path),
         "last": history[-1] if history else None, "export": export, "rewards_plot": plot,
-        "stopped_early": trainer.stopped_early,
+        "stopped_early": trainer.stopped_early, **({"exports": extra} if extra else {}),
     }  # fmt: skip
 
 

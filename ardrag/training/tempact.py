@@ -53,12 +53,16 @@ epoch from {6, 12} latent frames); the reward is a CLIP similarity and the aesth
 a VLM judge and PickScore; the continuation always runs to the clip's end (``latent_frames`` caps it);
 the plans of an instruction share their noise. The rollouts' KV cache has no attention sink (as GRPO's
 and AR-CoPO's): a pipeline with ``attention_sink`` > 0 streams with one that training does not see.
-The planner trains every weight of the LM (TempAct: LoRA) and is saved in the checkpoints only.
+The planner trains every weight of the LM (TempAct: LoRA); at the end of a run it is saved as
+``<run_dir>/planner``, a folder the ``llm`` planner loads.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -355,6 +359,20 @@ class TempActStage(GRPOStage):
 
     def optimizer_modules(self) -> dict[str, torch.nn.Module]:
         return {"policy": self.policy, **({"planner": self.planner.lm} if self.rl.planner_credit else {})}
+
+    def export_extra(self, run_dir: Path) -> dict[str, str]:
+        """With planner credit, the trained planner LM and its tokenizer as ``<run_dir>/planner``, the
+        folder the ``llm`` planner loads (``{name: llm, model: <run_dir>/planner}``); written atomically."""
+        if not self.rl.planner_credit:
+            return {}
+        out = Path(run_dir) / "planner"
+        tmp = out.with_name("planner.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.planner.lm.save_pretrained(str(tmp))
+        self.planner.tokenizer.save_pretrained(str(tmp))
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)  # a killed export leaves the previous folder or none, never half of one
+        return {"planner": str(out)}
 
     def batch(self, raw: dict[str, Any], index: list[int]) -> Conditions:
         from ardrag.training.conditions import prepare

@@ -102,6 +102,11 @@ class Stage:
         By default that model; a stage training LoRA adapters returns the merged plain model."""
         return model
 
+    def export_extra(self, run_dir: Path) -> dict[str, str]:
+        """Folders saved beside the exported model at the end of a run (name -> path; e.g. a trained
+        planner LM), on the first process only; by default none."""
+        return {}
+
     def extra_state(self) -> dict[str, Any] | None:
         """State beside the modules and optimizers that a checkpoint must keep (e.g. a replay buffer),
         the same on every process; None: nothing."""

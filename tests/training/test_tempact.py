@@ -269,6 +269,11 @@ def test_a_resumed_run_logs_the_same_losses(tmp_path):
     saved = load_file(str(tmp_path / "straight" / "checkpoints" / "step-2" / "planner.safetensors"))
     initial = tiny_lm(0)[0].state_dict()
     assert max(float((saved[k] - initial[k]).abs().max()) for k in saved) > 0
+    # and it is exported as a folder the llm planner loads, with the trained weights
+    from ardrag.planners import get_planner
+
+    exported = get_planner("llm", model=str(tmp_path / "straight" / "planner")).lm.state_dict()
+    assert all(torch.equal(exported[k], saved[k]) for k in saved)
     assert all(math.isfinite(v) for r in logs for v in r.values())
 
 

@@ -410,10 +410,7 @@ class CoPOStage(GRPOStage):
 
     # -- the phases ------------------------------------------------------------------------------
     def batch(self, raw: dict[str, Any], index: list[int]) -> Conditions:
-        from ardrag.training.conditions import prepare
-
-        d = self.config.data
-        return prepare(self.pipe, raw, index, d.scale, d.max_frames, guided=False)
+        return self.conditions(raw, index)
 
     def _branch_optimizers_init(self) -> None:
         """With separate adapters, one optimizer per branch over its adapter (the stage's single one

@@ -371,12 +371,15 @@ class GRPOStage(Stage):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"policy": self._optimizer}
 
-    def batch(self, raw: dict[str, Any], index: list[int]) -> Conditions:
+    def conditions(self, raw: dict[str, Any], index: list[int]) -> Conditions:
+        """A loader batch's conditions, once each, without guidance (the RL stages sample without it)."""
         from ardrag.training.conditions import prepare
 
         d = self.config.data
-        c = prepare(self.pipe, raw, index, d.scale, d.max_frames, guided=False)
-        return repeat_conditions(c, self.rl.group_size)
+        return prepare(self.pipe, raw, index, d.scale, d.max_frames, guided=False)
+
+    def batch(self, raw: dict[str, Any], index: list[int]) -> Conditions:
+        return repeat_conditions(self.conditions(raw, index), self.rl.group_size)
 
     def _kw(self) -> dict[str, Any]:
         return {"sampler": self.sampler, "window": self.rl.cache_window}

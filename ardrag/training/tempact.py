@@ -73,7 +73,7 @@ from ardrag.inference.sampler import FrameNoise, FrameSampler, SampleRandom
 from ardrag.model.transformer_ardrag import CausalARDragTransformer
 from ardrag.planners import latent_frame
 from ardrag.training.conditions import Conditions, sample_seed
-from ardrag.training.copo import _rank_world, _Rows, _select, repeat_cache
+from ardrag.training.copo import _rank_world, _Rows, _select, neighbourhood_advantages, repeat_cache
 from ardrag.training.grpo import GRPOStage, _velocity, gaussian_logprob, grpo_loss, repeat_conditions
 from ardrag.training.trainer import Phase
 
@@ -186,7 +186,6 @@ class PlanRollout:
     fork_inputs: Inputs  # frame f's, one row per continuation
     x_in: torch.Tensor  # (S, E, 16, 1, h, w) x_n at each transition
     x_out: torch.Tensor  # x_{n+1}, the action
-    mean: torch.Tensor  # the action's Gaussian mean under the rollout's weights
     std: torch.Tensor  # (S,)
     logp: torch.Tensor  # (E, S)
     clean: torch.Tensor | None  # (E, 16, F, h, w) every continuation's whole clip (dropped once scored)
@@ -241,7 +240,7 @@ def plan_rollout(
     logp = torch.stack([gaussian_logprob(x_out[n], mean[n], std[n]) for n in range(len(std))], 1)
     prefix = torch.cat(frames[:fork], 2)
     clean_all = torch.cat([prefix.expand(e, *prefix.shape[1:]), *frames[fork:]], 2)
-    return PlanRollout(fork, prefix, inputs_of[:fork], inputs_of[fork], x_in, x_out, mean, std, logp,
+    return PlanRollout(fork, prefix, inputs_of[:fork], inputs_of[fork], x_in, x_out, std, logp,
                        clean_all)  # fmt: skip
 
 
@@ -290,8 +289,9 @@ def executor_advantages(rewards: list[torch.Tensor], clip: float, world: int = 1
 
 def plan_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """(P,) plan rewards of one instruction -> (r - mean) / (population std + eps); one plan gets 0."""
-    r = rewards.double()
-    return ((r - r.mean()) / (r.std(correction=0) + eps)).float()
+    if rewards.numel() < 2:
+        return torch.zeros(rewards.shape)
+    return neighbourhood_advantages(rewards, "zscore", eps=eps)
 
 
 # -- the stage -----------------------------------------------------------------------------------
@@ -375,10 +375,7 @@ class TempActStage(GRPOStage):
         return {"planner": str(out)}
 
     def batch(self, raw: dict[str, Any], index: list[int]) -> Conditions:
-        from ardrag.training.conditions import prepare
-
-        d = self.config.data
-        return prepare(self.pipe, raw, index, d.scale, d.max_frames, guided=False)
+        return self.conditions(raw, index)
 
     # -- collecting ------------------------------------------------------------------------------
     def frames(self, c: Conditions) -> int:

@@ -1,5 +1,5 @@
-"""The house's import direction: ardrag is the library; flows (Prefect) and annotation (Label Studio)
-build on it, never the reverse."""
+"""The house's import direction: ardrag is the library; flows (Prefect), annotation (Label Studio) and
+studio (the web server) build on it, never the reverse."""
 
 import ast
 import subprocess
@@ -7,7 +7,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN_IN_LIBRARY = ("prefect", "prefect_dask", "label_studio_sdk", "flows", "annotation")
+FORBIDDEN_IN_LIBRARY = (
+    "prefect",
+    "prefect_dask",
+    "label_studio_sdk",
+    "flows",
+    "annotation",
+    "studio",
+    "fastapi",
+    "uvicorn",
+)
 
 
 def _imports(path: Path) -> set[str]:

@@ -457,6 +457,15 @@ def create_app(studio: Studio) -> FastAPI:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/api/status")
+    async def status() -> dict[str, Any]:
+        """What a monitor (or the load benchmark) reads: sessions live, model jobs waiting or running."""
+        return {
+            "sessions": len(studio.clients), "max_sessions": studio.settings.max_sessions,
+            "queue": len(studio.queue), "jobs_done": studio.queue.jobs_done, "model": studio.model_name,
+            "device": studio.queue.device,
+        }  # fmt: skip
+
     @app.get("/api/examples/{name}.png")
     async def example_png(name: str) -> Response:
         example = studio.examples.get(name)

@@ -1,5 +1,5 @@
-"""benchmarks/bench_realtime.py, bench_long_stream.py, bench_prompt_switch.py and gpu_check.sh run as users
-run them (tiny shapes, on the CPU) and write the figures they promise."""
+"""benchmarks/bench_realtime.py, bench_long_stream.py, bench_prompt_switch.py, bench_studio_load.py and
+gpu_check.sh run as users run them (tiny shapes, on the CPU) and write the figures they promise."""
 
 import json
 import os
@@ -67,3 +67,15 @@ def test_bench_prompt_switch_times_each_mode_against_a_normal_frame(tmp_path):
         assert row["normal_s"] > 0 and 0 < row["switch_s"] < row["next_s"] and row["next_over_normal"] > 0
         assert row["frames_in_view"] == 3  # the window (7) is not yet full after 3 frames
     assert "recache" in stdout and "x normal" in stdout
+
+
+def test_bench_studio_load_streams_to_every_client_in_order(tmp_path):
+    out = tmp_path / "load.json"
+    script = str(ROOT / "benchmarks" / "bench_studio_load.py")
+    args = ["--clients", "2", "--seconds", "4", "--settle", "5", "--out", str(out)]
+    stdout = run([sys.executable, script, *args])
+    result = json.loads(out.read_text())
+    assert result["clients"] == 2 and result["errors"] == 0 and result["out_of_order"] == 0
+    assert all(c["frames"] >= 1 and c["fps"] > 0 for c in result["per_client"])
+    assert result["model_steps"] >= 2 and result["sessions_after"] == 0
+    assert result["rss_mb"]["idle"] > 0 and "queue wait" in stdout

@@ -86,7 +86,12 @@ def _studio(args: argparse.Namespace) -> int:
     print(f"ardrag studio: http://{shown}:{port} ({name} on {pipe.device}; Ctrl-C stops it)", file=sys.stderr,
           flush=True)  # fmt: skip
     config = uvicorn.Config(
-        create_app(studio), log_level="warning", access_log=False, ws_max_size=2**20, log_config=None
+        create_app(studio),
+        log_level="warning",
+        access_log=False,
+        ws_max_size=2**20,
+        log_config=None,
+        timeout_graceful_shutdown=5,  # open pages do not hold Ctrl-C up
     )
     uvicorn.Server(config).run(sockets=[sock])
     return 0

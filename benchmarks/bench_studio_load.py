@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -48,6 +49,8 @@ def start_server(preset: str, clients: int, log_dir: str) -> tuple[subprocess.Po
             break
     else:
         raise RuntimeError(f"the studio did not start (exit {proc.wait()})")
+    # the rest of its console (a line per session) read as it comes, so a full pipe never blocks it
+    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
     deadline = time.monotonic() + 60
     while True:
         try:

@@ -24,6 +24,7 @@ from ardrag.inference.trajectory import MAX_POINTS
 
 MAX_DRAG_FRAMES = 128
 MAX_PATH = 2048  # mouse positions in one drag
+MAX_CHANGES = 10_000  # drags, intensities and removals in one stream (a regenerate replays them all)
 QUANTUM = 1 / 16
 COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45")
 
@@ -106,9 +107,10 @@ class Drags:
         pixels) over ``frames`` pixel frames from ``anchor`` on; one position pins the point."""
         if isinstance(frames, bool) or not isinstance(frames, int) or not 1 <= frames <= MAX_DRAG_FRAMES:
             raise ConfigError(f"drag frames {frames!r}: expected a whole number from 1 to {MAX_DRAG_FRAMES}")
+        self._room()
         try:
             xy = np.asarray(path, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             xy = np.zeros((0, 0))
         if xy.ndim != 2 or xy.shape[1:] != (2,) or not 1 <= len(xy) <= MAX_PATH or not np.isfinite(xy).all():
             raise ConfigError(
@@ -137,13 +139,21 @@ class Drags:
         self._log.append(("drag", (point_id, path, frames), anchor))
         return point
 
+    def _room(self) -> None:
+        if len(self._log) >= MAX_CHANGES:
+            raise ConfigError(f"this stream has had {MAX_CHANGES} changes, the most it keeps: reset it")
+
     def set_intensity(self, point_id: Any, value: Any, anchor: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
-            raise ConfigError(f"intensity {value!r} of point {point_id}: expected a number from 0 to 1")
+        self._room()
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not 0.0 <= value <= 1.0:  # compared as given: a huge int cannot overflow float()
+            shown = str(value)[:40]
+            raise ConfigError(f"intensity {shown} of point {point_id}: expected a number from 0 to 1")
         self._replan(point_id, anchor, intensity=float(value))
         self._log.append(("set_intensity", (point_id, value), anchor))
 
     def remove(self, point_id: Any, anchor: int) -> None:
+        self._room()
         self._replan(point_id, anchor, shown=False)
         self._log.append(("remove", (point_id,), anchor))
 

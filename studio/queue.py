@@ -94,6 +94,10 @@ class DeviceQueue:
             except Exception as err:  # the job's failure is its caller's to report
                 if not job.future.done():
                     job.future.set_exception(err)
+            except BaseException:  # the queue itself is stopping: nobody waits for ever
+                if not job.future.done():
+                    job.future.set_exception(RuntimeError("the device queue stopped"))
+                raise
             else:
                 if not job.future.done():
                     job.future.set_result(Done(result, start - job.queued, time.perf_counter() - start))

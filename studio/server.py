@@ -20,10 +20,12 @@ import base64
 import contextlib
 import ctypes
 import gc
+import io
 import json
 import logging
 import secrets
 import time
+import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -33,16 +35,18 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 
-from ardrag.errors import ArdragError, ConfigError
+from ardrag.errors import ConfigError
 from ardrag.model.pipeline import ARDragPipeline
 from studio.drags import MAX_POINTS
 from studio.queue import DeviceQueue
 from studio.settings import StudioSettings
-from studio.stream import Job, StudioStream, fit_image, png
+from studio.stream import StudioStream, check_prompt, fit_image, png
 
 log = logging.getLogger("ardrag.studio")
 
@@ -74,35 +78,52 @@ def load_examples(folder: Path = EXAMPLES) -> dict[str, Example]:
 
 
 def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
-    """An uploaded file as uint8 RGB, or a :class:`ConfigError` for the page."""
+    """An uploaded file as uint8 RGB, or a :class:`ConfigError` for the page. The size is read from the
+    file's header before anything is decoded: a small file can claim a huge image (a decompression bomb)."""
+    not_image = "the upload is not an image that can be read; expected PNG, JPEG, WebP or BMP"
     if not data:
         raise ConfigError("the upload is empty; expected an image file (PNG, JPEG, WebP, ...)")
-    header = np.frombuffer(data, np.uint8)
-    # the size from the header first: a small file can claim a huge image (a decompression bomb)
-    bgr = cv2.imdecode(header, cv2.IMREAD_REDUCED_COLOR_8)
-    if bgr is not None and bgr.shape[0] * bgr.shape[1] * 64 > max_pixels * 4:
-        # (the reduced decode is 1/8 per side; a margin for rounding)
-        raise ConfigError(f"the image is larger than {max_pixels} pixels; expected a smaller one")
-    bgr = cv2.imdecode(header, cv2.IMREAD_COLOR)
+    too_big = f"more than {max_pixels} pixels; expected a smaller one"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, by our limit
+            with Image.open(io.BytesIO(data)) as header:  # reads the header only
+                width, height = header.size
+    except Image.DecompressionBombError:
+        raise ConfigError(f"the image has {too_big}") from None
+    except (OSError, ValueError, SyntaxError):
+        raise ConfigError(not_image) from None
+    if width * height > max_pixels:
+        raise ConfigError(f"the image is {width}x{height}, {too_big}")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ConfigError(
-            "the upload is not an image that can be read; expected PNG, JPEG, WebP, BMP or TIFF"
-        )
-    if bgr.shape[0] * bgr.shape[1] > max_pixels:
-        size = f"{bgr.shape[1]}x{bgr.shape[0]}"
-        raise ConfigError(f"the image is {size}, more than {max_pixels} pixels; expected a smaller one")
+        raise ConfigError(not_image)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def release_memory() -> None:
-    """Collect cycles and hand the C allocator's free pages back to the system (glibc)."""
+    """Collect cycles and hand free memory back: the C allocator's pages (glibc), PyTorch's CUDA cache."""
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+class _Play:
+    """One run of a session's play loop; ``stop`` ends it after its current step."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.task: asyncio.Task[None] | None = None
 
 
 class Client:
-    """One browser session: its stream, its play loop, and its socket's outbox (messages leave in order)."""
+    """One browser session: its stream, its play loop, and its socket's outbox (messages leave in order).
+
+    The page's messages are handled one at a time, in order. Model work runs under ``lock`` (one job of
+    this session at a time, planned and recorded on the stream that holds the lock), so an upload, a reset
+    or a closing that takes the lock never sees a step recorded into the wrong stream."""
 
     def __init__(self, studio: Studio, socket: WebSocket):
         self.studio, self.socket = studio, socket
@@ -112,14 +133,17 @@ class Client:
         self.seed = studio.settings.seed
         self.source = ""
         self.image_version = 0
-        self.playing = False
+        self.play: _Play | None = None
         self.closed = False
         self.lock = asyncio.Lock()  # one model job of this session at a time
-        self.play_task: asyncio.Task[None] | None = None
         self.last_active = time.monotonic()
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.sender = asyncio.get_running_loop().create_task(self._send_all())
         self._frame_times: deque[tuple[float, int]] = deque()
+
+    @property
+    def playing(self) -> bool:
+        return self.play is not None and not self.play.stop
 
     # -- sending ------------------------------------------------------------------------------------
 
@@ -142,7 +166,7 @@ class Client:
         self.post({
             "type": "state", "playing": self.playing, "frames": len(s.frames) if s else 0,
             "next_frame": s.next_frame if s else 0,
-            "can_regenerate": bool(s and s.steps and not self.playing),
+            "can_regenerate": bool(s and s.steps and not self.playing and s.broken is None),
             "prompt": s.current_prompt if s else self.prompt, "seed": self.seed, "has_image": s is not None,
             "replay": s.replay_command(self.studio.model_args) if s else "",
         })  # fmt: skip
@@ -150,9 +174,8 @@ class Client:
     def post_points(self) -> None:
         if self.stream is not None:
             s = self.stream
-            self.post(
-                {"type": "points", "next_frame": s.next_frame, "points": s.drags.describe(s.next_frame)}
-            )
+            points = s.drags.describe(s.next_frame)
+            self.post({"type": "points", "next_frame": s.next_frame, "points": points})
 
     def ready(self) -> None:
         st, cfg = self.studio.settings, self.studio.pipe.config
@@ -178,20 +201,22 @@ class Client:
             return
         try:
             message = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
+        except (json.JSONDecodeError, RecursionError, ValueError):
             self.error("bad_message", f"message {text[:60]!r} is not JSON; expected an object with a type")
             return
         kind = message.get("type") if isinstance(message, dict) else None
-        if kind not in MESSAGE_TYPES:
+        if not isinstance(kind, str) or kind not in MESSAGE_TYPES:
             shown = kind if isinstance(message, dict) else text[:60]
-            self.error(
-                "bad_message", f"message type {shown!r} is unknown; expected one of {list(MESSAGE_TYPES)}"
-            )
+            expected = f"expected one of {list(MESSAGE_TYPES)}"
+            self.error("bad_message", f"message type {str(shown)[:40]!r} is unknown; {expected}")
             return
         try:
             await getattr(self, f"_on_{kind}")(message)
         except ConfigError as err:
             self.error("bad_input", str(err))
+        except Exception as err:  # a message this code did not foresee: refused, the session goes on
+            log.exception("session %s: a %s message failed", self.token[:6], kind)
+            self.error("bad_message", f"the {kind} message could not be handled ({type(err).__name__})")
 
     def _stream(self) -> StudioStream:
         if self.stream is None:
@@ -202,19 +227,31 @@ class Client:
         name = message.get("name")
         example = self.studio.examples.get(name) if isinstance(name, str) else None
         if example is None:
-            raise ConfigError(f"example {name!r} is unknown; expected one of {list(self.studio.examples)}")
+            shown = str(name)[:40]
+            raise ConfigError(f"example {shown!r} is unknown; expected one of {list(self.studio.examples)}")
         await self.set_image(example.image(), f"example:{example.name}", example.prompt)
 
-    async def set_image(self, image: np.ndarray, source: str, prompt: str | None = None) -> None:
-        """A new reference image: the stream starts again at frame 0 (drags cleared)."""
+    async def set_image(self, image: np.ndarray | None, source: str, prompt: str | None = None) -> None:
+        """A new reference image (None: the current one again, a reset): the stream starts again at
+        frame 0, drags cleared. The stream is replaced under the lock, after the last step finished."""
         await self.stop_playing()
         async with self.lock:
-            pipe, fitted = fit_image(self.studio.pipe, image)
+            if self.closed:
+                return
+            old = self.stream
+            if image is None:
+                if old is None:
+                    raise ConfigError("no image yet: pick an example or upload an image first")
+                pipe, fitted, source = old.pipe, old.image, self.source
+                prompt = old.current_prompt
+            else:
+                pipe, fitted = await asyncio.to_thread(fit_image, self.studio.pipe, image)
             if prompt is not None:
                 self.prompt = prompt
             self.stream = StudioStream(pipe, fitted, self.prompt, self.seed, self.studio.settings.max_frames)
             self.source = source
             self.image_version += 1
+            del old
         self._frame_times.clear()
         s = self.stream
         self.post({
@@ -225,11 +262,9 @@ class Client:
         self.post_state()
 
     async def _on_prompt(self, message: dict[str, Any]) -> None:
-        text = message.get("text")
+        text = check_prompt(message.get("text"))
         if self.stream is None:
-            if not isinstance(text, str) or not text.strip():
-                raise ConfigError(f"prompt {text!r}: expected a description of what should happen")
-            self.prompt = text.strip()
+            self.prompt = text
         else:
             self.stream.set_prompt(text)
             if self.stream.next_frame == 0:
@@ -240,7 +275,9 @@ class Client:
         s = self._stream()
         point_id = message.get("id")
         if point_id is not None and (isinstance(point_id, bool) or not isinstance(point_id, int)):
-            raise ConfigError(f"point id {point_id!r}: expected a point's number, or null for a new point")
+            raise ConfigError(
+                f"point id {str(point_id)[:40]}: expected a point's number, or null for a new point"
+            )
         s.drags.drag(point_id, message.get("path"), message.get("frames", 16), s.next_frame)
         self.post_points()
 
@@ -256,85 +293,91 @@ class Client:
 
     async def _on_play(self, message: dict[str, Any]) -> None:
         self._stream()
-        if not self.playing:
-            self.playing = True
-            self.play_task = asyncio.get_running_loop().create_task(self._play())
+        if self.playing:
+            return
+        await self.stop_playing()  # a loop being stopped ends first: one loop at a time
+        play = self.play = _Play()
+        play.task = asyncio.get_running_loop().create_task(self._play(play))
         self.post_state()
 
     async def _on_pause(self, message: dict[str, Any]) -> None:
-        self.playing = False
+        if self.play is not None:
+            self.play.stop = True
         self.post_state()
 
     async def _on_step(self, message: dict[str, Any]) -> None:
-        s = self._stream()
+        self._stream()
         await self.stop_playing()
-        await self._model(s.plan_step)
+        await self._model(regenerate=False)
 
     async def _on_regenerate(self, message: dict[str, Any]) -> None:
-        s = self._stream()
+        self._stream()
         await self.stop_playing()
-        await self._model(s.plan_regenerate)
+        await self._model(regenerate=True)
 
     async def _on_reset(self, message: dict[str, Any]) -> None:
-        s = self._stream()
-        seed = message.get("seed", self.seed)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"seed {seed!r}: expected a whole number >= 0")
-        self.seed = seed
-        await self.set_image(s.image, self.source, self.prompt)
+        await self.set_image(None, self.source)
 
     # -- model work ---------------------------------------------------------------------------------
 
     async def stop_playing(self) -> None:
         """Stop the play loop after its current step (the step finishes and is shown)."""
-        self.playing = False
-        task, self.play_task = self.play_task, None
-        if task is not None:
-            await task
+        play = self.play
+        if play is None:
+            return
+        play.stop = True
+        if play.task is not None:
+            await asyncio.shield(play.task)
+        if self.play is play:
+            self.play = None
 
-    async def _play(self) -> None:
-        while self.playing and not self.closed:
-            stream = self.stream
-            if stream is None or not await self._model(stream.plan_step):
-                break
-        if self.playing:
-            self.playing = False
+    async def _play(self, play: _Play) -> None:
+        try:
+            while not play.stop and not self.closed:
+                if not await self._model(regenerate=False):
+                    break
+        finally:
+            play.stop = True
+            if self.play is play:
+                self.play = None
             self.post_state()
 
-    async def _model(self, plan: Callable[[], Job]) -> bool:
-        """Plan a step (its controls taken now), run it on the device's queue, show its frames."""
+    async def _model(self, regenerate: bool) -> bool:
+        """Plan a step on the session's stream (its controls taken now), run it on the device's queue,
+        show its frames. False when there was nothing to do or it failed (the page is told why)."""
         async with self.lock:
             stream = self.stream
+            if stream is None or self.closed:
+                return False
             try:
-                job = plan()
+                job = stream.plan_regenerate() if regenerate else stream.plan_step()
             except ConfigError as err:
-                full = stream is not None and stream.next_frame >= stream.max_frames
-                self.error("limit" if full else "bad_input", str(err))
+                self.error("limit" if stream.full and stream.broken is None else "bad_input", str(err))
                 return False
             self.post_points()  # next_frame moved: drags from now on apply after this step
-
-            def work() -> tuple[np.ndarray, list[str]]:
-                frames = job.run()
-                return frames, [base64.b64encode(png(f)).decode("ascii") for f in frames]
 
             def where(position: int) -> None:
                 self.post({"type": "queue", "position": position})
 
             try:
-                done = await self.studio.queue.run(work, where)
-            except (ArdragError, ValueError, RuntimeError) as err:
+                done = await self.studio.queue.run(job.run, where)
+                pngs = await asyncio.to_thread(
+                    lambda: [base64.b64encode(png(f)).decode() for f in done.result]
+                )
+            except Exception as err:
                 stream.abandon(job)
                 log.warning("session %s: a step failed: %s", self.token[:6], err)
-                self.error("model", f"the step failed: {err}")
+                self.error("model", f"the step failed ({type(err).__name__}: {err}); reset to start again")
+                self.post_points()
+                self.post_state()
                 return False
-            frames, pngs = done.result
-            stream.finish(job, frames)
+            stream.finish(job, done.result)
             self.last_active = time.monotonic()
             self.post({
                 "type": "frames", "start": job.step.start, "latent": job.step.latent, "frames": pngs,
                 "total": len(stream.frames), "regenerated": job.regenerate,
                 "latency_ms": round(done.run_s * 1000, 1), "queue_wait_ms": round(done.wait_s * 1000, 1),
-                "fps": self._fps(len(frames)),
+                "fps": self._fps(len(pngs)),
             })  # fmt: skip
             self.post_points()
             self.post_state()
@@ -355,12 +398,11 @@ class Client:
         """Stop, let a running step finish, drop the stream and everything it holds."""
         if self.closed:
             return
-        self.playing = False
         with contextlib.suppress(Exception):
             await self.stop_playing()
         async with self.lock:
+            self.closed = True
             self.stream = None
-        self.closed = True
         self.outbox.put_nowait(None)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.sender, 5)
@@ -375,6 +417,7 @@ class Studio:
         self.examples = load_examples()
         self.queue = DeviceQueue(str(pipe.device))
         self.clients: dict[str, Client] = {}
+        self.decoding = asyncio.Semaphore(2)
         if settings.warmup:
             self.queue.run_sync(self._warmup)
 
@@ -490,13 +533,16 @@ def create_app(studio: Studio) -> FastAPI:
             if len(body) > limit:
                 return JSONResponse({"ok": False, "error": too_big}, 413)
         try:
-            image = await asyncio.to_thread(decode_upload, bytes(body), studio.settings.max_image_pixels)
+            async with studio.decoding:  # a few decodes at a time, whatever the number of uploads
+                image = await asyncio.to_thread(decode_upload, bytes(body), studio.settings.max_image_pixels)
         except ConfigError as err:
             status = 413 if "pixels" in str(err) else 415
             return JSONResponse({"ok": False, "error": str(err)}, status)
-        name = request.headers.get("x-filename", "upload")
-        await client.set_image(image, f"upload:{name[:80]}")
+        name = "".join(c for c in request.headers.get("x-filename", "upload")[:80] if c.isprintable())
+        await client.set_image(image, f"upload:{name}")
         s = client.stream
+        if s is None:  # the session closed meanwhile
+            return gone(token)
         return JSONResponse({"ok": True, "width": s.width, "height": s.height})
 
     async def download(token: str, what: Callable[[StudioStream], Any], media: str, name: str) -> Response:
@@ -507,7 +553,7 @@ def create_app(studio: Studio) -> FastAPI:
         if stream is None:
             return JSONResponse({"ok": False, "error": "no image yet"}, 404)
         try:
-            data = await asyncio.to_thread(what, stream)
+            data = await asyncio.to_thread(what, stream.frozen())  # the record as it is now
         except ConfigError as err:
             return JSONResponse({"ok": False, "error": str(err)}, 404)
         headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}

@@ -13,6 +13,7 @@ from it and :meth:`reference_png` with the same seed.
 
 from __future__ import annotations
 
+import copy
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,15 @@ from ardrag.inference.generate import render_size
 from ardrag.inference.session import StreamSession
 from ardrag.model.pipeline import ARDragPipeline
 from studio.drags import Drags
+
+MAX_PROMPT = 2000
+
+
+def check_prompt(text: Any) -> str:
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_PROMPT:
+        shown = str(text)[:60]
+        raise ConfigError(f"prompt {shown!r}: expected a description of 1 to {MAX_PROMPT} characters")
+    return text.strip()
 
 
 def fit_image(pipe: ARDragPipeline, image: np.ndarray) -> tuple[ARDragPipeline, np.ndarray]:
@@ -62,13 +72,19 @@ class Job:
 
     def run(self) -> np.ndarray:
         s, step = self.stream, self.step
-        if s.session is None:
-            s.session = StreamSession(s.pipe, s.image, s.prompt, seed=s.seed)
-        if step.prompt is not None and not self.regenerate:  # a regenerate starts after the switch
-            s.session.set_prompt(step.prompt, "recache")
-        controls = (step.tracks, step.visible, step.intensity)
-        frames = s.session.regenerate(*controls) if self.regenerate else s.session.step(*controls)
-        return frames
+        try:
+            if s.session is None:
+                s.session = StreamSession(s.pipe, s.image, s.prompt, seed=s.seed)
+            if step.prompt is not None and not self.regenerate:  # a regenerate starts after the switch
+                s.session.set_prompt(step.prompt, "recache")
+            controls = (step.tracks, step.visible, step.intensity)
+            return s.session.regenerate(*controls) if self.regenerate else s.session.step(*controls)
+        except BaseException as err:
+            # a step that failed part way has moved the session's caches, encoders and noise: its
+            # frames could no longer be replayed, so the stream ends here (the frames made so far stay)
+            s.broken = f"{type(err).__name__}: {err}"
+            s.session = None
+            raise
 
 
 @dataclass
@@ -85,9 +101,12 @@ class StudioStream:
     frames: list[np.ndarray] = field(default_factory=list)  # uint8 (H, W, 3) per pixel frame
     switches: list[tuple[int, str]] = field(default_factory=list)  # (pixel frame, prompt) after frame 0
     pending_prompt: str | None = None
+    planned_prompt: str = ""  # the prompt of the last step planned (running or done)
+    broken: str | None = None  # why a step failed; the stream then takes no more steps
 
     def __post_init__(self) -> None:
         self.drags = Drags(self.pipe.config.width, self.pipe.config.height)
+        self.planned_prompt = self.prompt = check_prompt(self.prompt)
 
     @property
     def width(self) -> int:
@@ -103,23 +122,32 @@ class StudioStream:
 
     @property
     def current_prompt(self) -> str:
-        if self.pending_prompt is not None:
-            return self.pending_prompt
-        return self.switches[-1][1] if self.switches else self.prompt
+        return self.pending_prompt if self.pending_prompt is not None else self.planned_prompt
+
+    @property
+    def full(self) -> bool:
+        """No room for another step under ``max_frames``."""
+        return (1 if self.next_frame == 0 else self.next_frame + 4) > self.max_frames
 
     def set_prompt(self, text: Any) -> None:
         """Before the first frame, the prompt to start with; after, a switch applied by the next step."""
-        if not isinstance(text, str) or not text.strip() or len(text) > 2000:
-            raise ConfigError(f"prompt {str(text)[:60]!r}: expected a description of 1 to 2000 characters")
-        text = text.strip()
+        text = check_prompt(text)
         if self.next_frame == 0:
-            self.prompt, self.session = text, None  # the session starts with it (text encoded then)
-        else:
-            in_force = self.switches[-1][1] if self.switches else self.prompt
-            self.pending_prompt = None if text == in_force else text
+            self.prompt = self.planned_prompt = text  # the session starts with it (text encoded then)
+            self.session = None
+        else:  # back to the prompt of the step in flight (or done) cancels a pending switch
+            self.pending_prompt = None if text == self.planned_prompt else text
+
+    def _check_alive(self) -> None:
+        if self.broken is not None:
+            raise ConfigError(
+                f"the stream stopped after a failed step ({self.broken}): reset to start again (the "
+                "downloads hold the frames made before it)"
+            )
 
     def plan_step(self) -> Job:
-        if self.next_frame >= self.max_frames:
+        self._check_alive()
+        if self.full:
             raise ConfigError(
                 f"the stream has its maximum of {self.max_frames} frames: download it, or reset to start "
                 "again"
@@ -127,12 +155,15 @@ class StudioStream:
         start = self.next_frame
         end = 1 if start == 0 else start + 4
         prompt, self.pending_prompt = self.pending_prompt, None
+        if prompt is not None:
+            self.planned_prompt = prompt
         step = Step(len(self.steps), start, end, *self.drags.controls(start, end), prompt=prompt)
         self.next_frame = end
         return Job(self, step)
 
     def plan_regenerate(self) -> Job:
         """The last step again, with the drags changed since it was taken applied to its frames."""
+        self._check_alive()
         if not self.steps or self.next_frame != self.steps[-1].end:
             raise ConfigError("nothing to regenerate: generate a frame first")
         last = self.steps[-1]
@@ -154,11 +185,14 @@ class StudioStream:
         self.frames.extend(frames)
 
     def abandon(self, job: Job) -> None:
-        """A planned step that failed: its frames are free again."""
-        if not job.regenerate and self.next_frame == job.step.end:
-            self.next_frame = job.step.start
-            if job.step.prompt is not None and self.pending_prompt is None:
-                self.pending_prompt = job.step.prompt
+        """A planned step that failed (the stream is ``broken``): ``next_frame`` is the frames made."""
+        self.next_frame = len(self.frames)
+
+    def frozen(self) -> StudioStream:
+        """A copy of the record as it is now, for downloads made in another thread while steps go on."""
+        out = copy.copy(self)
+        out.steps, out.frames, out.switches = list(self.steps), list(self.frames), list(self.switches)
+        return out
 
     # -- downloads ----------------------------------------------------------------------------------
 

@@ -60,7 +60,9 @@ def test_malformed_messages_are_refused_and_the_session_goes_on(server):
         {"type": "point", "id": True, "path": [[1, 2]], "frames": 4},
         {"type": "intensity", "id": 1, "value": 0.5},
         {"type": "regenerate"},
-        {"type": "reset", "seed": -1},
+        {"type": "point", "id": None, "path": [[10**400, 2]], "frames": 4},  # overflows a float
+        {"type": "intensity", "id": 1, "value": 10**400},
+        {"type": "point", "id": 10**400, "path": [[1, 2]], "frames": 4},
         {"type": "prompt", "text": ""},
     ):
         c.send(json.dumps(message, allow_nan=True))
@@ -208,3 +210,89 @@ def test_the_command_warns_when_bound_beyond_loopback(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def png_header(width, height):
+    """The first bytes of a PNG that claims ``width`` x ``height`` (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + ihdr + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")
+
+
+def test_a_huge_image_is_refused_from_its_header_before_it_is_decoded(server):
+    c = server.client()
+    url = f"{server.url}/api/sessions/{c.ready['session']}/image"
+    for side in (8000, 32000):  # beyond the limit, and beyond Pillow's own bomb limit
+        status, reply = post(url, png_header(side, side))
+        assert status == 413 and "more than 40000000 pixels" in reply["error"], reply
+    c.close()
+
+
+def test_an_upload_during_a_stream_starts_a_fresh_one(server):
+    """The upload waits for the step in flight; nothing of the old stream lands in the new one."""
+    c = server.client()
+    c.send({"type": "example", "name": "toy-1"})
+    c.send({"type": "point", "id": None, "path": [[10, 10], [60, 40]], "frames": 16})
+    c.send({"type": "play"})
+    c.until("frames", where=lambda m: m["total"] >= 5)
+    c.send({"type": "step"})  # stops the play loop, then steps
+    status, reply = post(f"{server.url}/api/sessions/{c.ready['session']}/image", png_bytes(64, 96))
+    assert status == 200 and (reply["width"], reply["height"]) == (64, 96)  # portrait: the 64x96 bucket
+    client = next(iter(server.studio.clients.values()))
+    deadline = time.monotonic() + 20
+    while client.play is not None or client.lock.locked():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    stream = client.stream
+    assert (stream.width, stream.next_frame, len(stream.frames), stream.steps) == (64, 0, 0, [])
+    c.send({"type": "step"})
+    frames = c.until("frames", where=lambda m: m["total"] == 1)
+    assert frames["start"] == 0 and len(stream.frames) == 1
+    c.close()
+
+
+def test_play_and_pause_in_quick_succession_run_one_loop(server):
+    c = server.client()
+    c.send({"type": "example", "name": "toy-2"})
+    for kind in ("play", "pause", "play", "pause", "play"):
+        c.send({"type": kind})
+    c.until("frames", where=lambda m: m["total"] >= 13)
+    c.send({"type": "pause"})
+    c.until("state", where=lambda m: not m["playing"] and m["frames"] == m["next_frame"])
+    starts = [m["start"] for m in c.seen if m["type"] == "frames"]
+    assert starts == [0] + list(range(1, 4 * len(starts) - 3, 4))  # in order, none twice
+    client = next(iter(server.studio.clients.values()))
+    assert client.play is None
+    c.close()
+
+
+def test_a_failed_step_stops_the_stream_with_a_message_and_reset_recovers(server, monkeypatch):
+    from ardrag.inference.session import StreamSession
+
+    real, calls = StreamSession.step, []
+
+    def flaky(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise IndexError("a step that goes wrong")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(StreamSession, "step", flaky)
+    c = server.client()
+    c.send({"type": "example", "name": "toy-1"})
+    c.send({"type": "play"})
+    err = c.until("error")
+    assert err["code"] == "model" and "IndexError" in err["message"] and "reset" in err["message"]
+    state = c.until("state", where=lambda m: not m["playing"])
+    assert state["frames"] == state["next_frame"] == 5 and not state["can_regenerate"]
+    c.send({"type": "step"})
+    assert "failed step" in c.until("error")["message"]
+    c.send({"type": "reset"})
+    c.send({"type": "step"})
+    assert c.until("frames")["start"] == 0
+    c.close()

@@ -129,3 +129,15 @@ def test_a_prompt_before_the_first_frame_is_the_starting_prompt(pipe, image):
         {"frame": 0, "text": "a calm scene", "mode": "recache"},
         {"frame": 5, "text": "a storm again", "mode": "recache"},
     ]
+
+
+def test_a_prompt_back_to_the_one_in_flight_cancels_the_switch(pipe, image):
+    s = make(pipe, image)
+    run(s, 1)
+    s.set_prompt("a storm")
+    in_flight = s.plan_step()  # carries the switch to "a storm"
+    s.set_prompt("a patch slides")  # back to the first prompt while that step runs: a switch again
+    assert s.pending_prompt == "a patch slides"
+    s.finish(in_flight, in_flight.run())
+    s.set_prompt("a storm")  # the prompt in force: no switch
+    assert s.pending_prompt is None and s.current_prompt == "a storm"

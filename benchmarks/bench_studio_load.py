@@ -38,10 +38,12 @@ import websockets
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_server(preset: str, clients: int, log_dir: str) -> tuple[subprocess.Popen[str], str]:
+def start_server(
+    preset: str, clients: int, log_dir: str, env: dict[str, str]
+) -> tuple[subprocess.Popen[str], str]:
     cmd = [sys.executable, "-m", "ardrag.cli", "studio", "--preset", preset, "--port", "0",
            "--max-sessions", str(clients), "--log-dir", log_dir]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stderr is not None
     for line in proc.stderr:
         if line.startswith("ardrag studio: http://"):
@@ -129,16 +131,13 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values[0] if values else 0.0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--preset", default="tiny")
-    ap.add_argument("--settle", type=float, default=15.0, help="seconds to wait for memory to settle")
-    ap.add_argument("--out", help="write the figures as JSON")
-    args = ap.parse_args(argv)
+def run_once(args: argparse.Namespace, arenas: str | None) -> dict[str, Any]:
+    """One server, ``args.clients`` clients for ``args.seconds``; ``arenas``: the server's
+    ``MALLOC_ARENA_MAX`` (None: as this process has it; glibc's default, 8 per core, when unset)."""
+    env = {**os.environ, **({"MALLOC_ARENA_MAX": arenas} if arenas else {})}
+    arena_max = env.get("MALLOC_ARENA_MAX", "glibc default")
     with tempfile.TemporaryDirectory() as logs:
-        proc, url = start_server(args.preset, args.clients, logs)
+        proc, url = start_server(args.preset, args.clients, logs, env)
         try:
             time.sleep(2.0)
             idle = rss_mb(proc)
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     waits = [w for r in results for w in r["waits_ms"]]
     summary = {
         "clients": args.clients, "seconds": args.seconds, "preset": args.preset,
-        "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+        "omp_threads": os.environ.get("OMP_NUM_THREADS"), "malloc_arena_max": arena_max,
         "per_client": [{k: r[k] for k in ("client", "frames", "fps", "out_of_order")} | {
             "errors": len(r["errors"]), "queue_wait_ms_mean": statistics.fmean(r["waits_ms"] or [0.0]),
             "step_ms_mean": statistics.fmean(r["latency_ms"] or [0.0])} for r in results],
@@ -175,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         "rss_mb": {"idle": idle, "peak": peak, "after": after, "after_over_idle": after / idle},
         "memory_back_within_10pct": after <= idle * 1.10,
     }  # fmt: skip
+    return summary
+
+
+def show(summary: dict[str, Any]) -> None:
+    args = argparse.Namespace(**{k: summary[k] for k in ("clients", "seconds", "preset")})
     print(f"{args.clients} clients x {args.seconds:g} s on --preset {args.preset}:")
     print(f"{'client':>6} {'frames':>7} {'fps':>6} {'queue wait ms':>14} {'step ms':>8} {'errors':>6}")
     for r in summary["per_client"]:
@@ -187,9 +191,35 @@ def main(argv: list[str] | None = None) -> int:
     within = "within" if summary["memory_back_within_10pct"] else "NOT within"
     print(f"memory (RSS): idle {m['idle']:.0f} MB, peak {m['peak']:.0f} MB, after disconnect "
           f"{m['after']:.0f} MB ({m['after_over_idle']:.3f} x idle: {within} 10%)")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--settle", type=float, default=15.0, help="seconds to wait for memory to settle")
+    ap.add_argument("--out", help="write the figures as JSON")
+    ap.add_argument(
+        "--arenas",
+        help="comma-separated MALLOC_ARENA_MAX values for the server, one run each, compared (e.g. 16,2); "
+        "glibc's allocator keeps freed memory in per-thread arenas",
+    )
+    args = ap.parse_args(argv)
+    runs = [run_once(args, a) for a in (args.arenas.split(",") if args.arenas else [None])]
+    for summary in runs:
+        print(f"MALLOC_ARENA_MAX {summary['malloc_arena_max']}:")
+        show(summary)
+    if len(runs) > 1:
+        a, b = runs[0], runs[-1]
+        fps = b["fps_per_client"]["mean"] / a["fps_per_client"]["mean"]
+        peak = b["rss_mb"]["peak"] / a["rss_mb"]["peak"]
+        print(f"last run / first run: fps per client x{fps:.2f}, peak memory x{peak:.2f}")
+    summary = runs[-1] if len(runs) == 1 else {**runs[-1], "runs": runs}
+    bad = sum(r["errors"] + r["out_of_order"] for r in runs)
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=1))
-    return 0 if summary["errors"] == 0 and summary["out_of_order"] == 0 else 1
+    return 0 if bad == 0 else 1
 
 
 if __name__ == "__main__":

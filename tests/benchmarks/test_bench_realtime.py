@@ -72,10 +72,11 @@ def test_bench_prompt_switch_times_each_mode_against_a_normal_frame(tmp_path):
 def test_bench_studio_load_streams_to_every_client_in_order(tmp_path):
     out = tmp_path / "load.json"
     script = str(ROOT / "benchmarks" / "bench_studio_load.py")
-    args = ["--clients", "2", "--seconds", "4", "--settle", "5", "--out", str(out)]
+    args = ["--clients", "2", "--seconds", "4", "--settle", "5", "--arenas", "16,2", "--out", str(out)]
     stdout = run([sys.executable, script, *args])
     result = json.loads(out.read_text())
     assert result["clients"] == 2 and result["errors"] == 0 and result["out_of_order"] == 0
     assert all(c["frames"] >= 1 and c["fps"] > 0 for c in result["per_client"])
     assert result["model_steps"] >= 2 and result["sessions_after"] == 0
     assert result["rss_mb"]["idle"] > 0 and "queue wait" in stdout
+    assert [r["malloc_arena_max"] for r in result["runs"]] == ["16", "2"] and "peak memory x" in stdout

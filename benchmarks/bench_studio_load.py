@@ -35,6 +35,8 @@ from typing import Any
 import psutil
 import websockets
 
+from ardrag.presets import TINY
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--preset", default=TINY)
     ap.add_argument("--settle", type=float, default=15.0, help="seconds to wait for memory to settle")
     ap.add_argument("--out", help="write the figures as JSON")
     ap.add_argument(

@@ -25,7 +25,7 @@ from ardrag.presets import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ("ardrag", "flows", "annotation", "benchmarks", "datasets")
+CODE = ("ardrag", "flows", "annotation", "studio", "benchmarks", "datasets")
 
 
 def test_presets_in_one_place():

@@ -43,6 +43,12 @@ class Server:
             assert time.monotonic() < deadline, f"{len(self.studio.clients)} sessions live, expected {n}"
             time.sleep(0.02)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
     def stop(self):
         self.server.should_exit = True
         self.thread.join(30)

@@ -1,4 +1,4 @@
-// ardrag studio: the page side of the protocol in the project's notes (studio-protocol.md, v1).
+// ardrag studio: the page side of the protocol in studio/PROTOCOL.md (v1).
 // One WebSocket to /ws carries everything but the upload (a POST) and the downloads (links).
 // Coordinates on the wire are model pixels with pixel centres at integers: CSS offset u on a canvas
 // cw CSS px wide showing a W-pixel image is x = u / cw * W - 0.5 (same for y).

@@ -82,8 +82,7 @@ def test_malformed_messages_are_refused_and_the_session_goes_on(server):
 
 
 def test_uploads_that_are_not_images_or_too_large_are_refused_with_a_message(tiny_pipe):
-    server = Server(tiny_pipe, max_upload_bytes=50_000, max_image_pixels=200 * 200)
-    try:
+    with Server(tiny_pipe, max_upload_bytes=50_000, max_image_pixels=200 * 200) as server:
         c = server.client()
         url = f"{server.url}/api/sessions/{c.ready['session']}/image"
         status, reply = post(url, b"this is a text file, not a picture")
@@ -103,13 +102,10 @@ def test_uploads_that_are_not_images_or_too_large_are_refused_with_a_message(tin
         status, headers, body = get(server.url + image["url"])
         assert headers["content-type"] == "image/png" and Image.open(io.BytesIO(body)).size == (96, 64)
         c.close()
-    finally:
-        server.stop()
 
 
 def test_sessions_beyond_the_maximum_are_told_to_try_again(tiny_pipe):
-    server = Server(tiny_pipe, max_sessions=2)
-    try:
+    with Server(tiny_pipe, max_sessions=2) as server:
         a, b = server.client(), server.client()
         from websockets.sync.client import connect
 
@@ -128,13 +124,10 @@ def test_sessions_beyond_the_maximum_are_told_to_try_again(tiny_pipe):
         assert c.ready["session"]
         b.close()
         c.close()
-    finally:
-        server.stop()
 
 
 def test_idle_sessions_are_closed_and_freed(tiny_pipe):
-    server = Server(tiny_pipe, idle_timeout_s=0.6)
-    try:
+    with Server(tiny_pipe, idle_timeout_s=0.6) as server:
         c = server.client()
         c.send({"type": "example", "name": "toy-1"})
         c.until("image")
@@ -143,16 +136,20 @@ def test_idle_sessions_are_closed_and_freed(tiny_pipe):
         with pytest.raises(ConnectionClosed):
             c.recv(timeout=10)
         server.wait_sessions(0)
-    finally:
-        server.stop()
 
 
-def test_a_page_that_leaves_mid_stream_frees_its_session(server):
+def playing(server):
+    """A client streaming an example with one drag, 5 frames in."""
     c = server.client()
     c.send({"type": "example", "name": "toy-1"})
     c.send({"type": "point", "id": None, "path": [[10, 10], [60, 40]], "frames": 16})
     c.send({"type": "play"})
     c.until("frames", where=lambda m: m["total"] >= 5)
+    return c
+
+
+def test_a_page_that_leaves_mid_stream_frees_its_session(server):
+    c = playing(server)
     client = next(iter(server.studio.clients.values()))
     assert client.stream is not None and client.playing
     c.close()  # mid-stream
@@ -235,11 +232,7 @@ def test_a_huge_image_is_refused_from_its_header_before_it_is_decoded(server):
 
 def test_an_upload_during_a_stream_starts_a_fresh_one(server):
     """The upload waits for the step in flight; nothing of the old stream lands in the new one."""
-    c = server.client()
-    c.send({"type": "example", "name": "toy-1"})
-    c.send({"type": "point", "id": None, "path": [[10, 10], [60, 40]], "frames": 16})
-    c.send({"type": "play"})
-    c.until("frames", where=lambda m: m["total"] >= 5)
+    c = playing(server)
     c.send({"type": "step"})  # stops the play loop, then steps
     status, reply = post(f"{server.url}/api/sessions/{c.ready['session']}/image", png_bytes(64, 96))
     assert status == 200 and (reply["width"], reply["height"]) == (64, 96)  # portrait: the 64x96 bucket

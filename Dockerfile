@@ -26,6 +26,7 @@ RUN pip install --no-cache-dir ".[all]" -c constraints.txt && pip uninstall -y a
 COPY ardrag ardrag
 COPY flows flows
 COPY annotation annotation
+COPY studio studio
 COPY datasets datasets
 COPY prefect.yaml ./
 RUN pip install --no-cache-dir --no-deps -e . && mkdir -p /data && chown ardrag /data

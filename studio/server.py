@@ -42,6 +42,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from ardrag.errors import ConfigError
+from ardrag.inference.trajectory import load_reference
 from ardrag.model.pipeline import ARDragPipeline
 from studio.drags import MAX_POINTS
 from studio.queue import DeviceQueue
@@ -65,10 +66,7 @@ class Example:
     path: Path
 
     def image(self) -> np.ndarray:
-        bgr = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ConfigError(f"example image '{self.path}' could not be decoded")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return load_reference(self.path)  # what `ardrag generate --ref` reads
 
 
 def load_examples(folder: Path = EXAMPLES) -> dict[str, Example]:

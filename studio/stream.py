@@ -233,10 +233,7 @@ class StudioStream:
         return encode_mp4(self.video(), self.fps)
 
     def reference_png(self) -> bytes:
-        ok, data = cv2.imencode(".png", cv2.cvtColor(self.image, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise ConfigError("the reference image could not be encoded as PNG")
-        return data.tobytes()
+        return png(self.image)
 
     def replay_command(self, model_args: str) -> str:
         """The command that remakes the frames from the downloads (the trajectory's prompts replace
@@ -250,5 +247,5 @@ class StudioStream:
 def png(frame: np.ndarray) -> bytes:
     ok, data = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     if not ok:
-        raise ConfigError("a frame could not be encoded as PNG")
+        raise ConfigError("an image could not be encoded as PNG")
     return data.tobytes()

